@@ -1,0 +1,39 @@
+# hubserve: `make serve` runs the server, `make test` runs the tests.
+# Both create .venv and install the pinned stack when needed (`make setup`).
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+CONFIG ?= configs/default.yaml
+PYTEST_ARGS ?=
+
+# Ray: no usage reporting; token auth on for the local cluster, said explicitly.
+export RAY_USAGE_STATS_ENABLED = 0
+RAY_AUTH_MODE ?= token
+export RAY_AUTH_MODE
+
+.PHONY: setup serve test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The server never downloads: models come from the store, the HF cache or packages.
+serve: setup
+	@mkdir -p model_store .hubserve
+	$(BIN)/hubserve config render $(CONFIG) --host $(HOST) --port $(PORT) --output .hubserve/serve.yaml
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 exec $(BIN)/serve run .hubserve/serve.yaml
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .hubserve .pytest_cache

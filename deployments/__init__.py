@@ -1,0 +1,1 @@
+"""Per-task model deployments: the task registry, backends and the model server."""

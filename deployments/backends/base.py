@@ -1,0 +1,80 @@
+"""The backend protocol: what a task may ask of a loaded model.
+
+A backend owns one model revision on one device. Task modules call only these
+methods, so they never import a framework; ``torch_backend.py`` (and later
+backends) are the only modules that do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What to load and where.
+
+    Attributes:
+        path: the model folder.
+        model_kind: the head to load (see ``Task.model_kind``).
+        pipeline: the transformers pipeline task ``forward`` runs, or None.
+        device: ``cpu`` or ``cuda``.
+        threads: intra-op threads for this replica (None: leave as is).
+    """
+
+    path: Path
+    model_kind: str
+    pipeline: Optional[str] = None
+    device: str = "cpu"
+    threads: Optional[int] = None
+
+
+@dataclass
+class Generation:
+    """One generated sequence.
+
+    Attributes:
+        text: the generated text (without the prompt).
+        finish_reason: ``length``, ``eos_token`` or ``stop_sequence``.
+        tokens: ``{"id", "text", "logprob", "special"}`` per generated token.
+        prompt_tokens: the number of prompt tokens.
+        seed: the seed used when sampling, else None.
+    """
+
+    text: str
+    finish_reason: str
+    tokens: list[dict] = field(default_factory=list)
+    prompt_tokens: int = 0
+    seed: Optional[int] = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One loaded model. ``compute_type`` is the ``x-compute-type`` it earns."""
+
+    compute_type: str
+    mask_token: Optional[str]
+    max_input_tokens: int
+
+    def load(self, spec: LoadSpec) -> None:
+        """Loads weights and tokenizer; raises ``ModelLoadError`` naming the cause."""
+
+    def forward(self, inputs: Any, **kwargs: Any) -> Any:
+        """Runs the transformers pipeline of ``spec.pipeline`` on ``inputs``."""
+
+    def embed(self, texts: Sequence[str], *, truncate: bool, max_length: Optional[int] = None,
+              truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:
+        """Token embeddings ``[batch, tokens, hidden]`` and the attention mask ``[batch, tokens]``."""
+
+    def generate(self, prompt: str, params: dict, *, want_tokens: bool = False) -> list[Generation]:
+        """Continues ``prompt`` (causal LMs); one ``Generation`` per returned sequence."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens."""
+
+    def close(self) -> None:
+        """Frees the weights."""

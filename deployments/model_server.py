@@ -1,0 +1,206 @@
+"""The model server: one Serve deployment per task, many models per replica.
+
+``@serve.multiplexed`` keeps an LRU of loaded models per replica (keyed by
+``<model id>@<sha>``, so a changed model is a new entry) and ``@serve.batch``
+groups concurrent requests; Ray splits a batch by multiplexed model id, and
+per-request failures travel back as values so that one bad request never fails
+its batch neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ray import serve
+
+from hubserve.config import AppConfig
+from hubserve.errors import ApiError, BackendFailure, ModelLoadError
+from hubserve.store import ModelRef, open_store
+
+from .backends import LoadSpec, create_backend
+from .tasks import get_task, infer_task
+from .tasks.base import TaskRequest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkItem:
+    """One request for the model server.
+
+    Attributes:
+        revision_id: ``<model id>@<sha>`` (also the multiplexed model id).
+        request: the validated task request.
+    """
+
+    revision_id: str
+    request: TaskRequest
+
+
+@dataclass
+class Answer:
+    """A model server's answer: the output and what computed it."""
+
+    output: Any
+    compute_type: str
+    sha: str
+
+
+class LoadedModel:
+    """A model revision loaded for one task: its backend plus task state."""
+
+    def __init__(self, ref: ModelRef, backend, state: Any) -> None:
+        self.ref = ref
+        self.backend = backend
+        self.state = state
+
+    @property
+    def compute_type(self) -> str:
+        return self.backend.compute_type
+
+    def __del__(self) -> None:
+        # NOTE(hubserve): the multiplexer calls __del__ on LRU eviction; free the weights now.
+        backend, self.backend = getattr(self, "backend", None), None
+        if backend is not None:
+            backend.close()
+
+
+class ModelServer:
+    """Serves one task for any number of models.
+
+    Args:
+        task: the task name.
+        config: the application config (``AppConfig`` as a dict).
+    """
+
+    async def __init__(self, task: str, config: dict) -> None:
+        self.task = get_task(task)
+        self.config = AppConfig.model_validate(config)
+        self.options = self.config.deployment_for(task)
+        self.store = open_store(self.config)
+        self.threads = self.options.threads or max(1, int(round(self.options.num_cpus or 1)))
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        async def load_model(revision_id: str) -> LoadedModel:
+            return await self.load(revision_id)
+
+        # NOTE(hubserve): decorated here, not on the class, so the LRU size comes from the config.
+        self.get_model = serve.multiplexed(max_num_models_per_replica=self.options.max_models_per_replica)(
+            load_model
+        )
+        self.run_batch.set_max_batch_size(self.options.max_batch_size)
+        self.run_batch.set_batch_wait_timeout_s(self.options.batch_wait_timeout_s)
+        for model_id, entry in self.config.models.items():
+            if not entry.preload:
+                continue
+            ref = self.store.resolve(model_id)
+            if task in entry.preload_tasks(entry.task or infer_task(ref)):
+                start = time.perf_counter()
+                await self.get_model(ref.revision_id)
+                logger.info("preloaded %s for %s in %.2fs", model_id, task, time.perf_counter() - start)
+
+    async def load(self, revision_id: str) -> LoadedModel:
+        """Loads ``<id>@<sha>`` in a worker thread (the event loop stays free)."""
+        model_id = revision_id.rsplit("@", 1)[0]
+        ref = self.store.resolve(model_id)
+        entry = self.config.models.get(model_id)
+        backend_name = (entry and entry.backend) or self.options.backend
+        spec = LoadSpec(
+            path=ref.path,
+            model_kind=self.task.model_kind,
+            pipeline=self.task.pipeline,
+            device=(entry and entry.device) or self.options.device,
+            threads=self.threads,
+        )
+
+        def _load() -> LoadedModel:
+            backend = create_backend(backend_name)
+            backend.load(spec)
+            return LoadedModel(ref, backend, self.task.prepare(ref, backend))
+
+        start = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(_load)
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a load failure is reported, never crashes the replica
+            logger.exception("loading %s failed", revision_id)
+            raise ModelLoadError(f"Failed to load model {model_id}: {type(exc).__name__}: {exc}") from None
+        logger.info("loaded %s (%s) in %.2fs", revision_id, self.task.name, time.perf_counter() - start)
+        return model
+
+    async def __call__(self, item: WorkItem) -> Answer:
+        result = await self.run_batch(item)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def run_batch(self, items: list[WorkItem]) -> list[Any]:
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(item.revision_id, []).append(i)
+        out: list[Any] = [None] * len(items)
+        for revision_id, members in groups.items():
+            results = await self._run_group(revision_id, [items[i].request for i in members])
+            for i, result in zip(members, results):
+                out[i] = result
+        return out
+
+    async def _run_group(self, revision_id: str, requests: list[TaskRequest]) -> list[Any]:
+        try:
+            model = await self.get_model(revision_id)
+        except ApiError as exc:
+            return [exc] * len(requests)
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("loading %s failed", revision_id)
+            return [ModelLoadError(f"Failed to load model {revision_id}: {exc}")] * len(requests)
+        try:
+            outputs = await asyncio.to_thread(self.task.run, model, requests)
+        except ApiError as exc:
+            return [exc] * len(requests)
+        except Exception:  # noqa: BLE001 - logged once here; the client sees "unknown error"
+            logger.exception("%s failed on %s", self.task.name, revision_id)
+            return [BackendFailure("unknown error")] * len(requests)
+        return [
+            o if isinstance(o, BaseException) else Answer(o, model.compute_type, model.ref.sha)
+            for o in outputs
+        ]
+
+    def check_health(self) -> None:
+        """Serve's health probe: the replica is alive if its event loop answers."""
+
+
+def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = None):
+    """The bound Serve deployment of ``task``, with the config's replica options.
+
+    Args:
+        task: a registered task name.
+        config: the application config.
+        name: the deployment name (default: the task name).
+
+    Returns:
+        A bound ``Application`` for the ingress to hold a handle to.
+    """
+    opts = config.deployment_for(task)
+    autoscaling = opts.autoscaling
+    deployment = serve.deployment(
+        ModelServer,
+        name=name or task,
+        ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus or 0},
+        max_ongoing_requests=opts.max_ongoing_requests,
+        max_queued_requests=opts.max_queued_requests,
+        autoscaling_config={
+            "min_replicas": autoscaling.min_replicas,
+            "initial_replicas": autoscaling.min_replicas,
+            "max_replicas": autoscaling.max_replicas,
+            "target_ongoing_requests": autoscaling.target_ongoing_requests,
+            "upscale_delay_s": autoscaling.upscale_delay_s,
+            "downscale_delay_s": autoscaling.downscale_delay_s,
+        },
+    )
+    return deployment.bind(task, config.model_dump(mode="json"))

@@ -1,0 +1,225 @@
+"""What every task module provides, and the helpers they share.
+
+A task module (``deployments/tasks/<task>.py``) defines a ``Task`` subclass and
+registers it with ``@register_task``. The ingress calls ``parse`` (and ``format``);
+the replica calls ``run`` with a loaded backend. Task modules never import a
+framework: tensors stay behind the backend protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hubserve.errors import ApiError, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    """The legacy ``options`` object. Unknown keys are accepted and logged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    use_cache: Optional[bool] = None
+    wait_for_model: Optional[bool] = None
+    use_gpu: Optional[bool] = None
+    dont_load_model: Optional[bool] = None
+
+
+@dataclass
+class Payload:
+    """A request body after decoding, before task validation.
+
+    Attributes:
+        inputs: the ``inputs`` value (or the bare string / list body).
+        parameters: the ``parameters`` object (``{}`` when absent).
+        extra: other top-level keys of a JSON object body.
+        raw: whether the body was raw text rather than JSON.
+    """
+
+    inputs: Any = None
+    parameters: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    raw: bool = False
+
+
+@dataclass
+class Context:
+    """What ``format`` may need to know about the caller and the model."""
+
+    user_agent: str = ""
+    zero_shot_format: str = "auto"
+
+
+class TaskRequest(BaseModel):
+    """Base of each task's validated request (pickled to the replica)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    def characters(self) -> int:
+        """Characters of input, for ``x-compute-characters``."""
+        return count_characters(getattr(self, "inputs", None))
+
+
+def count_characters(value: Any) -> int:
+    """Sums the lengths of the strings in ``value`` (recursing like the hosted API)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        return sum(count_characters(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(count_characters(v) for v in value)
+    return 0
+
+
+class Task:
+    """A task: parsing, running on a backend, and formatting.
+
+    Class attributes:
+        name: the task name (as in ``pipeline_tag``).
+        pipeline: the transformers pipeline the backend's ``forward`` runs, if any.
+        model_kind: which model head the backend loads (``base``, ``sequence-classification``,
+            ``token-classification``, ``question-answering``, ``masked-lm``, ``seq2seq-lm``,
+            ``causal-lm``).
+        native_architectures: ``config.json`` architecture suffixes that make this
+            the default task of a model, in order of preference.
+        loads_architectures: architecture suffixes this task can run; ``None`` means any.
+        infer_priority: lower numbers win when several tasks claim an architecture.
+        completions: whether ``/v1/completions`` may run this task.
+        forwards_unknown_parameters: pass unknown ``parameters`` to the model (generation)
+            instead of ignoring them.
+        request_model: the pydantic request class.
+    """
+
+    name: ClassVar[str]
+    model_kind: ClassVar[str] = "base"
+    pipeline: ClassVar[Optional[str]] = None
+    native_architectures: ClassVar[tuple[str, ...]] = ()
+    loads_architectures: ClassVar[Optional[tuple[str, ...]]] = ()
+    infer_priority: ClassVar[int] = 50
+    forwards_unknown_parameters: ClassVar[bool] = False
+    completions: ClassVar[bool] = False
+    request_model: ClassVar[type[TaskRequest]]
+
+    def claims(self, ref: Any) -> bool:
+        """Whether this is a natural default task for the model ``ref`` (a ModelRef)."""
+        return any(a.endswith(s) for a in ref.architectures for s in self.native_architectures)
+
+    def parse(self, payload: Payload) -> TaskRequest:
+        """Validates a decoded body into this task's request.
+
+        Raises:
+            InvalidInput: naming each bad field.
+        """
+        data = {k: v for k, v in self.request_data(payload).items() if v is not None}
+        request = validate(self.request_model, data)
+        extra = getattr(getattr(request, "parameters", None), "model_extra", None)
+        if extra and not self.forwards_unknown_parameters:
+            logger.info("%s: ignoring unknown parameters %s", self.name, sorted(extra))
+        return request
+
+    def request_data(self, payload: Payload) -> dict:
+        """Maps a payload onto the request model's fields (override for extra forms)."""
+        params = dict(payload.parameters)
+        return {"inputs": payload.inputs, "parameters": params}
+
+    def prepare(self, ref: Any, backend: Any) -> Any:
+        """Task state computed once when a model loads (e.g. its pooling config)."""
+        return None
+
+    def run(self, model: Any, requests: Sequence[TaskRequest]) -> list[Any]:
+        """Runs a batch of requests of one model; returns one output or error each.
+
+        ``model`` is the replica's loaded model: ``model.backend`` (a Backend),
+        ``model.state`` (from ``prepare``) and ``model.ref`` (its ModelRef).
+
+        Per-item failures are returned as ``ApiError`` values so that one bad
+        request does not fail the rest of its batch.
+        """
+        out: list[Any] = []
+        for request in requests:
+            try:
+                out.append(self.run_one(model, request))
+            except ApiError as exc:
+                out.append(exc)
+        return out
+
+    def run_one(self, model: Any, request: TaskRequest) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def format(self, request: TaskRequest, output: Any, context: Context) -> Any:
+        """Turns a replica output into the wire shape (identity by default)."""
+        return output
+
+    def cacheable(self, request: TaskRequest) -> bool:
+        """Whether the answer is deterministic (and so may be cached)."""
+        return True
+
+
+def validate(model: type[BaseModel], data: dict) -> Any:
+    """Builds ``model`` from ``data``; pydantic errors become one ``InvalidInput``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_from_pydantic(exc) from None
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _is_type_tag(part: Any) -> bool:
+    """Whether a pydantic ``loc`` part names a union branch rather than a field."""
+    return isinstance(part, str) and (
+        part in _TYPE_TAGS or "[" in part or part[:1].isupper() or part.startswith("function-")
+    )
+
+
+def invalid_from_pydantic(exc: ValidationError) -> InvalidInput:
+    """One readable message naming each bad field, plus the list of problems.
+
+    Union branches are folded into one problem per field, and each problem reads
+    like api-inference-community's: ``<why>: received `<field>` in `parameters```.
+    """
+    grouped: dict[tuple, list[dict]] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err.get("loc", ()) if not _is_type_tag(p))
+        grouped.setdefault(loc, []).append(err)
+    problems = []
+    for loc, errs in grouped.items():
+        first = errs[0]
+        if first.get("type") == "missing":
+            msg = "field required"
+        elif first.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif len(errs) > 1 and all(e.get("type", "").endswith("_type") for e in errs):
+            msg = f"wrong type ({type_name(first.get('input'))})"
+        else:
+            msg = first.get("msg", "invalid value")
+        if len(loc) >= 2 and loc[0] in ("parameters", "options"):
+            problems.append(f"{msg}: received `{'.'.join(loc[1:])}` in `{loc[0]}`")
+        elif loc:
+            problems.append(f"{msg}: received `{'.'.join(loc)}`")
+        else:
+            problems.append(msg)
+    return InvalidInput("; ".join(problems), errors=problems)
+
+
+def require_text(value: Any, field_name: str = "inputs") -> str:
+    """A non-empty string, or an ``InvalidInput`` naming the field."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"`{field_name}` must be a string, got {type_name(value)}")
+    return value
+
+
+def type_name(value: Any) -> str:
+    """A JSON-ish name of a value's type for error messages."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)

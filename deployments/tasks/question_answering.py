@@ -1,0 +1,71 @@
+"""question-answering: ``{answer, score, start, end}``, or a list when ``top_k > 1``."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from . import register_task
+from ._params import Flag, Params, PositiveInt, TopK
+from .base import Payload, Task, TaskRequest
+
+
+class QAInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: StrictStr = Field(min_length=1)
+    context: StrictStr = Field(min_length=1)
+
+
+class Parameters(Params):
+    top_k: Optional[TopK] = None
+    doc_stride: Optional[PositiveInt] = None
+    max_answer_len: Optional[PositiveInt] = None
+    max_seq_len: Optional[PositiveInt] = None
+    max_question_len: Optional[PositiveInt] = None
+    handle_impossible_answer: Optional[Flag] = None
+    align_to_words: Optional[Flag] = None
+
+    @model_validator(mode="after")
+    def _stride_fits(self):
+        if self.doc_stride is not None and self.max_seq_len is not None and self.doc_stride > self.max_seq_len:
+            raise ValueError(f"doc_stride ({self.doc_stride}) is larger than max_seq_len ({self.max_seq_len})")
+        return self
+
+
+class Request(TaskRequest):
+    inputs: Union[QAInput, list[QAInput]]
+    parameters: Parameters = Parameters()
+
+
+def _answer(r: dict) -> dict:
+    return {"score": float(r["score"]), "start": int(r["start"]), "end": int(r["end"]), "answer": r["answer"]}
+
+
+@register_task("question-answering")
+class QuestionAnswering(Task):
+    model_kind = "question-answering"
+    pipeline = "question-answering"
+    native_architectures = ("ForQuestionAnswering",)
+    loads_architectures = ("ForQuestionAnswering",)
+    infer_priority = 20
+    request_model = Request
+
+    def request_data(self, payload: Payload) -> dict:
+        # NOTE(hubserve): huggingface_hub <= 0.24 sent question/context at the top level.
+        inputs = payload.inputs
+        if inputs is None and ("question" in payload.extra or "context" in payload.extra):
+            inputs = {k: payload.extra.get(k) for k in ("question", "context")}
+        return {"inputs": inputs, "parameters": payload.parameters}
+
+    def run_one(self, model, request):
+        params = request.parameters.known()
+        top_k = params.get("top_k", 1)
+        items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
+        results = []
+        for item in items:
+            out = model.backend.forward(question=item.question, context=item.context, **params)
+            rows = out if isinstance(out, list) else [out]
+            answers = [_answer(r) for r in rows]
+            results.append(answers if top_k > 1 else answers[0])
+        return results if isinstance(request.inputs, list) else results[0]

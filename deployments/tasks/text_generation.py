@@ -1,0 +1,110 @@
+"""text-generation: ``[{generated_text}]`` (plus TGI ``details`` when asked).
+
+Accepts the legacy transformers parameters and the TGI ones the Python client
+sends. TGI features this server does not implement, when set to a non-default
+value, are named in the "model_kwargs are not used" 400 so that
+``InferenceClient.text_generation`` drops them and retries, as it does with the
+hosted API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from pydantic import Field, StrictBool, StrictStr
+
+from . import register_task
+from hubserve.errors import InvalidInput
+
+from ._generation import GenerationParameters, unused_kwargs_message
+from ._params import PositiveInt, TextOrTexts, TopP, as_list
+from .base import Payload, Task, TaskRequest
+
+#: TGI parameters without an implementation here, with the value that means "off".
+UNSUPPORTED_TGI = {
+    "adapter_id": None,
+    "best_of": 1,
+    "decoder_input_details": False,
+    "frequency_penalty": None,
+    "grammar": None,
+    "top_n_tokens": None,
+    "watermark": False,
+}
+
+
+class Parameters(GenerationParameters):
+    return_full_text: Optional[StrictBool] = None
+    stop: Optional[Union[StrictStr, list[StrictStr]]] = Field(None, max_length=16)
+    typical_p: Optional[TopP] = None
+    details: Optional[StrictBool] = None
+    truncate: Optional[PositiveInt] = None
+
+    def sampling(self) -> bool:
+        # NOTE(hubserve): as TGI, a sampling knob turns sampling on unless do_sample says otherwise.
+        if self.do_sample is not None:
+            return self.do_sample
+        return any(
+            v is not None for v in (self.top_k, self.top_p, self.typical_p)
+        ) or (self.temperature is not None and self.temperature != 1)
+
+    def unsupported(self) -> list[str]:
+        """TGI parameters set to something this server cannot do."""
+        extra = self.model_extra or {}
+        return [k for k, off in UNSUPPORTED_TGI.items() if k in extra and extra[k] not in (off, None)]
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs = super().generate_kwargs()
+        for key in ("return_full_text", "details", *UNSUPPORTED_TGI):
+            kwargs.pop(key, None)
+        if self.stop:
+            kwargs["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return kwargs
+
+
+class Request(TaskRequest):
+    inputs: TextOrTexts
+    parameters: Parameters = Parameters()
+    stream: StrictBool = False
+
+
+@register_task("text-generation")
+class TextGeneration(Task):
+    model_kind = "causal-lm"
+    native_architectures = ("ForCausalLM", "LMHeadModel")
+    loads_architectures = ("ForCausalLM", "LMHeadModel")
+    infer_priority = 30
+    forwards_unknown_parameters = True
+    completions = True
+    request_model = Request
+
+    def request_data(self, payload: Payload) -> dict:
+        data = {"inputs": payload.inputs, "parameters": payload.parameters}
+        if "stream" in payload.extra:
+            data["stream"] = payload.extra["stream"]
+        return data
+
+    def run_one(self, model, request):
+        params = request.parameters
+        bad = params.unsupported()
+        if bad:
+            raise InvalidInput(unused_kwargs_message(bad))
+        prompts, _ = as_list(request.inputs)
+        kwargs = params.generate_kwargs()
+        out = []
+        for prompt in prompts:
+            for gen in model.backend.generate(prompt, kwargs, want_tokens=bool(params.details)):
+                full = params.return_full_text is not False
+                item: dict[str, Any] = {"generated_text": (prompt + gen.text) if full else gen.text}
+                if params.details:
+                    item["details"] = {
+                        "finish_reason": gen.finish_reason,
+                        "generated_tokens": len(gen.tokens),
+                        "seed": gen.seed,
+                        "prefill": [],
+                        "tokens": gen.tokens,
+                    }
+                out.append(item)
+        return out
+
+    def cacheable(self, request) -> bool:
+        return not request.parameters.sampling() or request.parameters.seed is not None

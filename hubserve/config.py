@@ -1,0 +1,210 @@
+"""The validated configuration of a hubserve application.
+
+A Serve config (``configs/*.yaml``) passes these fields as the ``args`` of the
+``serve_app.app:build_app`` application. ``AppConfig`` checks them: unknown keys,
+bad ranges and duplicate model ids are refused with one readable error. Tasks are
+checked against the task registry by the caller (``check_tasks``), because this
+package does not import the deployments.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["auto", "torch"]
+Device = Literal["cpu", "cuda"]
+
+#: The environment variable that overrides ``model_store``.
+STORE_ENV = "HUBSERVE_MODEL_STORE"
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Autoscaling(StrictModel):
+    """Replica autoscaling of one task deployment (Ray Serve ``autoscaling_config``)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(4.0, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError("autoscaling.max_replicas must be >= min_replicas")
+        return self
+
+
+class TaskDeployment(StrictModel):
+    """How the deployment of one task runs its replicas.
+
+    Every field is optional here so that ``tasks.<name>`` can override only some of
+    ``deployment_defaults``; ``AppConfig.deployment_for`` merges them.
+    """
+
+    num_cpus: Optional[float] = Field(None, ge=0)
+    num_gpus: Optional[float] = Field(None, ge=0)
+    threads: Optional[int] = Field(None, ge=1, description="torch/ORT threads per replica")
+    max_models_per_replica: Optional[int] = Field(None, ge=1)
+    max_batch_size: Optional[int] = Field(None, ge=1)
+    batch_wait_timeout_s: Optional[float] = Field(None, ge=0)
+    max_ongoing_requests: Optional[int] = Field(None, ge=1)
+    max_queued_requests: Optional[int] = Field(None, ge=-1)
+    autoscaling: Optional[Autoscaling] = None
+    backend: Optional[Backend] = None
+    device: Optional[Device] = None
+
+
+DEFAULT_DEPLOYMENT = TaskDeployment(
+    num_cpus=0.1,
+    num_gpus=0,
+    threads=None,
+    max_models_per_replica=4,
+    max_batch_size=16,
+    batch_wait_timeout_s=0.002,
+    max_ongoing_requests=32,
+    max_queued_requests=-1,
+    autoscaling=Autoscaling(),
+    backend="torch",
+    device="cpu",
+)
+
+
+class ModelEntry(StrictModel):
+    """Options pinned for one model id. Models need no entry to be served."""
+
+    path: Optional[str] = Field(
+        None,
+        description="a folder, or pkg://<module> for a package exposing get_model_path()",
+    )
+    task: Optional[str] = None
+    backend: Optional[Backend] = None
+    device: Optional[Device] = None
+    preload: Union[bool, list[str]] = Field(
+        False, description="load at start: true for the model's task, or a list of tasks"
+    )
+
+    def preload_tasks(self, own_task: Optional[str]) -> list[str]:
+        """The tasks whose deployments load this model at start."""
+        if isinstance(self.preload, list):
+            return list(self.preload)
+        return [own_task] if self.preload and own_task else []
+
+
+class IngressDeployment(StrictModel):
+    """The HTTP ingress deployment."""
+
+    num_cpus: float = Field(0.1, ge=0)
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(512, ge=1)
+
+
+class AppConfig(StrictModel):
+    """Everything ``build_app`` needs, validated."""
+
+    model_store: str = "./model_store"
+    hf_cache: Optional[str] = Field(
+        "auto", description="an HF hub cache folder read read-only; auto = HF_HUB_CACHE or ~/.cache"
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    request_timeout_s: float = Field(300.0, gt=0)
+    zero_shot_format: Literal["auto", "dict", "list"] = "auto"
+    ingress: IngressDeployment = IngressDeployment()
+    deployment_defaults: TaskDeployment = TaskDeployment()
+    tasks: dict[str, TaskDeployment] = Field(default_factory=dict)
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_duplicate_ids(cls, data: Any):
+        # NOTE(hubserve): YAML maps silently keep the last duplicate key, so the
+        # loader below turns them into lists we can see; a dict here is clean.
+        if isinstance(data, Mapping) and isinstance(data.get("models"), list):
+            raise ValueError("models must be a mapping of model id to options")
+        return data
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> "AppConfig":
+        """Builds the config from application args, applying environment overrides.
+
+        Args:
+            args: the ``args`` of the Serve application (may be empty).
+            env: the environment (``os.environ`` by default).
+
+        Returns:
+            The validated config, with absolute paths.
+        """
+        env = os.environ if env is None else env
+        data = dict(args or {})
+        if env.get(STORE_ENV):
+            data["model_store"] = env[STORE_ENV]
+        config = cls.model_validate(data)
+        return config.model_copy(update={"model_store": str(Path(config.model_store).expanduser().resolve())})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, env: Mapping[str, str] | None = None) -> "AppConfig":
+        """Reads the hubserve args of the first application in a Serve config file."""
+        return cls.from_args(hubserve_args(load_yaml(path)), env)
+
+    def deployment_for(self, task: str) -> TaskDeployment:
+        """The options of ``task``'s deployment: built-in defaults, then ``deployment_defaults``,
+        then ``tasks.<task>``."""
+        merged = DEFAULT_DEPLOYMENT.model_dump()
+        for layer in (self.deployment_defaults, self.tasks.get(task) or TaskDeployment()):
+            merged.update(layer.model_dump(exclude_none=True))
+        return TaskDeployment.model_validate(merged)
+
+    def check_tasks(self, known: set[str]) -> None:
+        """Refuses task names that no registered task module serves.
+
+        Raises:
+            ValueError: naming each unknown task and the known ones.
+        """
+        bad = sorted({t for t in self.tasks if t not in known})
+        for mid, entry in self.models.items():
+            bad += [f"{mid}: {t}" for t in [entry.task, *entry.preload_tasks(None)] if t and t not in known]
+        if bad:
+            raise ValueError(f"unknown task(s) {bad}; known tasks: {sorted(known)}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate mapping keys (e.g. a model id twice)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Parses a YAML file safely, refusing duplicate keys."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+
+
+def hubserve_args(serve_config: Mapping[str, Any]) -> dict:
+    """The ``args`` of the hubserve application inside a Serve config."""
+    for app in serve_config.get("applications") or []:
+        if str(app.get("import_path", "")).startswith("serve_app."):
+            return dict(app.get("args") or {})
+    raise ValueError("no application with import_path serve_app.* in this Serve config")

@@ -1,0 +1,286 @@
+"""The model store: the self-hosted "hub" that model ids resolve against.
+
+A model id resolves, in this order, to:
+
+1. the ``path`` of its entry in the config (a folder, or ``pkg://<module>`` for a
+   Python package that ships weights and exposes ``get_model_path()``);
+2. ``<store>/<org>/<name>/`` (or ``<store>/<name>/`` for legacy ids like ``gpt2``);
+3. a Hugging Face cache folder, read-only:
+   ``<cache>/models--<org>--<name>/snapshots/<refs/main>/``.
+
+Any folder holding a ``config.json`` is servable by its id on demand: nothing has
+to be listed or restarted. Resolution is cached for ``ttl_s`` seconds so that the
+request path does not walk the file system every time, while a folder copied in
+(or changed) is seen within that delay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
+
+import yaml
+
+from hubserve.errors import InvalidInput, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+PKG_SCHEME = "pkg://"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One resolved model revision.
+
+    Attributes:
+        model_id: the id clients use.
+        path: the folder holding the ``save_pretrained`` files.
+        sha: a 40-hex revision id (the snapshot sha for an HF cache folder,
+            otherwise a digest of file names, sizes and modification times).
+        source: ``config``, ``store`` or ``hf-cache``.
+        architectures: ``config.json`` architectures.
+        model_type: ``config.json`` model_type.
+        pipeline_tag: the model card's ``pipeline_tag``, if any.
+        sentence_transformers: whether the folder is a sentence-transformers model.
+        size_bytes: the total size of the weight files.
+    """
+
+    model_id: str
+    path: Path
+    sha: str
+    source: str
+    architectures: tuple[str, ...] = ()
+    model_type: str = ""
+    pipeline_tag: Optional[str] = None
+    sentence_transformers: bool = False
+    size_bytes: int = 0
+    config_task: Optional[str] = field(default=None, compare=False)
+
+    @property
+    def revision_id(self) -> str:
+        """``<id>@<sha>``: the multiplexed model id of this revision."""
+        return f"{self.model_id}@{self.sha}"
+
+
+def validate_model_id(model_id: str) -> str:
+    """Checks that a model id is ``name`` or ``org/name`` and safe as a path.
+
+    Raises:
+        InvalidInput: for traversal (``..``), absolute paths, backslashes, NUL,
+            empty segments, or characters the Hub does not allow.
+    """
+    problem = None
+    if not model_id:
+        problem = "it is empty"
+    elif "\x00" in model_id or "\\" in model_id:
+        problem = "it contains a NUL byte or a backslash"
+    elif model_id.startswith("/") or model_id.endswith("/"):
+        problem = "it starts or ends with '/'"
+    elif ".." in model_id:
+        problem = "it contains '..'"
+    else:
+        parts = model_id.split("/")
+        if len(parts) > 2:
+            problem = "it has more than one '/' (expected 'name' or 'org/name')"
+        elif not all(_SEGMENT.match(p) for p in parts):
+            problem = "only letters, digits, '-', '_' and '.' are allowed (max 96 per part)"
+    if problem:
+        raise InvalidInput(f"Invalid model id {model_id!r}: {problem}")
+    return model_id
+
+
+def read_front_matter(readme: Path) -> dict:
+    """The YAML front matter of a model card, or ``{}``."""
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    try:
+        data = yaml.safe_load(text[3:end])
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_pkg_path(spec: str) -> Path:
+    """Turns ``pkg://module`` into ``module.get_model_path()``."""
+    module = importlib.import_module(spec[len(PKG_SCHEME):])
+    return Path(module.get_model_path())
+
+
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".onnx", ".pt", ".pth", ".h5", ".msgpack", ".ckpt"})
+
+
+def scan_folder(path: Path) -> tuple[str, int]:
+    """One walk of a model folder.
+
+    Returns:
+        A 40-hex digest of file names, sizes and modification times (the revision
+        id of a plain folder), and the total bytes of its weight files.
+    """
+    h = hashlib.sha1()
+    weights = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root, name)
+            try:
+                st = full.stat()
+            except OSError:
+                continue
+            h.update(f"{full.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            if full.suffix in WEIGHT_SUFFIXES:
+                weights += st.st_size
+    return h.hexdigest(), weights
+
+
+def hf_cache_dir(setting: Optional[str], env: Mapping[str, str]) -> Optional[Path]:
+    """The HF hub cache to read: an explicit folder, ``auto`` (env or default) or none."""
+    if not setting:
+        return None
+    if setting != "auto":
+        return Path(setting).expanduser()
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    home = Path(env.get("HF_HOME") or Path("~/.cache/huggingface").expanduser())
+    return home / "hub"
+
+
+class ModelStore:
+    """Resolves model ids to folders and revisions.
+
+    Args:
+        root: the store folder.
+        hf_cache: an HF hub cache folder to read, or None.
+        entries: model id to pinned ``path``/``task`` from the config.
+        ttl_s: how long a resolution is reused before the disk is checked again.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        hf_cache: Optional[Path] = None,
+        entries: Optional[Mapping[str, object]] = None,
+        ttl_s: float = 1.0,
+    ) -> None:
+        self.root = Path(root)
+        self.hf_cache = hf_cache
+        self.entries = dict(entries or {})
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, ModelRef]] = {}
+        self._lock = threading.Lock()
+
+    def _candidate(self, model_id: str) -> Optional[tuple[Path, str, Optional[str]]]:
+        entry = self.entries.get(model_id)
+        path = getattr(entry, "path", None)
+        if path:
+            folder = resolve_pkg_path(path) if path.startswith(PKG_SCHEME) else Path(path).expanduser()
+            return folder, "config", None
+        folder = self.root / model_id
+        if (folder / "config.json").is_file():
+            return folder, "store", None
+        if self.hf_cache is not None:
+            repo = self.hf_cache / ("models--" + model_id.replace("/", "--"))
+            ref = repo / "refs" / "main"
+            if ref.is_file():
+                sha = ref.read_text().strip()
+                snap = repo / "snapshots" / sha
+                if _SHA.match(sha) and (snap / "config.json").is_file():
+                    return snap, "hf-cache", sha
+        return None
+
+    def resolve(self, model_id: str) -> ModelRef:
+        """The current revision of ``model_id``.
+
+        Raises:
+            InvalidInput: for an unsafe id.
+            ModelNotFound: when no folder holds it.
+        """
+        validate_model_id(model_id)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(model_id)
+        if hit and now - hit[0] < self.ttl_s:
+            return hit[1]
+        found = self._candidate(model_id)
+        if found is None or not (found[0] / "config.json").is_file():
+            with self._lock:
+                self._cache.pop(model_id, None)
+            raise ModelNotFound.for_id(model_id)
+        folder, source, sha = found
+        digest, size = scan_folder(folder)
+        ref = self._describe(model_id, folder, source, sha or digest, size)
+        with self._lock:
+            self._cache[model_id] = (now, ref)
+        return ref
+
+    def _describe(self, model_id: str, folder: Path, source: str, sha: str, size: int) -> ModelRef:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+        card = read_front_matter(folder / "README.md")
+        tag = card.get("pipeline_tag")
+        entry = self.entries.get(model_id)
+        return ModelRef(
+            model_id=model_id,
+            path=folder,
+            sha=sha,
+            source=source,
+            architectures=tuple(config.get("architectures") or ()),
+            model_type=str(config.get("model_type") or ""),
+            pipeline_tag=tag if isinstance(tag, str) else None,
+            sentence_transformers=(folder / "modules.json").is_file(),
+            size_bytes=size,
+            config_task=getattr(entry, "task", None),
+        )
+
+    def model_ids(self) -> list[str]:
+        """Every id servable now: config entries, store folders and cached repos."""
+        ids: set[str] = set(self.entries)
+        if self.root.is_dir():
+            for cfg in _glob_depth(self.root, ("*/config.json", "*/*/config.json")):
+                rel = cfg.parent.relative_to(self.root).as_posix()
+                try:
+                    ids.add(validate_model_id(rel))
+                except InvalidInput:
+                    continue
+        if self.hf_cache is not None and self.hf_cache.is_dir():
+            for repo in self.hf_cache.glob("models--*"):
+                model_id = repo.name[len("models--"):].replace("--", "/")
+                ids.add(model_id)
+        out = []
+        for model_id in sorted(ids):
+            try:
+                self.resolve(model_id)
+            except (ModelNotFound, InvalidInput):
+                continue
+            out.append(model_id)
+        return out
+
+
+def _glob_depth(root: Path, patterns: Iterable[str]) -> Iterable[Path]:
+    for pattern in patterns:
+        yield from root.glob(pattern)
+
+
+def open_store(config, env: Optional[Mapping[str, str]] = None) -> ModelStore:
+    """The ``ModelStore`` an ``AppConfig`` describes."""
+    env = os.environ if env is None else env
+    return ModelStore(config.model_store, hf_cache_dir(config.hf_cache, env), config.models)

@@ -1,0 +1,1 @@
+"""The HTTP ingress of hubserve."""

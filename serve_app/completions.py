@@ -1,0 +1,87 @@
+"""``POST /models/{id}/v1/completions``: OpenAI-style completions over a generation task.
+
+The JS client's ``textGeneration`` posts ``{model, prompt, max_tokens, ...}`` here
+for text-generation and text2text models and reads ``choices[0].text``. ``model``
+may hold a URL and is not checked against the path.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from deployments.tasks._params import Number
+from deployments.tasks.base import Payload, Task, validate
+from hubserve.errors import InvalidInput
+
+_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+
+
+class CompletionRequest(BaseModel):
+    """The OpenAI completions body (unknown keys are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Optional[StrictStr] = None
+    prompt: StrictStr
+    max_tokens: Optional[StrictInt] = Field(None, ge=0, le=1024)
+    temperature: Optional[Number] = Field(None, ge=0, le=100)
+    top_p: Optional[Number] = Field(None, ge=0, le=1)
+    stop: Optional[Union[StrictStr, list[StrictStr]]] = None
+    seed: Optional[StrictInt] = Field(None, ge=0)
+    n: StrictInt = Field(1, ge=1, le=10)
+    stream: StrictBool = False
+
+
+def completion_payload(task: Task, payload: Payload) -> tuple[Task, Payload, Optional[str]]:
+    """The task payload equivalent to a completions body.
+
+    Returns:
+        The task, its payload and the ``model`` field to echo.
+
+    Raises:
+        InvalidInput: when the model's task does not generate text, or the body is bad.
+    """
+    if not task.completions:
+        raise InvalidInput(
+            f"/v1/completions serves text-generation and text2text models; this model's task is `{task.name}`"
+        )
+    body = dict(payload.extra, **({"prompt": payload.inputs} if payload.inputs is not None else {}))
+    req = validate(CompletionRequest, body)
+    if req.stream:
+        raise InvalidInput("`stream: true` is not served on /v1/completions; send `stream: false`")
+    params: dict[str, Any] = {
+        "max_new_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "num_return_sequences": req.n if req.n > 1 else None,
+        "do_sample": True if req.n > 1 else None,
+    }
+    if task.name == "text-generation":
+        params.update(stop=req.stop, return_full_text=False, details=True)
+    elif req.stop is not None:
+        raise InvalidInput(f"`stop` is not supported for {task.name} models")
+    params = {k: v for k, v in params.items() if v is not None}
+    return task, Payload(inputs=req.prompt, parameters=params), req.model
+
+
+def completion_response(output: list[dict], model: Optional[str]) -> dict:
+    """The OpenAI ``text_completion`` object of a generation task's output."""
+    choices = []
+    for i, item in enumerate(output):
+        text = item.get("generated_text")
+        if text is None:
+            text = next((v for v in item.values() if isinstance(v, str)), "")
+        reason = _FINISH.get((item.get("details") or {}).get("finish_reason", ""), "length")
+        choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model or "",
+        "choices": choices,
+    }

@@ -1,0 +1,226 @@
+"""The HTTP ingress: routes, parsing, model resolution, error mapping, headers.
+
+It resolves the model and its task, validates the body with the task's schema,
+and calls the task's deployment with ``multiplexed_model_id=<id>@<sha>``. It
+never imports torch.
+"""
+
+# NOTE(hubserve): no `from __future__ import annotations` here: FastAPI must see the
+# real `Request` annotation on the methods that @serve.ingress rewrites.
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Optional
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from ray import serve
+from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from deployments.model_server import WorkItem
+from deployments.tasks import check_can_run, get_task, infer_task, task_names
+from deployments.tasks.base import Context, Task
+from hubserve import __version__
+from hubserve.config import AppConfig
+from hubserve.errors import ApiError, RouteNotFound, ServiceUnavailable
+from hubserve.store import ModelRef, open_store
+
+from .completions import completion_payload, completion_response
+from .parsing import control_from, decode_body, read_body
+
+logger = logging.getLogger(__name__)
+
+EXPOSED_HEADERS = (
+    "x-compute-type, x-compute-time, x-compute-characters, x-sha, x-request-id, "
+    "estimated_time, retry-after"
+)
+JSON = "application/json"
+
+app = FastAPI(
+    title="hubserve",
+    version=__version__,
+    description="A self-hosted, wire-compatible Hugging Face Inference API.",
+)
+app.add_middleware(
+    CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+    expose_headers=[h.strip() for h in EXPOSED_HEADERS.split(",")],
+)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes (numpy arrays included) with orjson."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_response(body: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
+    """A JSON answer carrying ``Content-Type: application/json``."""
+    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def request_id_of(request: Request) -> str:
+    """The request id: the caller's ``x-request-id``, else the one Serve's proxy made.
+
+    The proxy also echoes it as the ``x-request-id`` answer header.
+    """
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+async def _awaited(response):
+    return await response
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The original error behind a Ray task error."""
+    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
+        if isinstance(exc, ApiError):
+            return exc
+        exc = exc.cause
+    return exc
+
+
+def error_response(exc: BaseException, request_id: str) -> Response:
+    """The JSON answer of any failure; unexpected ones are logged once as 500s."""
+    exc = unwrap(exc)
+    if isinstance(exc, (BackPressureError, DeploymentUnavailableError)):
+        exc = ServiceUnavailable(f"The server is busy, retry shortly ({type(exc).__name__})",
+                                 headers={"Retry-After": "1"})
+    if not isinstance(exc, ApiError):
+        logger.error("request %s failed", request_id, exc_info=exc)
+        exc = ApiError("unknown error")
+    return json_response(exc.body(), exc.status_code, exc.headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    message = {404: f"No route for {request.method} {request.url.path}",
+               405: f"Method {request.method} is not allowed on {request.url.path}"}.get(
+        exc.status_code, str(exc.detail))
+    err = RouteNotFound(message) if exc.status_code == 404 else ApiError(message)
+    err.status_code = exc.status_code
+    return error_response(err, request_id_of(request))
+
+
+@serve.ingress(app)
+class Ingress:
+    """The ingress deployment.
+
+    Args:
+        handles: task name to the ``DeploymentHandle`` of its model server.
+        config: the application config as a dict.
+    """
+
+    def __init__(self, handles: dict, config: dict) -> None:
+        self.handles = handles
+        self.config = AppConfig.model_validate(config)
+        self.store = open_store(self.config)
+
+    # -- routes -----------------------------------------------------------------
+
+    @app.get("/health")
+    async def health(self) -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/models")
+    async def list_models(self) -> Response:
+        models = []
+        for model_id in await asyncio.to_thread(self.store.model_ids):
+            ref = self.store.resolve(model_id)
+            try:
+                task: Optional[str] = infer_task(ref)
+            except ApiError:
+                task = None
+            models.append({"model_id": model_id, "task": task, "sha": ref.sha, "source": ref.source})
+        return json_response(models)
+
+    @app.get("/models/{model_id:path}/info")
+    async def info(self, request: Request, model_id: str) -> Response:
+        rid = request_id_of(request)
+        try:
+            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            return json_response(self._info(ref))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc, rid)
+
+    @app.post("/models/{model_id:path}/pipeline/{task}")
+    async def model_pipeline(self, request: Request, model_id: str, task: str) -> Response:
+        return await self._serve(request, model_id, task)
+
+    @app.post("/pipeline/{task}/{model_id:path}")
+    async def pipeline(self, request: Request, task: str, model_id: str) -> Response:
+        return await self._serve(request, model_id, task)
+
+    @app.post("/models/{model_id:path}/v1/completions")
+    async def completions(self, request: Request, model_id: str) -> Response:
+        return await self._serve(request, model_id, None, completions=True)
+
+    @app.post("/models/{model_id:path}")
+    async def models(self, request: Request, model_id: str) -> Response:
+        return await self._serve(request, model_id, None)
+
+    # -- the request path --------------------------------------------------------
+
+    async def _serve(self, request: Request, model_id: str, task_name: Optional[str],
+                     completions: bool = False) -> Response:
+        start = time.perf_counter()
+        rid = request_id_of(request)
+        try:
+            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            task = get_task(task_name or infer_task(ref))
+            check_can_run(task, ref)
+            body = await read_body(request, self.config.max_body_bytes)
+            payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
+            if completions:
+                task, payload, client_model = completion_payload(task, payload)
+            control_from(payload, request.headers)
+            task_request = task.parse(payload)
+            answer = await self._call(task, ref, task_request)
+            context = Context(user_agent=request.headers.get("user-agent", ""),
+                              zero_shot_format=self.config.zero_shot_format)
+            output = task.format(task_request, answer.output, context)
+            if completions:
+                output = completion_response(output, client_model)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            return error_response(exc, rid)
+        headers = {
+            "x-compute-type": answer.compute_type,
+            "x-compute-time": f"{time.perf_counter() - start:.3f}",
+            "x-compute-characters": str(task_request.characters()),
+            "x-sha": answer.sha,
+        }
+        return json_response(output, headers=headers)
+
+    async def _call(self, task: Task, ref: ModelRef, task_request):
+        handle = self.handles.get(task.name)
+        if handle is None:
+            raise RouteNotFound(f"The task `{task.name}` is not deployed on this server")
+        response = handle.options(multiplexed_model_id=ref.revision_id).remote(
+            WorkItem(ref.revision_id, task_request)
+        )
+        try:
+            return await asyncio.wait_for(_awaited(response), self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise ServiceUnavailable(
+                f"Request timed out after {self.config.request_timeout_s:g}s", headers={"Retry-After": "1"}
+            ) from None
+
+    def _info(self, ref: ModelRef) -> dict:
+        try:
+            task: Optional[str] = infer_task(ref)
+        except ApiError:
+            task = None
+        return {
+            "model_id": ref.model_id,
+            "model_sha": ref.sha,
+            "model_pipeline_tag": task,
+            "model_dtype": "float32",
+            "framework": "transformers",
+            "size_bytes": ref.size_bytes,
+            "version": __version__,
+            "tasks": task_names(),
+        }

