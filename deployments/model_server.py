@@ -22,7 +22,7 @@ from hubserve.config import AppConfig
 from hubserve.errors import ApiError, BackendFailure, ModelLoadError
 from hubserve.store import ModelRef, open_store
 
-from .backends import LoadSpec, create_backend
+from .backends import LoadSpec, create_backend, import_framework
 from .tasks import get_task, infer_task
 from .tasks.base import TaskRequest
 
@@ -94,6 +94,9 @@ class ModelServer:
         )
         self.run_batch.set_max_batch_size(self.options.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(self.options.batch_wait_timeout_s)
+        # NOTE(hubserve): a replica exists only when its task has traffic (or min_replicas > 0),
+        # so paying the framework import here takes it off the first request's latency.
+        await asyncio.to_thread(import_framework, self.options.backend)
         for model_id, entry in self.config.models.items():
             if not entry.preload:
                 continue

@@ -176,6 +176,8 @@ class Ingress:
             payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
             if completions:
                 task, payload, client_model = completion_payload(task, payload)
+            elif task_name is None and task.redirect(payload):
+                task = get_task(task.redirect(payload))
             control_from(payload, request.headers)
             task_request = task.parse(payload)
             answer = await self._call(task, ref, task_request)
@@ -191,6 +193,7 @@ class Ingress:
             "x-compute-time": f"{time.perf_counter() - start:.3f}",
             "x-compute-characters": str(task_request.characters()),
             "x-sha": answer.sha,
+            "access-control-expose-headers": EXPOSED_HEADERS,
         }
         return json_response(output, headers=headers)
 

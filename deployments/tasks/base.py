@@ -111,6 +111,10 @@ class Task:
         """Whether this is a natural default task for the model ``ref`` (a ModelRef)."""
         return any(a.endswith(s) for a in ref.architectures for s in self.native_architectures)
 
+    def redirect(self, payload: Payload) -> Optional[str]:
+        """Another task that should answer this body on the model's own route, if any."""
+        return None
+
     def parse(self, payload: Payload) -> TaskRequest:
         """Validates a decoded body into this task's request.
 

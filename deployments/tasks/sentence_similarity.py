@@ -39,6 +39,13 @@ class SentenceSimilarity(Task):
     def claims(self, ref) -> bool:
         return ref.sentence_transformers
 
+    def redirect(self, payload: Payload) -> Optional[str]:
+        # NOTE(hubserve): clients in URL mode post feature-extraction bodies (a string or
+        # a list) to the model's own route; the hosted API embedded them.
+        if isinstance(payload.inputs, (str, list)):
+            return "feature-extraction"
+        return None
+
     def request_data(self, payload: Payload) -> dict:
         # NOTE(hubserve): huggingface_hub 0.30 sent the fields at the top level with inputs: null.
         inputs = payload.inputs

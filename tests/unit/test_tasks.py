@@ -177,3 +177,11 @@ def test_sentence_similarity_forms():
 def test_characters_count_every_string():
     assert parse("sentence-similarity", b'{"inputs": {"source_sentence": "ab", "sentences": ["c", "de"]}}').characters() == 5
     assert parse("text-classification", b'"hello"').characters() == 5
+
+
+def test_similarity_models_embed_strings_on_their_own_route():
+    t = get_task("sentence-similarity")
+    assert t.redirect(decode_body(b'"hello"')) == "feature-extraction"
+    assert t.redirect(decode_body(b'{"inputs": ["a", "b"]}')) == "feature-extraction"
+    assert t.redirect(decode_body(b'{"inputs": {"source_sentence": "a", "sentences": ["b"]}}')) is None
+    assert t.redirect(decode_body(b'{"source_sentence": "a", "sentences": ["b"]}')) is None

@@ -1,0 +1,48 @@
+"""k8s/rayservice.yaml: valid for KubeRay's CRD, and its serveConfigV2 for Ray Serve."""
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.tasks import task_names
+from hubserve.config import AppConfig, hubserve_args
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "tests" / "data" / "ray.io_rayservices.yaml"
+MANIFEST = ROOT / "k8s" / "rayservice.yaml"
+
+
+def crd_schema(version: str) -> dict:
+    crd = yaml.safe_load(CRD.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return yaml.safe_load(MANIFEST.read_text())
+
+
+def test_manifest_matches_the_rayservice_crd(manifest):
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
+    jsonschema.validate(manifest, crd_schema("v1"))
+    broken = yaml.safe_load(MANIFEST.read_text())
+    broken["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplicas"] = "one"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, crd_schema("v1"))
+
+
+def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest):
+    serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)
+    config = AppConfig.from_args(hubserve_args(serve_config), env={})
+    config.check_tasks(set(task_names()))
+    assert serve_config["http_options"]["host"] == "0.0.0.0"
+
+
+def test_serve_config_runs_the_default_application(manifest):
+    default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"] == default["applications"]
+    ServeDeploySchema.model_validate(default)
