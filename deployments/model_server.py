@@ -27,6 +27,7 @@ from .tasks import get_task, infer_task
 from .tasks.base import TaskRequest
 
 logger = logging.getLogger(__name__)
+_END = object()
 
 
 @dataclass
@@ -141,6 +142,14 @@ class ModelServer:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    async def generate_stream(self, item: WorkItem):
+        """Streams a generation: first ``{compute_type, sha}``, then the task's events."""
+        model = await self.get_model(item.revision_id)
+        yield {"compute_type": model.compute_type, "sha": model.ref.sha}
+        events = self.task.stream(model, item.request)
+        while (event := await asyncio.to_thread(next, events, _END)) is not _END:
+            yield event
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def run_batch(self, items: list[WorkItem]) -> list[Any]:

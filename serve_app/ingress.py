@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -60,6 +60,11 @@ def dumps(value: Any) -> bytes:
 def json_response(body: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
     """A JSON answer carrying ``Content-Type: application/json``."""
     return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def sse(event: Any) -> bytes:
+    """One server-sent event, ``data:<json>`` as TGI writes it."""
+    return b"data:" + dumps(event) + b"\n\n"
 
 
 def request_id_of(request: Request) -> str:
@@ -180,6 +185,8 @@ class Ingress:
                 task = get_task(task.redirect(payload))
             control_from(payload, request.headers)
             task_request = task.parse(payload)
+            if getattr(task_request, "stream", False):
+                return await self._stream(task, ref, task_request, start)
             answer = await self._call(task, ref, task_request)
             context = Context(user_agent=request.headers.get("user-agent", ""),
                               zero_shot_format=self.config.zero_shot_format)
@@ -211,6 +218,37 @@ class Ingress:
             raise ServiceUnavailable(
                 f"Request timed out after {self.config.request_timeout_s:g}s", headers={"Retry-After": "1"}
             ) from None
+
+    async def _stream(self, task: Task, ref: ModelRef, task_request, start: float) -> Response:
+        """Server-sent events (TGI's format); errors before the first token are plain JSON."""
+        events = self.handles[task.name].options(
+            multiplexed_model_id=ref.revision_id, stream=True
+        ).generate_stream.remote(WorkItem(ref.revision_id, task_request))
+        meta = await events.__anext__()
+        first = await events.__anext__()
+
+        async def body():
+            yield sse(first)
+            try:
+                async for event in events:
+                    yield sse(event)
+            except Exception as exc:  # noqa: BLE001 - a mid-stream error is an error event
+                err = unwrap(exc)
+                if not isinstance(err, ApiError):
+                    logger.error("stream failed", exc_info=err)
+                    err = ApiError("unknown error")
+                yield sse({"error": err.message, "error_type": err.error_type})
+
+        headers = {
+            "x-compute-type": meta["compute_type"],
+            "x-compute-time": f"{time.perf_counter() - start:.3f}",
+            "x-compute-characters": str(task_request.characters()),
+            "x-sha": meta["sha"],
+            "x-accel-buffering": "no",
+            "cache-control": "no-cache",
+            "access-control-expose-headers": EXPOSED_HEADERS,
+        }
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     def _info(self, ref: ModelRef) -> dict:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -41,14 +41,12 @@ class Generation:
         text: the generated text (without the prompt).
         finish_reason: ``length``, ``eos_token`` or ``stop_sequence``.
         tokens: ``{"id", "text", "logprob", "special"}`` per generated token.
-        prompt_tokens: the number of prompt tokens.
         seed: the seed used when sampling, else None.
     """
 
     text: str
     finish_reason: str
     tokens: list[dict] = field(default_factory=list)
-    prompt_tokens: int = 0
     seed: Optional[int] = None
 
 
@@ -63,8 +61,8 @@ class Backend(Protocol):
     def load(self, spec: LoadSpec) -> None:
         """Loads weights and tokenizer; raises ``ModelLoadError`` naming the cause."""
 
-    def forward(self, inputs: Any, **kwargs: Any) -> Any:
-        """Runs the transformers pipeline of ``spec.pipeline`` on ``inputs``."""
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs the transformers pipeline of ``spec.pipeline`` (a ``seed`` kwarg seeds sampling)."""
 
     def embed(self, texts: Sequence[str], *, truncate: bool, max_length: Optional[int] = None,
               truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +71,8 @@ class Backend(Protocol):
     def generate(self, prompt: str, params: dict, *, want_tokens: bool = False) -> list[Generation]:
         """Continues ``prompt`` (causal LMs); one ``Generation`` per returned sequence."""
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` without special tokens."""
+    def stream(self, prompt: str, params: dict) -> Iterator[Union[dict, "Generation"]]:
+        """Yields each generated token (``{id, text, logprob, special}``), then the ``Generation``."""
 
     def close(self) -> None:
         """Frees the weights."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import queue
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import transformers
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError
 
@@ -136,10 +137,7 @@ class TorchBackend:
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return hidden.float().cpu().numpy(), enc["attention_mask"].cpu().numpy()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def generate(self, prompt: str, params: dict, *, want_tokens: bool = False) -> list[Generation]:
+    def _prepare_generation(self, prompt: str, params: dict):
         params = dict(params)
         seed = params.pop("seed", None)
         stop = params.pop("stop", None) or None
@@ -149,51 +147,92 @@ class TorchBackend:
             enc = {k: v[:, -truncate:] for k, v in enc.items()}
         prompt_len = int(enc["input_ids"].shape[1])
         self._clamp_new_tokens(params, prompt_len)
-        kwargs = dict(params, return_dict_in_generate=True, output_logits=want_tokens)
-        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        params.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         if stop:
-            kwargs.update(stop_strings=stop, tokenizer=self.tokenizer)
+            params.update(stop_strings=stop, tokenizer=self.tokenizer)
+        return enc, params, prompt_len, stop, seed
+
+    def _generate(self, enc, kwargs: dict, seed: Optional[int]):
         try:
             with torch.inference_mode(), _seed_lock:
                 if seed is not None:
                     torch.manual_seed(seed)
-                out = self.model.generate(**enc, **kwargs)
+                return self.model.generate(**enc, **kwargs)
         except ValueError as exc:
             if str(exc).startswith(_UNUSED_KWARGS):
                 raise InvalidInput(str(exc)) from None
             raise BackendFailure(f"generation failed: {exc}") from exc
-        return [
-            self._describe(out, row, prompt_len, stop, seed, want_tokens)
-            for row in range(out.sequences.shape[0])
-        ]
 
-    def _describe(self, out, row: int, prompt_len: int, stop, seed, want_tokens: bool) -> Generation:
-        new_ids = out.sequences[row, prompt_len:].tolist()
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    def generate(self, prompt: str, params: dict, *, want_tokens: bool = False) -> list[Generation]:
+        enc, kwargs, prompt_len, stop, seed = self._prepare_generation(prompt, params)
+        out = self._generate(enc, dict(kwargs, return_dict_in_generate=True, output_logits=want_tokens), seed)
+        results = []
+        for row in range(out.sequences.shape[0]):
+            new_ids = self._strip_padding(out.sequences[row, prompt_len:].tolist())
+            tokens = []
+            if want_tokens:
+                logprobs = [torch.log_softmax(step[row].float(), dim=-1) for step in out.logits]
+                tokens = [self._token(t, float(logprobs[i][t])) for i, t in enumerate(new_ids)]
+            results.append(self._generation(new_ids, tokens, stop, seed))
+        return results
+
+    def stream(self, prompt: str, params: dict) -> Iterator[Union[dict, Generation]]:
+        enc, kwargs, _, stop, seed = self._prepare_generation(prompt, params)
+        events: queue.Queue = queue.Queue()
+        recorder = _LogprobRecorder()
+        kwargs.update(streamer=_QueueStreamer(events), logits_processor=LogitsProcessorList([recorder]))
+
+        def work() -> None:
+            try:
+                self._generate(enc, kwargs, seed)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                events.put(exc)
+            events.put(_DONE)
+
+        threading.Thread(target=work, name="hubserve-generate", daemon=True).start()
+        ids: list[int] = []
+        tokens: list[dict] = []
+        text = ""
+        while (item := events.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            ids.append(item)
+            # NOTE(hubserve): decode the whole prefix so multi-byte characters split over tokens come out whole.
+            full = self.tokenizer.decode(ids, skip_special_tokens=False)
+            token = self._token(item, recorder.logprob(len(ids) - 1, item), text=full[len(text):])
+            text = full
+            tokens.append(token)
+            yield token
+        yield self._generation(self._strip_padding(ids), tokens, stop, seed)
+
+    def _strip_padding(self, new_ids: list[int]) -> list[int]:
         pad = self.tokenizer.pad_token_id
         # NOTE(hubserve): finished rows of a multi-sequence batch are padded; drop the padding.
-        while new_ids and new_ids[-1] == pad and pad not in eos_ids:
-            new_ids.pop()
+        while new_ids and new_ids[-1] == pad and pad not in self._eos_ids():
+            new_ids = new_ids[:-1]
+        return new_ids
+
+    def _eos_ids(self) -> set:
+        eos = self.model.generation_config.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos]) - {None}
+
+    def _token(self, token_id: int, logprob: float, text: Optional[str] = None) -> dict:
+        return {
+            "id": int(token_id),
+            "text": self.tokenizer.decode([token_id]) if text is None else text,
+            "logprob": logprob,
+            "special": token_id in self.tokenizer.all_special_ids,
+        }
+
+    def _generation(self, new_ids: list[int], tokens: list[dict], stop, seed) -> Generation:
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         if stop and any(s in text for s in stop):
             reason = "stop_sequence"
-        elif new_ids and new_ids[-1] in eos_ids:
+        elif new_ids and new_ids[-1] in self._eos_ids():
             reason = "eos_token"
         else:
             reason = "length"
-        tokens = []
-        if want_tokens:
-            special = set(self.tokenizer.all_special_ids)
-            for step, token_id in enumerate(new_ids):
-                logprobs = torch.log_softmax(out.logits[step][row].float(), dim=-1)
-                tokens.append({
-                    "id": int(token_id),
-                    "text": self.tokenizer.decode([token_id]),
-                    "logprob": float(logprobs[token_id]),
-                    "special": token_id in special,
-                })
-        return Generation(text=text, finish_reason=reason, tokens=tokens, prompt_tokens=prompt_len, seed=seed)
+        return Generation(text=text, finish_reason=reason, tokens=tokens, seed=seed)
 
     def close(self) -> None:
         self._pipe = None
@@ -203,3 +242,38 @@ class TorchBackend:
 
     def __del__(self) -> None:
         self.close()
+
+
+_DONE = object()
+
+
+class _QueueStreamer:
+    """A transformers streamer that hands each generated token id to a queue."""
+
+    def __init__(self, events: queue.Queue) -> None:
+        self.events = events
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first passes the prompt ids
+            self.prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self.events.put(int(token_id))
+
+    def end(self) -> None:
+        pass
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """Keeps each step's log-probabilities (of the distribution sampled from)."""
+
+    def __init__(self) -> None:
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(torch.log_softmax(scores[0].float(), dim=-1))
+        return scores
+
+    def logprob(self, step: int, token_id: int) -> float:
+        return float(self.steps[step][token_id]) if step < len(self.steps) else 0.0

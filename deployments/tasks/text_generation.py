@@ -9,11 +9,12 @@ hosted API.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from pydantic import Field, StrictBool, StrictStr
 
 from . import register_task
+from deployments.backends.base import Generation
 from hubserve.errors import InvalidInput
 
 from ._generation import GenerationParameters, unused_kwargs_message
@@ -105,6 +106,29 @@ class TextGeneration(Task):
                     }
                 out.append(item)
         return out
+
+    def stream(self, model, request) -> Iterator[dict]:
+        """TGI stream events: one per token; the last carries ``generated_text`` and ``details``."""
+        params = request.parameters
+        bad = params.unsupported()
+        if bad:
+            raise InvalidInput(unused_kwargs_message(bad))
+        if isinstance(request.inputs, list):
+            raise InvalidInput("`stream: true` takes one prompt in `inputs`, not a list")
+        if (params.num_return_sequences or 1) > 1 or params.max_new_tokens == 0:
+            raise InvalidInput("`stream: true` needs num_return_sequences = 1 and max_new_tokens >= 1")
+        held = None
+        for index, event in enumerate(model.backend.stream(request.inputs, params.generate_kwargs())):
+            if isinstance(event, Generation):
+                if held is not None:
+                    text = event.text if params.return_full_text is False else request.inputs + event.text
+                    details = {"finish_reason": event.finish_reason, "generated_tokens": len(event.tokens),
+                               "seed": event.seed}
+                    yield dict(held, generated_text=text, details=details)
+                return
+            if held is not None:
+                yield held
+            held = {"index": index, "token": event, "top_tokens": None, "generated_text": None, "details": None}
 
     def cacheable(self, request) -> bool:
         return not request.parameters.sampling() or request.parameters.seed is not None

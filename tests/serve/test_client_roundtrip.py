@@ -88,3 +88,14 @@ def test_zero_shot_classification(client_for):
     assert out[0].score >= out[-1].score
 
 
+
+
+def test_text_generation_stream(client_for):
+    client = client_for("text-generation")
+    whole = client.text_generation("The quick brown", max_new_tokens=5, return_full_text=False)
+    pieces = list(client.text_generation("The quick brown", max_new_tokens=5, stream=True))
+    assert len(pieces) >= 1 and "".join(pieces).strip() == whole.strip()
+    events = list(client.text_generation("The quick brown", max_new_tokens=5, stream=True, details=True))
+    assert events[-1].details.finish_reason in {"length", "eos_token"}
+    assert events[-1].generated_text.startswith("The quick brown")
+    assert all(e.generated_text is None for e in events[:-1])

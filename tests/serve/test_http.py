@@ -270,3 +270,16 @@ def test_concurrent_requests_of_two_models_of_one_task(server, tiny_models):
         for _ in range(depth - 1):
             node = node[0]
         assert isinstance(node[0], float), (model_id, json.dumps(body)[:80])
+
+
+def test_stream_is_server_sent_events(http, url):
+    with http.stream("POST", url("text-generation"), json={"inputs": "hi", "parameters": {"max_new_tokens": 3},
+                                                              "stream": True}) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["x-compute-type"] == "cpu"
+        lines = [line for line in resp.iter_lines() if line]
+    events = [json.loads(line[len("data:"):]) for line in lines]
+    assert all(line.startswith("data:") for line in lines)
+    assert events[-1]["details"]["generated_tokens"] == len(events)
+    err = fail(post(http, url("text-generation"), {"inputs": ["a", "b"], "stream": True}), 400)
+    assert "one prompt" in err["error"]

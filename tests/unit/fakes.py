@@ -44,8 +44,11 @@ class FakeBackend:
                            tokens=[{"id": 1, "text": " world", "logprob": -0.5, "special": False}] if want_tokens else [])
                 for _ in range(n)]
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def stream(self, prompt: str, params: dict):
+        self.calls.append(((prompt,), params))
+        tokens = [{"id": i, "text": t, "logprob": -0.1, "special": False} for i, t in enumerate([" wor", "ld"])]
+        yield from tokens
+        yield Generation(text=" world", finish_reason="length", tokens=tokens, seed=params.get("seed"))
 
     def close(self) -> None:
         pass

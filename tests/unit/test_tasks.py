@@ -185,3 +185,17 @@ def test_similarity_models_embed_strings_on_their_own_route():
     assert t.redirect(decode_body(b'{"inputs": ["a", "b"]}')) == "feature-extraction"
     assert t.redirect(decode_body(b'{"inputs": {"source_sentence": "a", "sentences": ["b"]}}')) is None
     assert t.redirect(decode_body(b'{"source_sentence": "a", "sentences": ["b"]}')) is None
+
+
+def test_text_generation_stream_events():
+    t = get_task("text-generation")
+    req = t.parse(decode_body(b'{"inputs": "hello", "parameters": {"seed": 3}, "stream": true}'))
+    assert req.stream is True
+    events = list(t.stream(FakeModel(FakeBackend()), req))
+    assert [e["token"]["text"] for e in events] == [" wor", "ld"]
+    assert [e["index"] for e in events] == [0, 1]
+    assert events[0]["generated_text"] is None and events[0]["details"] is None
+    assert events[-1]["generated_text"] == "hello world"
+    assert events[-1]["details"] == {"finish_reason": "length", "generated_tokens": 2, "seed": 3}
+    with pytest.raises(InvalidInput, match="one prompt"):
+        list(t.stream(FakeModel(FakeBackend()), t.parse(decode_body(b'{"inputs": ["a", "b"], "stream": true}'))))
