@@ -27,9 +27,10 @@ from deployments.tasks import check_can_run, get_task, infer_task, task_names
 from deployments.tasks.base import Context, Task
 from hubserve import __version__
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, RouteNotFound, ServiceUnavailable
+from hubserve.errors import ApiError, InvalidInput, RouteNotFound, ServiceUnavailable
 from hubserve.store import ModelRef, open_store
 
+from .chat import chat_chunks, chat_response
 from .completions import completion_payload, completion_response
 from .parsing import control_from, decode_body, read_body
 
@@ -163,6 +164,14 @@ class Ingress:
     async def completions(self, request: Request, model_id: str) -> Response:
         return await self._serve(request, model_id, None, completions=True)
 
+    @app.post("/models/{model_id:path}/v1/chat/completions")
+    async def model_chat(self, request: Request, model_id: str) -> Response:
+        return await self._chat(request, model_id)
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> Response:
+        return await self._chat(request, None)
+
     @app.post("/models/{model_id:path}")
     async def models(self, request: Request, model_id: str) -> Response:
         return await self._serve(request, model_id, None)
@@ -195,14 +204,44 @@ class Ingress:
                 output = completion_response(output, client_model)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
             return error_response(exc, rid)
-        headers = {
-            "x-compute-type": answer.compute_type,
+        return json_response(output, headers=self._headers(answer.compute_type, answer.sha, start, task_request))
+
+    async def _chat(self, request: Request, model_id: Optional[str]) -> Response:
+        start = time.perf_counter()
+        try:
+            body = orjson.loads(await read_body(request, self.config.max_body_bytes))
+            if not isinstance(body, dict):
+                raise InvalidInput("A chat completion body is a JSON object with `messages`")
+            if model_id is None:
+                model_id = body.get("model")
+                if not isinstance(model_id, str):
+                    raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
+            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            task = get_task(infer_task(ref))
+            if not hasattr(task, "parse_chat"):
+                raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
+            chat_request = task.parse_chat(body)
+            if chat_request.stream:
+                include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
+                return await self._stream(
+                    task, ref, chat_request, start,
+                    lambda events: chat_chunks(events, ref.model_id, include_usage, dumps))
+            answer = await self._call(task, ref, chat_request)
+        except orjson.JSONDecodeError as exc:
+            return error_response(InvalidInput(f"Malformed JSON body: {exc}"), request_id_of(request))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc, request_id_of(request))
+        return json_response(chat_response(answer.output, ref.model_id),
+                             headers=self._headers(answer.compute_type, answer.sha, start, chat_request))
+
+    def _headers(self, compute_type: str, sha: str, start: float, task_request) -> dict:
+        return {
+            "x-compute-type": compute_type,
             "x-compute-time": f"{time.perf_counter() - start:.3f}",
             "x-compute-characters": str(task_request.characters()),
-            "x-sha": answer.sha,
+            "x-sha": sha,
             "access-control-expose-headers": EXPOSED_HEADERS,
         }
-        return json_response(output, headers=headers)
 
     async def _call(self, task: Task, ref: ModelRef, task_request):
         handle = self.handles.get(task.name)
@@ -219,36 +258,34 @@ class Ingress:
                 f"Request timed out after {self.config.request_timeout_s:g}s", headers={"Retry-After": "1"}
             ) from None
 
-    async def _stream(self, task: Task, ref: ModelRef, task_request, start: float) -> Response:
-        """Server-sent events (TGI's format); errors before the first token are plain JSON."""
+    async def _stream(self, task: Task, ref: ModelRef, task_request, start: float, render=None) -> Response:
+        """Server-sent events (TGI's, or ``render``'s); errors before the first token are plain JSON."""
         events = self.handles[task.name].options(
             multiplexed_model_id=ref.revision_id, stream=True
         ).generate_stream.remote(WorkItem(ref.revision_id, task_request))
         meta = await events.__anext__()
         first = await events.__anext__()
 
-        async def body():
-            yield sse(first)
+        async def tokens():
+            yield first
             try:
                 async for event in events:
-                    yield sse(event)
+                    yield event
             except Exception as exc:  # noqa: BLE001 - a mid-stream error is an error event
                 err = unwrap(exc)
                 if not isinstance(err, ApiError):
                     logger.error("stream failed", exc_info=err)
                     err = ApiError("unknown error")
-                yield sse({"error": err.message, "error_type": err.error_type})
+                yield {"error": err.message, "error_type": err.error_type}
 
-        headers = {
-            "x-compute-type": meta["compute_type"],
-            "x-compute-time": f"{time.perf_counter() - start:.3f}",
-            "x-compute-characters": str(task_request.characters()),
-            "x-sha": meta["sha"],
-            "x-accel-buffering": "no",
-            "cache-control": "no-cache",
-            "access-control-expose-headers": EXPOSED_HEADERS,
-        }
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        async def tgi():
+            async for event in tokens():
+                yield sse(event)
+
+        headers = self._headers(meta["compute_type"], meta["sha"], start, task_request)
+        headers.update({"x-accel-buffering": "no", "cache-control": "no-cache"})
+        body = render(tokens()) if render else tgi()
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     def _info(self, ref: ModelRef) -> dict:
         try:

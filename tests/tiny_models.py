@@ -19,6 +19,10 @@ CORPUS = [
     "summarize: the cat sat on the mat and looked at the birds outside the window all day long.",
 ] * 4
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
@@ -113,6 +117,7 @@ def build_gpt2(folder: Path) -> None:
 
     torch.manual_seed(0)
     tokenizer = bpe_tokenizer(with_template=False)
+    tokenizer.chat_template = CHAT_TEMPLATE
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)

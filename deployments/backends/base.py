@@ -42,12 +42,16 @@ class Generation:
         finish_reason: ``length``, ``eos_token`` or ``stop_sequence``.
         tokens: ``{"id", "text", "logprob", "special"}`` per generated token.
         seed: the seed used when sampling, else None.
+        generated_tokens: how many tokens were generated.
+        prompt_tokens: how many tokens the prompt had.
     """
 
     text: str
     finish_reason: str
     tokens: list[dict] = field(default_factory=list)
     seed: Optional[int] = None
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
 
 
 @runtime_checkable
@@ -63,6 +67,9 @@ class Backend(Protocol):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Runs the transformers pipeline of ``spec.pipeline`` (a ``seed`` kwarg seeds sampling)."""
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """The prompt of a conversation, rendered with the model's chat template."""
 
     def embed(self, texts: Sequence[str], *, truncate: bool, max_length: Optional[int] = None,
               truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:

@@ -137,6 +137,16 @@ class TorchBackend:
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return hidden.float().cpu().numpy(), enc["attention_mask"].cpu().numpy()
 
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInput(
+                "This model has no chat template; use its text-generation route or /v1/completions instead"
+            )
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - the template rejects the conversation (jinja raise_exception)
+            raise InvalidInput(f"The model's chat template refused these messages: {exc}") from None
+
     def _prepare_generation(self, prompt: str, params: dict):
         params = dict(params)
         seed = params.pop("seed", None)
@@ -173,11 +183,11 @@ class TorchBackend:
             if want_tokens:
                 logprobs = [torch.log_softmax(step[row].float(), dim=-1) for step in out.logits]
                 tokens = [self._token(t, float(logprobs[i][t])) for i, t in enumerate(new_ids)]
-            results.append(self._generation(new_ids, tokens, stop, seed))
+            results.append(self._generation(new_ids, tokens, stop, seed, prompt_len))
         return results
 
     def stream(self, prompt: str, params: dict) -> Iterator[Union[dict, Generation]]:
-        enc, kwargs, _, stop, seed = self._prepare_generation(prompt, params)
+        enc, kwargs, prompt_len, stop, seed = self._prepare_generation(prompt, params)
         events: queue.Queue = queue.Queue()
         recorder = _LogprobRecorder()
         kwargs.update(streamer=_QueueStreamer(events), logits_processor=LogitsProcessorList([recorder]))
@@ -203,7 +213,7 @@ class TorchBackend:
             text = full
             tokens.append(token)
             yield token
-        yield self._generation(self._strip_padding(ids), tokens, stop, seed)
+        yield self._generation(self._strip_padding(ids), tokens, stop, seed, prompt_len)
 
     def _strip_padding(self, new_ids: list[int]) -> list[int]:
         pad = self.tokenizer.pad_token_id
@@ -224,7 +234,7 @@ class TorchBackend:
             "special": token_id in self.tokenizer.all_special_ids,
         }
 
-    def _generation(self, new_ids: list[int], tokens: list[dict], stop, seed) -> Generation:
+    def _generation(self, new_ids: list[int], tokens: list[dict], stop, seed, prompt_len: int) -> Generation:
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         if stop and any(s in text for s in stop):
             reason = "stop_sequence"
@@ -232,7 +242,8 @@ class TorchBackend:
             reason = "eos_token"
         else:
             reason = "length"
-        return Generation(text=text, finish_reason=reason, tokens=tokens, seed=seed)
+        return Generation(text=text, finish_reason=reason, tokens=tokens, seed=seed,
+                          generated_tokens=len(new_ids), prompt_tokens=prompt_len)
 
     def close(self) -> None:
         self._pipe = None

@@ -17,9 +17,10 @@ from . import register_task
 from deployments.backends.base import Generation
 from hubserve.errors import InvalidInput
 
+from ._chat import ChatRequest
 from ._generation import GenerationParameters, unused_kwargs_message
 from ._params import PositiveInt, TextOrTexts, TopP, as_list
-from .base import Payload, Task, TaskRequest
+from .base import Payload, Task, TaskRequest, validate
 
 #: TGI parameters without an implementation here, with the value that means "off".
 UNSUPPORTED_TGI = {
@@ -84,13 +85,32 @@ class TextGeneration(Task):
             data["stream"] = payload.extra["stream"]
         return data
 
-    def run_one(self, model, request):
+    def parse_chat(self, body: dict) -> ChatRequest:
+        """Validates an OpenAI chat completion body."""
+        request = validate(ChatRequest, body)
+        bad = request.unsupported()
+        if bad:
+            raise InvalidInput(f"Not supported by this server: {', '.join(bad)}")
+        return request
+
+    def _resolve(self, model, request) -> tuple[list[str], Parameters]:
+        """The prompts and parameters of a text-generation or chat request."""
+        if isinstance(request, ChatRequest):
+            params = validate(Parameters, request.parameters())
+            return [model.backend.chat_prompt(request.template_messages())], params
         params = request.parameters
         bad = params.unsupported()
         if bad:
             raise InvalidInput(unused_kwargs_message(bad))
-        prompts, _ = as_list(request.inputs)
+        return as_list(request.inputs)[0], params
+
+    def run_one(self, model, request):
+        prompts, params = self._resolve(model, request)
         kwargs = params.generate_kwargs()
+        if isinstance(request, ChatRequest):
+            gen = model.backend.generate(prompts[0], kwargs)[0]
+            return {"text": gen.text, "finish_reason": gen.finish_reason,
+                    "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.generated_tokens}
         out = []
         for prompt in prompts:
             for gen in model.backend.generate(prompt, kwargs, want_tokens=bool(params.details)):
@@ -99,7 +119,7 @@ class TextGeneration(Task):
                 if params.details:
                     item["details"] = {
                         "finish_reason": gen.finish_reason,
-                        "generated_tokens": len(gen.tokens),
+                        "generated_tokens": gen.generated_tokens,
                         "seed": gen.seed,
                         "prefill": [],
                         "tokens": gen.tokens,
@@ -108,22 +128,22 @@ class TextGeneration(Task):
         return out
 
     def stream(self, model, request) -> Iterator[dict]:
-        """TGI stream events: one per token; the last carries ``generated_text`` and ``details``."""
-        params = request.parameters
-        bad = params.unsupported()
-        if bad:
-            raise InvalidInput(unused_kwargs_message(bad))
-        if isinstance(request.inputs, list):
+        """TGI stream events: one per token; the last carries ``generated_text`` and ``details``
+        (and, for chat, ``prompt_tokens`` in ``details`` for the usage chunk)."""
+        if isinstance(request.inputs if isinstance(request, Request) else None, list):
             raise InvalidInput("`stream: true` takes one prompt in `inputs`, not a list")
+        prompts, params = self._resolve(model, request)
         if (params.num_return_sequences or 1) > 1 or params.max_new_tokens == 0:
             raise InvalidInput("`stream: true` needs num_return_sequences = 1 and max_new_tokens >= 1")
         held = None
-        for index, event in enumerate(model.backend.stream(request.inputs, params.generate_kwargs())):
+        for index, event in enumerate(model.backend.stream(prompts[0], params.generate_kwargs())):
             if isinstance(event, Generation):
                 if held is not None:
-                    text = event.text if params.return_full_text is False else request.inputs + event.text
-                    details = {"finish_reason": event.finish_reason, "generated_tokens": len(event.tokens),
+                    text = event.text if params.return_full_text is False else prompts[0] + event.text
+                    details = {"finish_reason": event.finish_reason, "generated_tokens": event.generated_tokens,
                                "seed": event.seed}
+                    if isinstance(request, ChatRequest):
+                        details["prompt_tokens"] = event.prompt_tokens
                     yield dict(held, generated_text=text, details=details)
                 return
             if held is not None:
@@ -131,4 +151,6 @@ class TextGeneration(Task):
             held = {"index": index, "token": event, "top_tokens": None, "generated_text": None, "details": None}
 
     def cacheable(self, request) -> bool:
+        if isinstance(request, ChatRequest):
+            return not request.parameters()["do_sample"] or request.seed is not None
         return not request.parameters.sampling() or request.parameters.seed is not None

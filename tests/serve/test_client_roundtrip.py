@@ -99,3 +99,17 @@ def test_text_generation_stream(client_for):
     assert events[-1].details.finish_reason in {"length", "eos_token"}
     assert events[-1].generated_text.startswith("The quick brown")
     assert all(e.generated_text is None for e in events[:-1])
+
+
+def test_chat_completion_with_base_url(server, tiny_models):
+    client = InferenceClient(base_url=server.model_url(tiny_models["text-generation"]), timeout=120)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
+    out = client.chat.completions.create(messages=messages, max_tokens=5)
+    text = out.choices[0].message.content
+    assert isinstance(text, str) and out.choices[0].finish_reason in {"length", "stop"}
+    assert out.usage.completion_tokens <= 5 and out.usage.prompt_tokens > 0
+    chunks = list(client.chat.completions.create(messages=messages, max_tokens=5, stream=True,
+                                                 stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens

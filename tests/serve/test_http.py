@@ -283,3 +283,30 @@ def test_stream_is_server_sent_events(http, url):
     assert events[-1]["details"]["generated_tokens"] == len(events)
     err = fail(post(http, url("text-generation"), {"inputs": ["a", "b"], "stream": True}), 400)
     assert "one prompt" in err["error"]
+
+
+def test_chat_routes_and_errors(http, server, tiny_models):
+    messages = [{"role": "user", "content": "hello"}]
+    out = ok(post(http, "/v1/chat/completions", {"model": tiny_models["text-generation"], "messages": messages,
+                                                "max_tokens": 3}))
+    assert out["object"] == "chat.completion" and out["choices"][0]["message"]["role"] == "assistant"
+    assert set(out["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    err = fail(post(http, f"/models/{tiny_models['fill-mask']}/v1/chat/completions", {"messages": messages}), 400)
+    assert "text-generation" in err["error"]
+    plain = server.store / "tiny" / "gpt2-no-template"
+    if not plain.exists():
+        shutil.copytree(server.store / tiny_models["text-generation"], plain)
+        for f in plain.glob("chat_template*"):
+            f.unlink()
+        config = json.loads((plain / "tokenizer_config.json").read_text())
+        config.pop("chat_template", None)
+        (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    err = fail(post(http, "/models/tiny/gpt2-no-template/v1/chat/completions", {"messages": messages}), 400)
+    assert "chat template" in err["error"]
+    fail(post(http, "/v1/chat/completions", {"messages": messages}), 400)
+    with http.stream("POST", f"/models/{tiny_models['text-generation']}/v1/chat/completions",
+                     json={"messages": messages, "max_tokens": 3, "stream": True}) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    first = json.loads(lines[0][len("data: "):])
+    assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] == "assistant"

@@ -50,6 +50,9 @@ class FakeBackend:
         yield from tokens
         yield Generation(text=" world", finish_reason="length", tokens=tokens, seed=params.get("seed"))
 
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
     def close(self) -> None:
         pass
 

@@ -199,3 +199,26 @@ def test_text_generation_stream_events():
     assert events[-1]["details"] == {"finish_reason": "length", "generated_tokens": 2, "seed": 3}
     with pytest.raises(InvalidInput, match="one prompt"):
         list(t.stream(FakeModel(FakeBackend()), t.parse(decode_body(b'{"inputs": ["a", "b"], "stream": true}'))))
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
+    ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+])
+def test_chat_requests_are_validated(body, fragment):
+    with pytest.raises(InvalidInput) as err:
+        get_task("text-generation").parse_chat(body)
+    assert fragment in err.value.message
+
+
+def test_chat_request_parameters():
+    t = get_task("text-generation")
+    greedy = t.parse_chat({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                           "max_tokens": 7, "tool_choice": "auto"})
+    assert greedy.parameters() == {"max_new_tokens": 7, "do_sample": False, "return_full_text": False}
+    assert greedy.template_messages() == [{"role": "user", "content": "hi"}] and t.cacheable(greedy)
+    sampled = t.parse_chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 0.7})
+    assert sampled.parameters()["do_sample"] is True and not t.cacheable(sampled)
