@@ -40,7 +40,8 @@ class FakeBackend:
     def generate(self, prompt: str, params: dict, *, want_tokens: bool = False) -> list[Generation]:
         self.calls.append(((prompt,), params))
         n = params.get("num_return_sequences") or 1
-        return [Generation(text=" world", finish_reason="length", seed=params.get("seed"),
+        return [Generation(text=" world", finish_reason="length", seed=params.get("seed"), generated_tokens=1,
+                           prompt_tokens=len(prompt.split()),
                            tokens=[{"id": 1, "text": " world", "logprob": -0.5, "special": False}] if want_tokens else [])
                 for _ in range(n)]
 
@@ -48,7 +49,8 @@ class FakeBackend:
         self.calls.append(((prompt,), params))
         tokens = [{"id": i, "text": t, "logprob": -0.1, "special": False} for i, t in enumerate([" wor", "ld"])]
         yield from tokens
-        yield Generation(text=" world", finish_reason="length", tokens=tokens, seed=params.get("seed"))
+        yield Generation(text=" world", finish_reason="length", tokens=tokens, seed=params.get("seed"),
+                         generated_tokens=len(tokens), prompt_tokens=len(prompt.split()))
 
     def chat_prompt(self, messages: list[dict]) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
