@@ -310,3 +310,11 @@ def test_chat_routes_and_errors(http, server, tiny_models):
     assert lines[-1] == "data: [DONE]"
     first = json.loads(lines[0][len("data: "):])
     assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_single_segment_legacy_ids(http, server, tiny_models):
+    target = server.store / "legacy-classifier"
+    if not target.exists():
+        shutil.copytree(server.store / tiny_models["text-classification"], target)
+    assert len(ok(post(http, "/models/legacy-classifier", "hello"))[0]) == 2
+    assert len(ok(post(http, "/pipeline/text-classification/legacy-classifier", "hello"))[0]) == 2
