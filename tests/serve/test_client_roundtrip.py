@@ -58,11 +58,12 @@ def test_text_generation(client_for):
 
 
 def test_text_generation_drops_unsupported_tgi_parameters_and_retries(server, tiny_models):
-    # NOTE(hubserve): the client remembers the dropped parameters per URL (and then refuses to
-    # stream from it), so this test uses a URL of its own.
-    client = InferenceClient(model=f"{server.url}/pipeline/text-generation/{tiny_models['text-generation']}")
+    # NOTE(hubserve): the client remembers dropped parameters per `model` argument of the call
+    # (and then refuses to stream from it), so this test names a URL of its own there.
+    url = f"{server.url}/pipeline/text-generation/{tiny_models['text-generation']}"
     with pytest.warns(UserWarning, match="watermark"):
-        text = client.text_generation("The quick brown", max_new_tokens=3, watermark=True)
+        text = InferenceClient(timeout=120).text_generation("The quick brown", model=url, max_new_tokens=3,
+                                                            watermark=True)
     assert text.startswith("The quick brown")
 
 
