@@ -13,13 +13,14 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ray import serve
 
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, BackendFailure, ModelLoadError
+from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLarge
 from hubserve.store import ModelRef, open_store
 
 from .backends import LoadSpec, create_backend, import_framework
@@ -50,6 +51,24 @@ class Answer:
     output: Any
     compute_type: str
     sha: str
+
+
+def human_bytes(n: float) -> str:
+    """``16GB``-style sizes, as the hosted API's TooBig message shows them."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.0f}GB"
+
+
+def too_large(ref: ModelRef, budget: int, task: str) -> ModelTooLarge:
+    """The 403 of a model larger than a replica's memory budget."""
+    return ModelTooLarge(
+        f"The model {ref.model_id} is too large to be loaded automatically "
+        f"({human_bytes(ref.size_bytes)} > {human_bytes(budget)}). "
+        f"Raise max_model_bytes of the {task} deployment to serve it."
+    )
 
 
 class LoadedModel:
@@ -85,11 +104,15 @@ class ModelServer:
         self.options = self.config.deployment_for(task)
         self.store = open_store(self.config)
         self.threads = self.options.threads or max(1, int(round(self.options.num_cpus or 1)))
+        self.failures: dict[str, tuple[ApiError, float]] = {}
+        self.loads: Counter = Counter()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
         async def load_model(revision_id: str) -> LoadedModel:
             return await self.load(revision_id)
 
         # NOTE(hubserve): decorated here, not on the class, so the LRU size comes from the config.
+        self._load_fn = load_model
         self.get_model = serve.multiplexed(max_num_models_per_replica=self.options.max_models_per_replica)(
             load_model
         )
@@ -107,12 +130,48 @@ class ModelServer:
                 await self.get_model(ref.revision_id)
                 logger.info("preloaded %s for %s in %.2fs", model_id, task, time.perf_counter() - start)
 
+    # -- the resident models ---------------------------------------------------------
+
+    def _resident(self) -> "OrderedDict[str, LoadedModel]":
+        # NOTE(hubserve): Ray 2.60 keeps the multiplexed LRU on the wrapper it caches on the
+        # decorated function; the memory budget needs to see and trim it (pinned Ray version,
+        # covered by tests/serve/test_lifecycle.py).
+        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper", None)
+        return wrapper.models if wrapper is not None else OrderedDict()
+
+    async def _evict(self, revision_id: Optional[str] = None) -> None:
+        """Unloads one model (the least recently used one by default) and frees its memory."""
+        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper")
+        if revision_id is None:
+            await wrapper.unload_model_lru()
+        else:
+            model = wrapper.models.pop(revision_id)
+            await asyncio.to_thread(model.__del__)
+        wrapper._push_multiplexed_replica_info = True
+
+    def resident_bytes(self) -> int:
+        return sum(m.ref.size_bytes for m in self._resident().values())
+
     async def load(self, revision_id: str) -> LoadedModel:
-        """Loads ``<id>@<sha>`` in a worker thread (the event loop stays free)."""
+        """Loads ``<id>@<sha>`` in a worker thread (the event loop stays free).
+
+        Called by the multiplexer under its lock. Enforces the memory budget (evicting
+        least recently used models until the new one fits), drops older revisions of the
+        same model, and reports a recent failure instead of retrying it.
+        """
         model_id = revision_id.rsplit("@", 1)[0]
+        failed = self.failures.get(revision_id)
+        if failed and time.monotonic() - failed[1] < self.config.cold_start.retry_failed_after_s:
+            raise failed[0]
         ref = self.store.resolve(model_id)
+        budget = self.options.max_model_bytes
+        if ref.size_bytes > budget:
+            raise too_large(ref, budget, self.task.name)
+        for other in [r for r in self._resident() if r.rsplit("@", 1)[0] == model_id and r != revision_id]:
+            await self._evict(other)
+        while self._resident() and self.resident_bytes() + ref.size_bytes > budget:
+            await self._evict()
         entry = self.config.models.get(model_id)
-        backend_name = (entry and entry.backend) or self.options.backend
         spec = LoadSpec(
             path=ref.path,
             model_kind=self.task.model_kind,
@@ -120,6 +179,7 @@ class ModelServer:
             device=(entry and entry.device) or self.options.device,
             threads=self.threads,
         )
+        backend_name = (entry and entry.backend) or self.options.backend
 
         def _load() -> LoadedModel:
             backend = create_backend(backend_name)
@@ -127,15 +187,30 @@ class ModelServer:
             return LoadedModel(ref, backend, self.task.prepare(ref, backend))
 
         start = time.perf_counter()
+        self.loads[revision_id] += 1
         try:
             model = await asyncio.to_thread(_load)
-        except ApiError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a load failure is reported, never crashes the replica
-            logger.exception("loading %s failed", revision_id)
-            raise ModelLoadError(f"Failed to load model {model_id}: {type(exc).__name__}: {exc}") from None
+            if not isinstance(exc, ApiError):
+                logger.exception("loading %s failed", revision_id)
+                exc = ModelLoadError(f"Failed to load model {model_id}: {type(exc).__name__}: {exc}")
+            self.failures[revision_id] = (exc, time.monotonic())
+            raise exc from None
+        self.failures.pop(revision_id, None)
         logger.info("loaded %s (%s) in %.2fs", revision_id, self.task.name, time.perf_counter() - start)
         return model
+
+    async def load_model(self, revision_id: str) -> dict:
+        """Makes sure ``revision_id`` is loaded here; says whether it already was and how long it took."""
+        cached = revision_id in self._resident()
+        start = time.perf_counter()
+        await self.get_model(revision_id)
+        return {"cached": cached, "seconds": time.perf_counter() - start}
+
+    async def model_status(self, revision_id: str) -> dict:
+        """Whether this replica holds ``revision_id``, and what it holds."""
+        return {"loaded": revision_id in self._resident(), "models": list(self._resident()),
+                "resident_bytes": self.resident_bytes(), "loads": self.loads[revision_id]}
 
     async def __call__(self, item: WorkItem) -> Answer:
         result = await self.run_batch(item)

@@ -60,6 +60,9 @@ class TaskDeployment(StrictModel):
     batch_wait_timeout_s: Optional[float] = Field(None, ge=0)
     max_ongoing_requests: Optional[int] = Field(None, ge=1)
     max_queued_requests: Optional[int] = Field(None, ge=-1)
+    max_model_bytes: Optional[int] = Field(
+        None, ge=1, description="memory budget for loaded models per replica (weights bytes)"
+    )
     autoscaling: Optional[Autoscaling] = None
     backend: Optional[Backend] = None
     device: Optional[Device] = None
@@ -74,6 +77,7 @@ DEFAULT_DEPLOYMENT = TaskDeployment(
     batch_wait_timeout_s=0.002,
     max_ongoing_requests=32,
     max_queued_requests=-1,
+    max_model_bytes=4 * 1024**3,
     autoscaling=Autoscaling(),
     backend="torch",
     device="cpu",
@@ -109,6 +113,32 @@ class IngressDeployment(StrictModel):
     max_ongoing_requests: int = Field(512, ge=1)
 
 
+class CacheConfig(StrictModel):
+    """The response cache of the ingress."""
+
+    enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    max_bytes: int = Field(256 * 1024**2, ge=1024, description="memory backend: bound of all entries")
+    redis_url: Optional[str] = None
+    ttl_s: int = Field(3600, ge=1, description="redis backend: time to live of an entry")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self):
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("cache.redis_url is required with cache.backend: redis")
+        return self
+
+
+class ColdStartConfig(StrictModel):
+    """What a request for a model that is not loaded does."""
+
+    wait_by_default: bool = Field(
+        True, description="wait for the load unless asked not to (false: the hosted API's old 503)"
+    )
+    max_wait_s: float = Field(120.0, gt=0, description="longest wait before answering 503 anyway")
+    retry_failed_after_s: float = Field(30.0, ge=0, description="back-off before a failed load is retried")
+
+
 class AppConfig(StrictModel):
     """Everything ``build_app`` needs, validated."""
 
@@ -119,6 +149,11 @@ class AppConfig(StrictModel):
     max_body_bytes: int = Field(2_000_000, ge=1024)
     request_timeout_s: float = Field(300.0, gt=0)
     zero_shot_format: Literal["auto", "dict", "list"] = "auto"
+    serve_tasks: Optional[list[str]] = Field(
+        None, description="deploy only these tasks (default: every registered task)"
+    )
+    cache: CacheConfig = CacheConfig()
+    cold_start: ColdStartConfig = ColdStartConfig()
     ingress: IngressDeployment = IngressDeployment()
     deployment_defaults: TaskDeployment = TaskDeployment()
     tasks: dict[str, TaskDeployment] = Field(default_factory=dict)
@@ -170,7 +205,7 @@ class AppConfig(StrictModel):
         Raises:
             ValueError: naming each unknown task and the known ones.
         """
-        bad = sorted({t for t in self.tasks if t not in known})
+        bad = sorted({t for t in [*self.tasks, *(self.serve_tasks or [])] if t not in known})
         for mid, entry in self.models.items():
             bad += [f"{mid}: {t}" for t in [entry.task, *entry.preload_tasks(None)] if t and t not in known]
         if bad:

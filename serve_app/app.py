@@ -33,7 +33,7 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     """
     config = AppConfig.from_args(args)
     config.check_tasks(set(task_names()))
-    handles = {task: build_model_server(task, config) for task in task_names()}
+    handles = {task: build_model_server(task, config) for task in (config.serve_tasks or task_names())}
     ingress = serve.deployment(
         Ingress,
         name="ingress",

@@ -22,17 +22,19 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from deployments.model_server import WorkItem
+from deployments.model_server import Answer, WorkItem
 from deployments.tasks import check_can_run, get_task, infer_task, task_names
-from deployments.tasks.base import Context, Task
+from deployments.tasks.base import Context, Payload, Task
 from hubserve import __version__
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, InvalidInput, RouteNotFound, ServiceUnavailable
 from hubserve.store import ModelRef, open_store
 
+from .cache import MemoryCache, cache_key, decode_entry, encode_entry, make_cache
 from .chat import chat_chunks, chat_response
 from .completions import completion_payload, completion_response
-from .parsing import control_from, decode_body, read_body
+from .lifecycle import ModelGate
+from .parsing import Control, control_from, decode_body, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +123,10 @@ class Ingress:
     """
 
     def __init__(self, handles: dict, config: dict) -> None:
-        self.handles = handles
         self.config = AppConfig.model_validate(config)
         self.store = open_store(self.config)
+        self.gate = ModelGate(handles, self.config)
+        self.cache = make_cache(self.config.cache)
 
     # -- routes -----------------------------------------------------------------
 
@@ -151,6 +154,14 @@ class Ingress:
             return json_response(self._info(ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, rid)
+
+    @app.get("/status/{model_id:path}")
+    async def status(self, request: Request, model_id: str) -> Response:
+        try:
+            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            return json_response(await self.gate.status(infer_task(ref), ref))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc, request_id_of(request))
 
     @app.post("/models/{model_id:path}/pipeline/{task}")
     async def model_pipeline(self, request: Request, model_id: str, task: str) -> Response:
@@ -192,11 +203,12 @@ class Ingress:
                 task, payload, client_model = completion_payload(task, payload)
             elif task_name is None and task.redirect(payload):
                 task = get_task(task.redirect(payload))
-            control_from(payload, request.headers)
+            control = control_from(payload, request.headers)
             task_request = task.parse(payload)
             if getattr(task_request, "stream", False):
+                await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
                 return await self._stream(task, ref, task_request, start)
-            answer = await self._call(task, ref, task_request)
+            answer = await self._call(task, ref, task_request, control)
             context = Context(user_agent=request.headers.get("user-agent", ""),
                               zero_shot_format=self.config.zero_shot_format)
             output = task.format(task_request, answer.output, context)
@@ -221,12 +233,14 @@ class Ingress:
             if not hasattr(task, "parse_chat"):
                 raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
             chat_request = task.parse_chat(body)
+            control = control_from(Payload(), request.headers)
             if chat_request.stream:
+                await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
                 include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
                 return await self._stream(
                     task, ref, chat_request, start,
                     lambda events: chat_chunks(events, ref.model_id, include_usage, dumps))
-            answer = await self._call(task, ref, chat_request)
+            answer = await self._call(task, ref, chat_request, control)
         except orjson.JSONDecodeError as exc:
             return error_response(InvalidInput(f"Malformed JSON body: {exc}"), request_id_of(request))
         except Exception as exc:  # noqa: BLE001
@@ -243,26 +257,38 @@ class Ingress:
             "access-control-expose-headers": EXPOSED_HEADERS,
         }
 
-    async def _call(self, task: Task, ref: ModelRef, task_request):
-        handle = self.handles.get(task.name)
-        if handle is None:
-            raise RouteNotFound(f"The task `{task.name}` is not deployed on this server")
-        response = handle.options(multiplexed_model_id=ref.revision_id).remote(
-            WorkItem(ref.revision_id, task_request)
-        )
+    async def _call(self, task: Task, ref: ModelRef, task_request, control: Control) -> Answer:
+        """The answer of a task request: from the cache, or from the task's deployment."""
+        key = None
+        if self.cache is not None and control.use_cache is not False and task.cacheable(task_request):
+            key = cache_key(ref.model_id, ref.sha, task.name, task_request)
+            hit = await self._cache_io(self.cache.get, key)
+            if hit is not None:
+                output, _ = decode_entry(hit)
+                return Answer(output, "cache", ref.sha)
+        await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
+        response = self.gate.handle(task.name, ref).remote(WorkItem(ref.revision_id, task_request))
         try:
-            return await asyncio.wait_for(_awaited(response), self.config.request_timeout_s)
+            answer = await asyncio.wait_for(_awaited(response), self.config.request_timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
             raise ServiceUnavailable(
                 f"Request timed out after {self.config.request_timeout_s:g}s", headers={"Retry-After": "1"}
             ) from None
+        if key is not None:
+            await self._cache_io(self.cache.set, key, encode_entry(answer.output, answer.compute_type))
+        return answer
+
+    async def _cache_io(self, fn, *args):
+        # NOTE(hubserve): the memory cache answers inline; Redis is network I/O, off the event loop.
+        if isinstance(self.cache, MemoryCache):
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     async def _stream(self, task: Task, ref: ModelRef, task_request, start: float, render=None) -> Response:
         """Server-sent events (TGI's, or ``render``'s); errors before the first token are plain JSON."""
-        events = self.handles[task.name].options(
-            multiplexed_model_id=ref.revision_id, stream=True
-        ).generate_stream.remote(WorkItem(ref.revision_id, task_request))
+        events = self.gate.handle(task.name, ref).options(stream=True).generate_stream.remote(
+            WorkItem(ref.revision_id, task_request))
         meta = await events.__anext__()
         first = await events.__anext__()
 

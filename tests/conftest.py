@@ -63,15 +63,44 @@ def server_args(store: Path) -> dict:
     }
 
 
+def legacy_args(store: Path) -> dict:
+    """A second application with the hosted API's old cold-start default (503 unless asked
+    to wait) and a small memory budget for fill-mask models: 2.5 tiny models."""
+    tiny = (store / "tiny" / "bert-mlm" / "model.safetensors").stat().st_size
+    args = server_args(store)
+    args.update(
+        serve_tasks=["text-classification", "fill-mask"],
+        cold_start={"wait_by_default": False, "max_wait_s": 60, "retry_failed_after_s": 600},
+        tasks={"fill-mask": {"max_model_bytes": int(tiny * 2.5), "max_models_per_replica": 8}},
+        models={},
+    )
+    return args
+
+
 class Server:
-    """A running hubserve graph: ``url`` and the store it serves."""
+    """A running hubserve graph: ``url`` (and ``legacy_url``) and the store it serves."""
 
     def __init__(self, url: str, store: Path) -> None:
         self.url = url
+        self.legacy_url = f"{url}/legacy"
         self.store = store
 
     def model_url(self, model_id: str) -> str:
         return f"{self.url}/models/{model_id}"
+
+    def copy_model(self, source_id: str, new_id: str) -> Path:
+        """A fresh (cold) copy of a store model under another id."""
+        target = self.store / new_id
+        shutil.copytree(self.store / source_id, target)
+        return target
+
+    @staticmethod
+    def replica_status(task: str, revision_id: str, app: str = "hubserve") -> dict:
+        """What the replica holding ``revision_id`` says about it (loads, residents)."""
+        from ray import serve
+
+        handle = serve.get_deployment_handle(task, app_name=app)
+        return handle.options(multiplexed_model_id=revision_id).model_status.remote(revision_id).result()
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +123,7 @@ def server(tiny_store) -> Server:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started = time.perf_counter()
     serve.run(build_app(server_args(tiny_store)), name="hubserve", route_prefix="/")
+    serve.run(build_app(legacy_args(tiny_store)), name="legacy", route_prefix="/legacy")
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -153,11 +153,12 @@ def test_sentence_similarity_forms(http, url, tiny_models):
 # -- checklist 11: headers on every answer ---------------------------------------------
 
 def test_compute_headers(http, url):
-    resp = post(http, url("text-classification"), {"inputs": "hello"}, headers={"x-request-id": "my-id-1"})
+    resp = post(http, url("text-classification"), {"inputs": "headers"}, headers={"x-request-id": "my-id-1",
+                                                                              "x-use-cache": "false"})
     ok(resp)
     assert resp.headers["x-compute-type"] == "cpu"
     assert float(resp.headers["x-compute-time"]) > 0
-    assert resp.headers["x-compute-characters"] == "5"
+    assert resp.headers["x-compute-characters"] == "7"
     assert len(resp.headers["x-sha"]) == 40
     assert resp.headers["x-request-id"] == "my-id-1"
     assert "x-compute-type" in resp.headers["access-control-expose-headers"]

@@ -1,0 +1,127 @@
+"""The response cache: identical deterministic requests are answered at the ingress.
+
+The key is a digest of the model id, its revision sha, the task and the canonical
+JSON of the validated request (inputs and parameters), so a changed model never
+serves a stale answer. Values are the replica's output as JSON bytes plus the
+compute type. Two backends: an in-process LRU bounded in bytes (the default, one
+per ingress replica) and Redis, shared by several ingress replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Optional, Protocol
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+
+def cache_key(model_id: str, sha: str, task: str, request: Any, scope: str = "") -> str:
+    """A stable key for one request of one model revision.
+
+    Args:
+        model_id: the model id.
+        sha: its revision.
+        task: the task that answers.
+        request: the validated task request (a pydantic model).
+        scope: who may read the entry (e.g. the owner of a private model); ``""`` is public.
+    """
+    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(b"\0".join([model_id.encode(), sha.encode(), task.encode(),
+                                        type(request).__qualname__.encode(), scope.encode(), body]))
+    return digest.hexdigest()
+
+
+def encode_entry(output: Any, compute_type: str) -> bytes:
+    """Cache value bytes (numpy arrays become lists, as on the wire)."""
+    return orjson.dumps({"o": output, "c": compute_type}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_entry(raw: bytes) -> tuple[Any, str]:
+    """``(output, compute_type)`` of a cache value."""
+    data = orjson.loads(raw)
+    return data["o"], data["c"]
+
+
+class CacheBackend(Protocol):
+    def get(self, key: str) -> Optional[bytes]: ...
+
+    def set(self, key: str, value: bytes) -> None: ...
+
+
+class MemoryCache:
+    """An LRU of byte strings bounded by their total size.
+
+    Args:
+        max_bytes: the bound; an entry larger than a quarter of it is not kept.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Optional[bytes]:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def set(self, key: str, value: bytes) -> None:
+        if len(value) > self.max_bytes // 4:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.size -= len(old)
+            self._entries[key] = value
+            self.size += len(value)
+            while self.size > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.size -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RedisCache:
+    """Entries in Redis with a time to live (bound the memory with Redis's ``maxmemory``).
+
+    Errors reaching Redis are logged and treated as misses: the cache never fails a request.
+    """
+
+    PREFIX = "hubserve:cache:"
+
+    def __init__(self, url: str, ttl_s: int) -> None:
+        import redis
+
+        self.ttl_s = ttl_s
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def get(self, key: str) -> Optional[bytes]:
+        try:
+            return self.client.get(self.PREFIX + key)
+        except Exception as exc:  # noqa: BLE001 - a cache outage is a miss
+            logger.warning("redis cache get failed: %s", exc)
+            return None
+
+    def set(self, key: str, value: bytes) -> None:
+        try:
+            self.client.set(self.PREFIX + key, value, ex=self.ttl_s)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("redis cache set failed: %s", exc)
+
+
+def make_cache(settings) -> Optional[CacheBackend]:
+    """The cache a ``CacheConfig`` describes (None when disabled)."""
+    if not settings.enabled:
+        return None
+    if settings.backend == "redis":
+        return RedisCache(settings.redis_url, settings.ttl_s)
+    return MemoryCache(settings.max_bytes)

@@ -1,0 +1,200 @@
+"""What the ingress knows about model loads: loaded, loading, failed, and how long loads take.
+
+Cold requests wait here, in the ingress, on one shared load per model revision:
+twenty concurrent requests for a cold model trigger one load and hold no replica
+slot while they wait. ``estimated_time`` comes from the measured load time of
+that model, or, before any, from its size and the load speed measured so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Optional
+
+from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound
+from hubserve.store import ModelRef
+
+logger = logging.getLogger(__name__)
+
+#: Prior load speed (weights bytes per second) and fixed cost, before any load was measured.
+PRIOR_BYTES_PER_S = 100e6
+BASE_LOAD_S = 1.0
+
+
+class ModelTracker:
+    """Load state per ``<task>|<id>@<sha>`` key.
+
+    Args:
+        retry_failed_after_s: how long a failed load is reported instead of retried.
+        clock: a monotonic clock (tests pass their own).
+    """
+
+    def __init__(self, retry_failed_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_failed_after_s = retry_failed_after_s
+        self.clock = clock
+        self.loaded: set[str] = set()
+        self.loading: dict[str, tuple[asyncio.Future, float]] = {}
+        self.failures: dict[str, tuple[ApiError, float]] = {}
+        self.load_seconds: dict[str, float] = {}
+        self.bytes_per_s: Optional[float] = None
+
+    @staticmethod
+    def key(task: str, ref: ModelRef) -> str:
+        return f"{task}|{ref.revision_id}"
+
+    def estimate(self, ref: ModelRef) -> float:
+        """Seconds a load of ``ref`` takes: measured for this model, else from its size."""
+        if ref.model_id in self.load_seconds:
+            return self.load_seconds[ref.model_id]
+        return BASE_LOAD_S + ref.size_bytes / (self.bytes_per_s or PRIOR_BYTES_PER_S)
+
+    def remaining(self, key: str, ref: ModelRef) -> float:
+        """Seconds left until ``key`` is loaded (the full estimate if no load runs)."""
+        started = self.loading.get(key, (None, None))[1]
+        if started is None:
+            return self.estimate(ref)
+        return max(0.5, self.estimate(ref) - (self.clock() - started))
+
+    def failure(self, key: str) -> Optional[ApiError]:
+        """The error of a recent failed load of ``key`` (within the back-off), else None."""
+        hit = self.failures.get(key)
+        if hit and self.clock() - hit[1] < self.retry_failed_after_s:
+            return hit[0]
+        return None
+
+    def mark_loaded(self, key: str) -> None:
+        self.loaded.add(key)
+        self.failures.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        """Drops what is known of ``key`` (it was evicted or changed)."""
+        self.loaded.discard(key)
+
+    def start(self, key: str, ref: ModelRef, load: Callable[[], Awaitable[dict]]) -> asyncio.Future:
+        """The running load of ``key``, or a new one (single flight)."""
+        running = self.loading.get(key)
+        if running is not None:
+            return running[0]
+        future = asyncio.ensure_future(self._run(key, ref, load))
+        # NOTE(hubserve): a background load nobody waits for still has its error retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.loading[key] = (future, self.clock())
+        return future
+
+    async def _run(self, key: str, ref: ModelRef, load: Callable[[], Awaitable[dict]]) -> None:
+        try:
+            result = await load()
+        except Exception as exc:  # noqa: BLE001 - recorded, then raised to every waiter
+            error = exc if isinstance(exc, ApiError) else ModelLoadError(f"Failed to load model {ref.model_id}: {exc}")
+            self.failures[key] = (error, self.clock())
+            raise error from None
+        finally:
+            self.loading.pop(key, None)
+        if not result.get("cached"):
+            seconds = float(result["seconds"])
+            self.load_seconds[ref.model_id] = seconds
+            if ref.size_bytes and seconds > 0:
+                speed = ref.size_bytes / seconds
+                self.bytes_per_s = speed if self.bytes_per_s is None else 0.7 * self.bytes_per_s + 0.3 * speed
+            logger.info("loaded %s in %.2fs", key, seconds)
+        self.mark_loaded(key)
+
+    async def wait(self, key: str, ref: ModelRef, load: Callable[[], Awaitable[dict]], timeout: float) -> None:
+        """Waits for ``key`` to load (starting the load if needed), at most ``timeout`` seconds.
+
+        Raises:
+            asyncio.TimeoutError: when the load takes longer (it goes on in the background).
+            ApiError: when the load failed.
+        """
+        await asyncio.wait_for(asyncio.shield(self.start(key, ref, load)), timeout)
+
+
+class ModelGate:
+    """Decides, per request, whether a model is ready, loads it, or answers 503.
+
+    Args:
+        handles: task name to the model server's ``DeploymentHandle``.
+        config: the application config.
+    """
+
+    def __init__(self, handles: dict, config) -> None:
+        self.handles = handles
+        self.config = config
+        self.tracker = ModelTracker(config.cold_start.retry_failed_after_s)
+        self._options: dict[str, object] = {}
+
+    def options(self, task: str):
+        if task not in self._options:
+            self._options[task] = self.config.deployment_for(task)
+        return self._options[task]
+
+    def handle(self, task: str, ref: ModelRef):
+        """The model server handle of ``task``, routed to replicas holding ``ref``."""
+        if task not in self.handles:
+            raise RouteNotFound(f"The task `{task}` is not deployed on this server")
+        return self.handles[task].options(multiplexed_model_id=ref.revision_id)
+
+    def _loader(self, task: str, ref: ModelRef) -> Callable[[], Awaitable[dict]]:
+        async def load() -> dict:
+            return await self.handle(task, ref).load_model.remote(ref.revision_id)
+        return load
+
+    async def held(self, task: str, ref: ModelRef) -> bool:
+        """Whether a replica holds ``ref`` (the router sends this to one that does, if any)."""
+        return bool((await self.handle(task, ref).model_status.remote(ref.revision_id))["loaded"])
+
+    async def ready(self, task: str, ref: ModelRef, wait: Optional[bool], load: Optional[bool]) -> None:
+        """Returns once ``ref`` is loaded for ``task``, or raises.
+
+        Args:
+            wait: the caller's wait_for_model (None: the configured default).
+            load: False when the caller said ``X-Load-Model: 0`` (never trigger a load).
+
+        Raises:
+            ModelTooLarge: the model exceeds the replicas' memory budget.
+            ModelLoading: not loaded, and the caller does not wait (or the wait ran out).
+            ApiError: a recent load of this revision failed.
+        """
+        from deployments.model_server import too_large
+
+        self.handle(task, ref)
+        budget = self.options(task).max_model_bytes
+        if ref.size_bytes > budget:
+            raise too_large(ref, budget, task)
+        key = self.tracker.key(task, ref)
+        failed = self.tracker.failure(key)
+        if failed is not None:
+            raise failed
+        if key in self.tracker.loaded:
+            return
+        if wait is None:
+            wait = self.config.cold_start.wait_by_default
+        if load is False or not wait:
+            if await self.held(task, ref):
+                self.tracker.mark_loaded(key)
+                return
+            if load is not False:
+                self.tracker.start(key, ref, self._loader(task, ref))
+            raise ModelLoading.for_id(ref.model_id, self.tracker.remaining(key, ref))
+        try:
+            await self.tracker.wait(key, ref, self._loader(task, ref), self.config.cold_start.max_wait_s)
+        except asyncio.TimeoutError:
+            raise ModelLoading.for_id(ref.model_id, self.tracker.remaining(key, ref)) from None
+
+    async def status(self, task: str, ref: ModelRef) -> dict:
+        """The legacy ``/status`` answer of a model."""
+        options = self.options(task)
+        entry = self.config.models.get(ref.model_id)
+        device = (entry and entry.device) or options.device
+        key = self.tracker.key(task, ref)
+        if ref.size_bytes > options.max_model_bytes:
+            state, loaded = "TooBig", False
+        elif self.tracker.failure(key) is not None:
+            state, loaded = "Error", False
+        else:
+            loaded = await self.held(task, ref)
+            state = "Loaded" if loaded else "Loadable"
+        return {"loaded": loaded, "state": state, "compute_type": "gpu" if device == "cuda" else "cpu",
+                "framework": "transformers"}
