@@ -24,7 +24,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
+# redis-server backs the shared response cache and its tests (Debian's package).
 setup: $(VENV)/.installed
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
 
 # The server never downloads: models come from the store, the HF cache or packages.
 serve: setup

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -63,18 +64,50 @@ def server_args(store: Path) -> dict:
     }
 
 
-def legacy_args(store: Path) -> dict:
-    """A second application with the hosted API's old cold-start default (503 unless asked
-    to wait) and a small memory budget for fill-mask models: 2.5 tiny models."""
+def legacy_args(store: Path, redis_url: str) -> dict:
+    """A second application: the hosted API's old cold-start default (503 unless asked to
+    wait), a small memory budget for fill-mask models (2.5 tiny models), and two ingress
+    replicas sharing a Redis response cache."""
     tiny = (store / "tiny" / "bert-mlm" / "model.safetensors").stat().st_size
     args = server_args(store)
     args.update(
         serve_tasks=["text-classification", "fill-mask"],
         cold_start={"wait_by_default": False, "max_wait_s": 60, "retry_failed_after_s": 600},
         tasks={"fill-mask": {"max_model_bytes": int(tiny * 2.5), "max_models_per_replica": 8}},
+        cache={"backend": "redis", "redis_url": redis_url, "ttl_s": 600},
+        ingress={"num_cpus": 0, "num_replicas": 2},
         models={},
     )
     return args
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port (Debian's package; `make setup` installs it)."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: run `make setup` (it installs Debian's redis-server)"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.time() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 class Server:
@@ -104,7 +137,7 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server(tiny_store) -> Server:
+def server(tiny_store, redis_url) -> Server:
     """Ray + Serve on loopback with the test config (started once per session)."""
     import httpx
     import ray
@@ -123,7 +156,7 @@ def server(tiny_store) -> Server:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started = time.perf_counter()
     serve.run(build_app(server_args(tiny_store)), name="hubserve", route_prefix="/")
-    serve.run(build_app(legacy_args(tiny_store)), name="legacy", route_prefix="/legacy")
+    serve.run(build_app(legacy_args(tiny_store, redis_url)), name="legacy", route_prefix="/legacy")
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -222,3 +222,16 @@ def test_compute_headers_on_every_task(http, tiny_models):
                        "access-control-expose-headers"):
             assert resp.headers.get(header), (task, header)
         assert resp.headers["x-compute-type"] in ("cpu", "cache")
+
+
+def test_two_ingress_replicas_share_the_redis_cache(legacy, tiny_models):
+    path = f"/models/{tiny_models['text-classification']}"
+    body = {"inputs": "shared between ingress replicas", "wait_for_model": True}
+    first = legacy.post(path, json=body)
+    assert first.status_code == 200 and first.headers["x-compute-type"] == "cpu"
+    # NOTE(hubserve): separate connections spread over both ingress replicas; all hit Redis.
+    types = []
+    for _ in range(8):
+        with httpx.Client(base_url=legacy.base_url, timeout=60) as c:
+            types.append(c.post(path, json=body).headers["x-compute-type"])
+    assert types == ["cache"] * 8
