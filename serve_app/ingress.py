@@ -10,15 +10,12 @@ never imports torch.
 import asyncio
 import logging
 import time
-import uuid
-from typing import Any, Optional
+from typing import Optional
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -35,6 +32,7 @@ from .chat import chat_chunks, chat_response
 from .completions import completion_payload, completion_response
 from .lifecycle import ModelGate
 from .parsing import Control, control_from, decode_body, read_body
+from .responses import awaited, dumps, error_response, json_response, request_id_of, sse, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +40,6 @@ EXPOSED_HEADERS = (
     "x-compute-type, x-compute-time, x-compute-characters, x-sha, x-request-id, "
     "estimated_time, retry-after"
 )
-JSON = "application/json"
-
 app = FastAPI(
     title="hubserve",
     version=__version__,
@@ -53,54 +49,6 @@ app.add_middleware(
     CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
     expose_headers=[h.strip() for h in EXPOSED_HEADERS.split(",")],
 )
-
-
-def dumps(value: Any) -> bytes:
-    """JSON bytes (numpy arrays included) with orjson."""
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def json_response(body: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
-    """A JSON answer carrying ``Content-Type: application/json``."""
-    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
-def sse(event: Any) -> bytes:
-    """One server-sent event, ``data:<json>`` as TGI writes it."""
-    return b"data:" + dumps(event) + b"\n\n"
-
-
-def request_id_of(request: Request) -> str:
-    """The request id: the caller's ``x-request-id``, else the one Serve's proxy made.
-
-    The proxy also echoes it as the ``x-request-id`` answer header.
-    """
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
-
-
-async def _awaited(response):
-    return await response
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The original error behind a Ray task error."""
-    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
-        if isinstance(exc, ApiError):
-            return exc
-        exc = exc.cause
-    return exc
-
-
-def error_response(exc: BaseException, request_id: str) -> Response:
-    """The JSON answer of any failure; unexpected ones are logged once as 500s."""
-    exc = unwrap(exc)
-    if isinstance(exc, (BackPressureError, DeploymentUnavailableError)):
-        exc = ServiceUnavailable(f"The server is busy, retry shortly ({type(exc).__name__})",
-                                 headers={"Retry-After": "1"})
-    if not isinstance(exc, ApiError):
-        logger.error("request %s failed", request_id, exc_info=exc)
-        exc = ApiError("unknown error")
-    return json_response(exc.body(), exc.status_code, exc.headers)
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -269,7 +217,7 @@ class Ingress:
         await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
         response = self.gate.handle(task.name, ref).remote(WorkItem(ref.revision_id, task_request))
         try:
-            answer = await asyncio.wait_for(_awaited(response), self.config.request_timeout_s)
+            answer = await asyncio.wait_for(awaited(response), self.config.request_timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
             raise ServiceUnavailable(

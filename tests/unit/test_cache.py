@@ -1,7 +1,6 @@
 """Response cache backends and keys (no Ray; Redis is a real redis-server)."""
 
 import numpy as np
-import pytest
 
 from deployments.tasks import get_task
 from serve_app.cache import MemoryCache, RedisCache, cache_key, decode_entry, encode_entry

@@ -6,7 +6,7 @@ import pytest
 from ray.exceptions import RayTaskError
 
 from hubserve.errors import ApiError, InvalidInput, ModelLoading, ModelNotFound
-from serve_app.ingress import error_response, unwrap
+from serve_app.responses import error_response, unwrap
 
 
 @pytest.mark.parametrize("error", [
