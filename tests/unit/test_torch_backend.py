@@ -1,0 +1,53 @@
+"""The PyTorch backend on a tiny model (no Ray)."""
+
+import gc
+import weakref
+
+import pytest
+
+from deployments.backends import LoadSpec, create_backend
+from deployments.model_server import LoadedModel
+from hubserve.errors import InvalidInput, ModelLoadError
+from hubserve.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store):
+    return ModelStore(tiny_store)
+
+
+def test_eviction_really_frees_the_weights(store, tiny_models):
+    ref = store.resolve(tiny_models["fill-mask"])
+    backend = create_backend("torch")
+    backend.load(LoadSpec(ref.path, "masked-lm", "fill-mask", threads=1))
+    weights = weakref.ref(backend.model)
+    model = LoadedModel(ref, backend, None)
+    model.__del__()  # what the multiplexer calls on eviction
+    gc.collect()
+    assert weights() is None and model.backend is None
+
+
+def test_generation_clamps_to_the_position_table(store, tiny_models):
+    ref = store.resolve(tiny_models["text-generation"])
+    backend = create_backend("torch")
+    backend.load(LoadSpec(ref.path, "causal-lm", threads=1))
+    gen = backend.generate("hello", {"max_new_tokens": 1000, "do_sample": False})[0]
+    assert gen.generated_tokens <= 128 - gen.prompt_tokens
+    with pytest.raises(InvalidInput, match="prompt has"):
+        backend.generate("word " * 200, {"max_new_tokens": 5})
+
+
+def test_cuda_without_a_gpu_is_a_load_error(store, tiny_models):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here; this checks the error on machines without one")
+    ref = store.resolve(tiny_models["fill-mask"])
+    with pytest.raises(ModelLoadError, match="no GPU"):
+        create_backend("torch").load(LoadSpec(ref.path, "masked-lm", "fill-mask", device="cuda"))
+
+
+def test_a_broken_folder_is_a_load_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="Failed to load"):
+        create_backend("torch").load(LoadSpec(tmp_path, "masked-lm", "fill-mask"))
