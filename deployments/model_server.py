@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from ray import serve
@@ -23,7 +24,7 @@ from hubserve.config import AppConfig
 from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLarge
 from hubserve.store import ModelRef, open_store
 
-from .backends import LoadSpec, create_backend, import_framework
+from .backends import LoadSpec, create_backend, import_framework, resolve_backend
 from .tasks import get_task, infer_task
 from .tasks.base import TaskRequest
 
@@ -178,11 +179,14 @@ class ModelServer:
             pipeline=self.task.pipeline,
             device=(entry and entry.device) or self.options.device,
             threads=self.threads,
+            model_id=ref.model_id,
+            revision=ref.sha,
+            cache_dir=Path(self.config.onnx_cache) if self.config.onnx_cache else None,
         )
-        backend_name = (entry and entry.backend) or self.options.backend
+        configured = (entry and entry.backend) or self.options.backend
 
         def _load() -> LoadedModel:
-            backend = create_backend(backend_name)
+            backend = create_backend(resolve_backend(configured, ref.model_type, self.task.model_kind))
             backend.load(spec)
             return LoadedModel(ref, backend, self.task.prepare(ref, backend))
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Backend = Literal["auto", "torch"]
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Device = Literal["cpu", "cuda"]
 
 #: The environment variable that overrides ``model_store``.
@@ -146,6 +146,9 @@ class AppConfig(StrictModel):
     hf_cache: Optional[str] = Field(
         "auto", description="an HF hub cache folder read read-only; auto = HF_HUB_CACHE or ~/.cache"
     )
+    onnx_cache: Optional[str] = Field(
+        None, description="where ONNX exports are kept (default: <model_store>/.onnx-cache)"
+    )
     max_body_bytes: int = Field(2_000_000, ge=1024)
     request_timeout_s: float = Field(300.0, gt=0)
     zero_shot_format: Literal["auto", "dict", "list"] = "auto"
@@ -184,7 +187,9 @@ class AppConfig(StrictModel):
         if env.get(STORE_ENV):
             data["model_store"] = env[STORE_ENV]
         config = cls.model_validate(data)
-        return config.model_copy(update={"model_store": str(Path(config.model_store).expanduser().resolve())})
+        store = Path(config.model_store).expanduser().resolve()
+        onnx_cache = Path(config.onnx_cache).expanduser().resolve() if config.onnx_cache else store / ".onnx-cache"
+        return config.model_copy(update={"model_store": str(store), "onnx_cache": str(onnx_cache)})
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, env: Mapping[str, str] | None = None) -> "AppConfig":

