@@ -149,8 +149,8 @@ class Ingress:
             payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
             if completions:
                 task, payload, client_model = completion_payload(task, payload)
-            elif task_name is None and task.redirect(payload):
-                task = get_task(task.redirect(payload))
+            elif task_name is None and (other := task.redirect(payload)):
+                task = get_task(other)
             control = control_from(payload, request.headers)
             task_request = task.parse(payload)
             if getattr(task_request, "stream", False):
