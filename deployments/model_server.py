@@ -56,11 +56,12 @@ class Answer:
 
 def human_bytes(n: float) -> str:
     """``16GB``-style sizes, as the hosted API's TooBig message shows them."""
+    unit = "B"
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
+            break
         n /= 1000
-    return f"{n:.0f}GB"
+    return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
 
 
 def too_large(ref: ModelRef, budget: int, task: str) -> ModelTooLarge:
@@ -161,9 +162,9 @@ class ModelServer:
         same model, and reports a recent failure instead of retrying it.
         """
         model_id = revision_id.rsplit("@", 1)[0]
-        failed = self.failures.get(revision_id)
-        if failed and time.monotonic() - failed[1] < self.config.cold_start.retry_failed_after_s:
-            raise failed[0]
+        failed = self.recent_failure(revision_id)
+        if failed is not None:
+            raise failed
         ref = self.store.resolve(model_id)
         budget = self.options.max_model_bytes
         if ref.size_bytes > budget:
@@ -204,6 +205,13 @@ class ModelServer:
         logger.info("loaded %s (%s) in %.2fs", revision_id, self.task.name, time.perf_counter() - start)
         return model
 
+    def recent_failure(self, revision_id: str) -> Optional[ApiError]:
+        """The error of a load of ``revision_id`` that failed within the back-off, else None."""
+        failed = self.failures.get(revision_id)
+        if failed and time.monotonic() - failed[1] < self.config.cold_start.retry_failed_after_s:
+            return failed[0]
+        return None
+
     async def load_model(self, revision_id: str) -> dict:
         """Makes sure ``revision_id`` is loaded here; says whether it already was and how long it took."""
         cached = revision_id in self._resident()
@@ -213,8 +221,9 @@ class ModelServer:
 
     async def model_status(self, revision_id: str) -> dict:
         """Whether this replica holds ``revision_id``, and what it holds."""
-        return {"loaded": revision_id in self._resident(), "models": list(self._resident()),
-                "resident_bytes": self.resident_bytes(), "loads": self.loads[revision_id]}
+        return {"loaded": revision_id in self._resident(), "failed": self.recent_failure(revision_id) is not None,
+                "models": list(self._resident()), "resident_bytes": self.resident_bytes(),
+                "loads": self.loads[revision_id]}
 
     async def __call__(self, item: WorkItem) -> Answer:
         result = await self.run_batch(item)

@@ -214,10 +214,9 @@ class ModelStore:
         """
         validate_model_id(model_id)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(model_id)
-        if hit and now - hit[0] < self.ttl_s:
-            return hit[1]
+        hit = self.fresh(model_id)
+        if hit is not None:
+            return hit
         found = self._candidate(model_id)
         if found is None or not (found[0] / "config.json").is_file():
             with self._lock:
@@ -229,6 +228,17 @@ class ModelStore:
         with self._lock:
             self._cache[model_id] = (now, ref)
         return ref
+
+    def fresh(self, model_id: str) -> Optional[ModelRef]:
+        """The cached resolution of ``model_id`` if it is younger than ``ttl_s``: no disk access.
+
+        Only ids that passed validation are ever cached, so any string may be looked up.
+        """
+        with self._lock:
+            hit = self._cache.get(model_id)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        return None
 
     def _describe(self, model_id: str, folder: Path, source: str, sha: str, size: int) -> ModelRef:
         try:

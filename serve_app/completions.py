@@ -36,11 +36,11 @@ class CompletionRequest(BaseModel):
     stream: StrictBool = False
 
 
-def completion_payload(task: Task, payload: Payload) -> tuple[Task, Payload, Optional[str]]:
+def completion_payload(task: Task, payload: Payload) -> tuple[Payload, Optional[str]]:
     """The task payload equivalent to a completions body.
 
     Returns:
-        The task, its payload and the ``model`` field to echo.
+        The task's payload and the ``model`` field to echo.
 
     Raises:
         InvalidInput: when the model's task does not generate text, or the body is bad.
@@ -66,7 +66,7 @@ def completion_payload(task: Task, payload: Payload) -> tuple[Task, Payload, Opt
     elif req.stop is not None:
         raise InvalidInput(f"`stop` is not supported for {task.name} models")
     params = {k: v for k, v in params.items() if v is not None}
-    return task, Payload(inputs=req.prompt, parameters=params), req.model
+    return Payload(inputs=req.prompt, parameters=params), req.model
 
 
 def completion_response(output: list[dict], model: Optional[str]) -> dict:

@@ -98,7 +98,7 @@ class Ingress:
     async def info(self, request: Request, model_id: str) -> Response:
         rid = request_id_of(request)
         try:
-            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            ref = await self._resolve(model_id)
             return json_response(self._info(ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, rid)
@@ -106,7 +106,7 @@ class Ingress:
     @app.get("/status/{model_id:path}")
     async def status(self, request: Request, model_id: str) -> Response:
         try:
-            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            ref = await self._resolve(model_id)
             return json_response(await self.gate.status(infer_task(ref), ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, request_id_of(request))
@@ -142,13 +142,13 @@ class Ingress:
         start = time.perf_counter()
         rid = request_id_of(request)
         try:
-            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            ref = await self._resolve(model_id)
             task = get_task(task_name or infer_task(ref))
             check_can_run(task, ref)
             body = await read_body(request, self.config.max_body_bytes)
             payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
             if completions:
-                task, payload, client_model = completion_payload(task, payload)
+                payload, client_model = completion_payload(task, payload)
             elif task_name is None and (other := task.redirect(payload)):
                 task = get_task(other)
             control = control_from(payload, request.headers)
@@ -176,7 +176,7 @@ class Ingress:
                 model_id = body.get("model")
                 if not isinstance(model_id, str):
                     raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
-            ref = await asyncio.to_thread(self.store.resolve, model_id)
+            ref = await self._resolve(model_id)
             task = get_task(infer_task(ref))
             if not hasattr(task, "parse_chat"):
                 raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
@@ -195,6 +195,10 @@ class Ingress:
             return error_response(exc, request_id_of(request))
         return json_response(chat_response(answer.output, ref.model_id),
                              headers=self._headers(answer.compute_type, answer.sha, start, chat_request))
+
+    async def _resolve(self, model_id: str) -> ModelRef:
+        """The model's revision: from the store's memory when fresh, else from disk in a thread."""
+        return self.store.fresh(model_id) or await asyncio.to_thread(self.store.resolve, model_id)
 
     def _headers(self, compute_type: str, sha: str, start: float, task_request) -> dict:
         return {

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
+from deployments.model_server import too_large
 from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound
 from hubserve.store import ModelRef
 
@@ -141,9 +142,13 @@ class ModelGate:
             return await self.handle(task, ref).load_model.remote(ref.revision_id)
         return load
 
+    async def replica_status(self, task: str, ref: ModelRef) -> dict:
+        """What a replica says of ``ref`` (the router sends this to one holding it, if any)."""
+        return await self.handle(task, ref).model_status.remote(ref.revision_id)
+
     async def held(self, task: str, ref: ModelRef) -> bool:
-        """Whether a replica holds ``ref`` (the router sends this to one that does, if any)."""
-        return bool((await self.handle(task, ref).model_status.remote(ref.revision_id))["loaded"])
+        """Whether a replica holds ``ref``."""
+        return bool((await self.replica_status(task, ref))["loaded"])
 
     async def ready(self, task: str, ref: ModelRef, wait: Optional[bool], load: Optional[bool]) -> None:
         """Returns once ``ref`` is loaded for ``task``, or raises.
@@ -157,8 +162,6 @@ class ModelGate:
             ModelLoading: not loaded, and the caller does not wait (or the wait ran out).
             ApiError: a recent load of this revision failed.
         """
-        from deployments.model_server import too_large
-
         self.handle(task, ref)
         budget = self.options(task).max_model_bytes
         if ref.size_bytes > budget:
@@ -190,11 +193,16 @@ class ModelGate:
         device = (entry and entry.device) or options.device
         key = self.tracker.key(task, ref)
         if ref.size_bytes > options.max_model_bytes:
-            state, loaded = "TooBig", False
-        elif self.tracker.failure(key) is not None:
-            state, loaded = "Error", False
-        else:
-            loaded = await self.held(task, ref)
-            state = "Loaded" if loaded else "Loadable"
+            return self._status(False, "TooBig", device)
+        if self.tracker.failure(key) is not None:
+            return self._status(False, "Error", device)
+        # NOTE(hubserve): with several ingress replicas, the model server is the one that
+        # remembers a failed load for all of them.
+        status = await self.replica_status(task, ref)
+        state = "Loaded" if status["loaded"] else "Error" if status["failed"] else "Loadable"
+        return self._status(status["loaded"], state, device)
+
+    @staticmethod
+    def _status(loaded: bool, state: str, device: str) -> dict:
         return {"loaded": loaded, "state": state, "compute_type": "gpu" if device == "cuda" else "cpu",
                 "framework": "transformers"}

@@ -70,6 +70,7 @@ class TorchBackend:
             raise ModelLoadError(f"Failed to load {spec.path.name}: {type(exc).__name__}: {exc}") from None
         self.spec = spec
         self.mask_token = getattr(self.tokenizer, "mask_token", None)
+        self._special_ids = frozenset(self.tokenizer.all_special_ids)
         self.max_input_tokens = self._max_tokens()
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -244,7 +245,7 @@ class TorchBackend:
             "id": int(token_id),
             "text": self.tokenizer.decode([token_id]) if text is None else text,
             "logprob": logprob,
-            "special": token_id in self.tokenizer.all_special_ids,
+            "special": token_id in self._special_ids,
         }
 
     def _generation(self, new_ids: list[int], tokens: list[dict], stop, seed, prompt_len: int) -> Generation:
