@@ -338,3 +338,9 @@ def test_optimized_backends_answer_like_torch(http, tiny_models):
 
 def url_of(model_id: str) -> str:
     return f"/models/{model_id}"
+
+
+def test_read_routes_answer_404_for_unknown_models(http):
+    for path in ("/status/nobody/nothing", "/models/nobody/nothing/info"):
+        assert fail(http.get(path), 404)["error"] == "Model nobody/nothing does not exist"
+    fail(http.get("/status/a%5Cb"), 400)
