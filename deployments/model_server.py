@@ -225,7 +225,8 @@ class ModelServer:
                 "models": list(self._resident()), "resident_bytes": self.resident_bytes(),
                 "loads": self.loads[revision_id]}
 
-    async def __call__(self, item: WorkItem) -> Answer:
+    async def infer(self, item: WorkItem) -> Answer:
+        """Runs one request, batched with its concurrent neighbours."""
         result = await self.run_batch(item)
         if isinstance(result, BaseException):
             raise result
@@ -275,13 +276,14 @@ class ModelServer:
         """Serve's health probe: the replica is alive if its event loop answers."""
 
 
-def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = None):
+def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = None, cls: type = ModelServer):
     """The bound Serve deployment of ``task``, with the config's replica options.
 
     Args:
         task: a registered task name.
         config: the application config.
         name: the deployment name (default: the task name).
+        cls: the deployment class (``ModelServer`` or a subclass).
 
     Returns:
         A bound ``Application`` for the ingress to hold a handle to.
@@ -289,7 +291,7 @@ def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = No
     opts = config.deployment_for(task)
     autoscaling = opts.autoscaling
     deployment = serve.deployment(
-        ModelServer,
+        cls,
         name=name or task,
         ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus or 0},
         max_ongoing_requests=opts.max_ongoing_requests,

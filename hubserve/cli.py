@@ -14,19 +14,20 @@ from typing import Optional, Sequence
 
 import yaml
 
-from hubserve.config import AppConfig, hubserve_args, load_yaml
+from hubserve.config import AppConfig, check_serve_config, hubserve_args, load_yaml
 from hubserve.store import open_store
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = AppConfig.from_args(hubserve_args(load_yaml(args.config)))
-    print(f"ok: model store {config.model_store}, {len(config.models)} pinned model(s)")
+    config = check_serve_config(load_yaml(args.config))
+    print(f"ok: model store {config.model_store}, {len(config.models)} pinned model(s), "
+          f"endpoints: {', '.join(config.endpoints) or 'none'}")
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
     data = load_yaml(args.config)
-    AppConfig.from_args(hubserve_args(data))
+    check_serve_config(data)
     http = dict(data.get("http_options") or {})
     if args.host:
         http["host"] = args.host

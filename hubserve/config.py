@@ -155,6 +155,11 @@ class AppConfig(StrictModel):
     serve_tasks: Optional[list[str]] = Field(
         None, description="deploy only these tasks (default: every registered task)"
     )
+    endpoints: list[str] = Field(
+        default_factory=list,
+        description="tasks whose deployment also answers /pipeline/<task>/<model id> itself (one hop); "
+                    "each needs its application in the Serve config (see ENDPOINT_IMPORT_PATH)",
+    )
     cache: CacheConfig = CacheConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
     ingress: IngressDeployment = IngressDeployment()
@@ -210,11 +215,13 @@ class AppConfig(StrictModel):
         Raises:
             ValueError: naming each unknown task and the known ones.
         """
-        bad = sorted({t for t in [*self.tasks, *(self.serve_tasks or [])] if t not in known})
+        bad = sorted({t for t in [*self.tasks, *(self.serve_tasks or []), *self.endpoints] if t not in known})
         for mid, entry in self.models.items():
             bad += [f"{mid}: {t}" for t in [entry.task, *entry.preload_tasks(None)] if t and t not in known]
         if bad:
             raise ValueError(f"unknown task(s) {bad}; known tasks: {sorted(known)}")
+        if self.serve_tasks is not None and (missing := set(self.endpoints) - set(self.serve_tasks)):
+            raise ValueError(f"endpoints {sorted(missing)} are not in serve_tasks")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -242,9 +249,49 @@ def load_yaml(path: str | os.PathLike) -> dict:
         return yaml.load(fh, Loader=_UniqueKeyLoader) or {}
 
 
+#: The builders of the main application and of a task endpoint application.
+APP_IMPORT_PATH = "serve_app.app:build_app"
+ENDPOINT_IMPORT_PATH = "serve_app.app:build_endpoint"
+
+
+def endpoint_app(task: str) -> tuple[str, str]:
+    """The application name and route prefix of ``task``'s endpoint."""
+    return f"pipeline-{task}", f"/pipeline/{task}"
+
+
 def hubserve_args(serve_config: Mapping[str, Any]) -> dict:
     """The ``args`` of the hubserve application inside a Serve config."""
     for app in serve_config.get("applications") or []:
-        if str(app.get("import_path", "")).startswith("serve_app."):
+        if app.get("import_path") == APP_IMPORT_PATH:
             return dict(app.get("args") or {})
-    raise ValueError("no application with import_path serve_app.* in this Serve config")
+    raise ValueError(f"no application with import_path {APP_IMPORT_PATH} in this Serve config")
+
+
+def check_serve_config(serve_config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> AppConfig:
+    """Validates a whole Serve config: the hubserve args, and one endpoint application
+    (name, route prefix, task, the same args) per task in ``endpoints``.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    args = hubserve_args(serve_config)
+    config = AppConfig.from_args(args, env)
+    apps = {app.get("name"): app for app in serve_config.get("applications") or []}
+    expected = set()
+    for task in config.endpoints:
+        name, prefix = endpoint_app(task)
+        expected.add(name)
+        app = apps.get(name)
+        if app is None:
+            raise ValueError(f"endpoint {task}: the Serve config needs an application named {name} "
+                             f"(import_path {ENDPOINT_IMPORT_PATH}, route_prefix {prefix})")
+        got = (app.get("import_path"), app.get("route_prefix"), (app.get("args") or {}).get("task"))
+        if got != (ENDPOINT_IMPORT_PATH, prefix, task):
+            raise ValueError(f"application {name}: import_path, route_prefix and args.task must be "
+                             f"{(ENDPOINT_IMPORT_PATH, prefix, task)}, not {got}")
+        if (app.get("args") or {}).get("config") != args:
+            raise ValueError(f"application {name}: args.config must be the hubserve application's args")
+    for name, app in apps.items():
+        if app.get("import_path") == ENDPOINT_IMPORT_PATH and name not in expected:
+            raise ValueError(f"application {name} is an endpoint, but its task is not in endpoints")
+    return config

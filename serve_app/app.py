@@ -1,8 +1,10 @@
-"""``build_app``: the application builder named in ``configs/*.yaml``.
+"""The application builders named in ``configs/*.yaml``.
 
-``serve run configs/default.yaml`` imports ``serve_app.app:build_app`` and calls it
-with the application's ``args``; they are validated as an ``AppConfig`` (and the
-task names against the registry) before anything is deployed.
+``serve run configs/default.yaml`` imports ``serve_app.app:build_app`` (the main
+application, at ``/``) and ``serve_app.app:build_endpoint`` (one per task listed
+in ``endpoints``, at ``/pipeline/<task>``) and calls them with the application's
+``args``; they are validated as an ``AppConfig`` (and the task names against the
+registry) before anything is deployed.
 """
 
 from __future__ import annotations
@@ -15,15 +17,28 @@ from ray.serve import Application
 
 from deployments.model_server import build_model_server
 from deployments.tasks import task_names
-from hubserve.config import AppConfig
+from hubserve.config import AppConfig, endpoint_app
 
+from .endpoint import TaskEndpoint
 from .ingress import Ingress
 
 logger = logging.getLogger(__name__)
 
+#: The deployment name of a task endpoint inside its application.
+ENDPOINT_DEPLOYMENT = "server"
+
+
+def _config(args: Optional[Mapping[str, Any]]) -> AppConfig:
+    config = AppConfig.from_args(args)
+    config.check_tasks(set(task_names()))
+    return config
+
 
 def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
-    """Builds the deployment graph: one model server per task behind the ingress.
+    """Builds the main graph: one model server per task behind the ingress.
+
+    Tasks listed in ``endpoints`` have no deployment here: the ingress reaches
+    their endpoint application's deployment instead.
 
     Args:
         args: the hubserve config (see ``hubserve.config.AppConfig``).
@@ -31,9 +46,10 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     Returns:
         The bound ingress application.
     """
-    config = AppConfig.from_args(args)
-    config.check_tasks(set(task_names()))
-    handles = {task: build_model_server(task, config) for task in (config.serve_tasks or task_names())}
+    config = _config(args)
+    tasks = [t for t in (config.serve_tasks or task_names()) if t not in config.endpoints]
+    handles = {task: build_model_server(task, config) for task in tasks}
+    endpoints = {task: (endpoint_app(task)[0], ENDPOINT_DEPLOYMENT) for task in config.endpoints}
     ingress = serve.deployment(
         Ingress,
         name="ingress",
@@ -41,5 +57,21 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
         max_ongoing_requests=config.ingress.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.ingress.num_cpus},
     )
-    logger.info("hubserve: %d task deployments, model store %s", len(handles), config.model_store)
-    return ingress.bind(handles, config.model_dump(mode="json"))
+    logger.info("hubserve: %d task deployments, %d endpoints, model store %s",
+                len(handles), len(endpoints), config.model_store)
+    return ingress.bind(handles, config.model_dump(mode="json"), endpoints)
+
+
+def build_endpoint(args: Mapping[str, Any]) -> Application:
+    """Builds a task endpoint application (its route prefix: ``/pipeline/<task>``).
+
+    Args:
+        args: ``{"task": <task>, "config": <the main application's args>}``.
+    """
+    if not isinstance(args, Mapping) or set(args) != {"task", "config"}:
+        raise ValueError("an endpoint application's args are {task: <task>, config: <hubserve args>}")
+    config = _config(args["config"])
+    task = args["task"]
+    if task not in config.endpoints:
+        raise ValueError(f"{task} is not in the config's endpoints {config.endpoints}")
+    return build_model_server(task, config, name=ENDPOINT_DEPLOYMENT, cls=TaskEndpoint)

@@ -14,7 +14,7 @@ import time
 from typing import Awaitable, Callable, Optional
 
 from deployments.model_server import too_large
-from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound
+from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound, ServiceUnavailable
 from hubserve.store import ModelRef
 
 logger = logging.getLogger(__name__)
@@ -112,16 +112,96 @@ class ModelTracker:
         await asyncio.wait_for(asyncio.shield(self.start(key, ref, load)), timeout)
 
 
+class RemoteModels:
+    """Task model servers reached through Serve ``DeploymentHandle``s.
+
+    Args:
+        handles: task name to the model server's handle; a task named in ``endpoints``
+            is served by its own application and looked up by name on first use.
+        endpoints: task name to ``(app name, deployment name)`` of endpoint applications.
+    """
+
+    def __init__(self, handles: dict, endpoints: Optional[dict] = None) -> None:
+        self.handles = dict(handles)
+        self.endpoints = dict(endpoints or {})
+
+    def deployed(self, task: str) -> bool:
+        return task in self.handles or task in self.endpoints
+
+    def handle(self, task: str, ref: ModelRef):
+        """The model server handle of ``task``, routed to replicas holding ``ref``."""
+        if task not in self.handles:
+            if task not in self.endpoints:
+                raise RouteNotFound(f"The task `{task}` is not deployed on this server")
+            from ray import serve
+
+            app_name, deployment = self.endpoints[task]
+            try:
+                self.handles[task] = serve.get_deployment_handle(deployment, app_name=app_name)
+            except Exception as exc:  # noqa: BLE001 - e.g. the endpoint application is not up yet
+                raise ServiceUnavailable(f"The {task} endpoint is not running ({exc})",
+                                         headers={"Retry-After": "1"}) from None
+        return self.handles[task].options(multiplexed_model_id=ref.revision_id)
+
+    async def load_model(self, task: str, ref: ModelRef) -> dict:
+        return await self.handle(task, ref).load_model.remote(ref.revision_id)
+
+    async def model_status(self, task: str, ref: ModelRef) -> dict:
+        """What a replica says of ``ref`` (the router sends this to one holding it, if any)."""
+        return await self.handle(task, ref).model_status.remote(ref.revision_id)
+
+    async def infer(self, task: str, ref: ModelRef, item):
+        response = self.handle(task, ref).infer.remote(item)
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+
+    def stream(self, task: str, ref: ModelRef, item):
+        return self.handle(task, ref).options(stream=True).generate_stream.remote(item)
+
+
+class LocalModels:
+    """The task model server of this very replica (an endpoint application)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def deployed(self, task: str) -> bool:
+        return task == self.server.task.name
+
+    def _check(self, task: str) -> None:
+        if not self.deployed(task):
+            raise RouteNotFound(f"The task `{task}` is not served by this endpoint")
+
+    async def load_model(self, task: str, ref: ModelRef) -> dict:
+        self._check(task)
+        return await self.server.load_model(ref.revision_id)
+
+    async def model_status(self, task: str, ref: ModelRef) -> dict:
+        self._check(task)
+        return await self.server.model_status(ref.revision_id)
+
+    async def infer(self, task: str, ref: ModelRef, item):
+        self._check(task)
+        return await self.server.infer(item)
+
+    def stream(self, task: str, ref: ModelRef, item):
+        self._check(task)
+        return self.server.generate_stream(item)
+
+
 class ModelGate:
     """Decides, per request, whether a model is ready, loads it, or answers 503.
 
     Args:
-        handles: task name to the model server's ``DeploymentHandle``.
+        models: where the task model servers are (``RemoteModels`` or ``LocalModels``).
         config: the application config.
     """
 
-    def __init__(self, handles: dict, config) -> None:
-        self.handles = handles
+    def __init__(self, models, config) -> None:
+        self.models = models
         self.config = config
         self.tracker = ModelTracker(config.cold_start.retry_failed_after_s)
         self._options: dict[str, object] = {}
@@ -131,24 +211,16 @@ class ModelGate:
             self._options[task] = self.config.deployment_for(task)
         return self._options[task]
 
-    def handle(self, task: str, ref: ModelRef):
-        """The model server handle of ``task``, routed to replicas holding ``ref``."""
-        if task not in self.handles:
+    def check_deployed(self, task: str) -> None:
+        if not self.models.deployed(task):
             raise RouteNotFound(f"The task `{task}` is not deployed on this server")
-        return self.handles[task].options(multiplexed_model_id=ref.revision_id)
 
     def _loader(self, task: str, ref: ModelRef) -> Callable[[], Awaitable[dict]]:
-        async def load() -> dict:
-            return await self.handle(task, ref).load_model.remote(ref.revision_id)
-        return load
-
-    async def replica_status(self, task: str, ref: ModelRef) -> dict:
-        """What a replica says of ``ref`` (the router sends this to one holding it, if any)."""
-        return await self.handle(task, ref).model_status.remote(ref.revision_id)
+        return lambda: self.models.load_model(task, ref)
 
     async def held(self, task: str, ref: ModelRef) -> bool:
         """Whether a replica holds ``ref``."""
-        return bool((await self.replica_status(task, ref))["loaded"])
+        return bool((await self.models.model_status(task, ref))["loaded"])
 
     async def ready(self, task: str, ref: ModelRef, wait: Optional[bool], load: Optional[bool]) -> None:
         """Returns once ``ref`` is loaded for ``task``, or raises.
@@ -162,7 +234,7 @@ class ModelGate:
             ModelLoading: not loaded, and the caller does not wait (or the wait ran out).
             ApiError: a recent load of this revision failed.
         """
-        self.handle(task, ref)
+        self.check_deployed(task)
         budget = self.options(task).max_model_bytes
         if ref.size_bytes > budget:
             raise too_large(ref, budget, task)
@@ -198,7 +270,7 @@ class ModelGate:
             return self._status(False, "Error", device)
         # NOTE(hubserve): with several ingress replicas, the model server is the one that
         # remembers a failed load for all of them.
-        status = await self.replica_status(task, ref)
+        status = await self.models.model_status(task, ref)
         state = "Loaded" if status["loaded"] else "Error" if status["failed"] else "Loadable"
         return self._status(status["loaded"], state, device)
 

@@ -40,10 +40,6 @@ def request_id_of(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-async def awaited(response):
-    return await response
-
-
 def unwrap(exc: BaseException) -> BaseException:
     """The original error behind a Ray task error."""
     while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:

@@ -46,11 +46,13 @@ def free_port() -> int:
 
 
 def server_args(store: Path) -> dict:
-    """The hubserve config of the test graph: every task warm, MiniLM preloaded."""
+    """The hubserve config of the test graph: every task warm, MiniLM preloaded,
+    feature-extraction served by its own endpoint application."""
     return {
         "model_store": str(store),
         "hf_cache": None,
         "request_timeout_s": 120,
+        "endpoints": ["feature-extraction"],
         "deployment_defaults": {
             "num_cpus": 0,
             "threads": 1,
@@ -80,6 +82,7 @@ def legacy_args(store: Path, redis_url: str) -> dict:
         cache={"backend": "redis", "redis_url": redis_url, "ttl_s": 600},
         ingress={"num_cpus": 0, "num_replicas": 2},
         models={},
+        endpoints=[],
     )
     return args
 
@@ -146,7 +149,7 @@ def server(tiny_store, redis_url) -> Server:
     import ray
     from ray import serve
 
-    from serve_app.app import build_app
+    from serve_app.app import build_app, build_endpoint
 
     ray_tmp = tempfile.mkdtemp(prefix="hsray-")
     os.environ["RAY_TMPDIR"] = ray_tmp
@@ -158,7 +161,10 @@ def server(tiny_store, redis_url) -> Server:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started = time.perf_counter()
-    serve.run(build_app(server_args(tiny_store)), name="hubserve", route_prefix="/")
+    args = server_args(tiny_store)
+    serve.run(build_endpoint({"task": "feature-extraction", "config": args}),
+              name="pipeline-feature-extraction", route_prefix="/pipeline/feature-extraction")
+    serve.run(build_app(args), name="hubserve", route_prefix="/")
     serve.run(build_app(legacy_args(tiny_store, redis_url)), name="legacy", route_prefix="/legacy")
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

@@ -4,6 +4,7 @@ import json
 import shutil
 import threading
 
+import numpy as np
 import pytest
 
 JSON_CT = "application/json"
@@ -344,3 +345,39 @@ def test_read_routes_answer_404_for_unknown_models(http):
     for path in ("/status/nobody/nothing", "/models/nobody/nothing/info"):
         assert fail(http.get(path), 404)["error"] == "Model nobody/nothing does not exist"
     fail(http.get("/status/a%5Cb"), 400)
+
+
+# -- the feature-extraction endpoint application (one hop) ---------------------------
+
+def test_the_task_endpoint_answers_like_the_ingress(http, tiny_models):
+    model_id = tiny_models["feature-extraction"]
+    body = {"inputs": ["a first sentence", "another one"], "options": {"use_cache": False}}
+    direct = post(http, f"/pipeline/feature-extraction/{model_id}", body)
+    via_ingress = post(http, f"/models/{model_id}/pipeline/feature-extraction", body)
+    pairs = list(zip(ok(direct), ok(via_ingress), strict=True))
+    assert len(pairs) == 2 and all(np.allclose(a, b, atol=1e-6) for a, b in pairs)
+    for resp in (direct, via_ingress):
+        assert resp.headers["x-compute-type"] == "cpu"
+        assert len(resp.headers["x-sha"]) == 40 and resp.headers["x-compute-characters"] == "27"
+    # the ingress reaches the endpoint's deployment: /status sees the model it loaded
+    status = http.get(f"/status/{model_id}").json()
+    assert status["loaded"] is True and status["state"] == "Loaded"
+
+
+def test_the_task_endpoint_maps_errors_and_cors(http, tiny_models):
+    model_id = tiny_models["sentence-similarity"]
+    missing = fail(post(http, "/pipeline/feature-extraction/nobody/nothing", {"inputs": "x"}), 404)
+    assert missing == fail(post(http, "/models/nobody/nothing/pipeline/feature-extraction", {"inputs": "x"}), 404)
+    assert "nobody/nothing" in missing["error"]
+    fail(post(http, "/pipeline/feature-extraction/", {"inputs": "x"}), 404)
+    fail(http.get(f"/pipeline/feature-extraction/{model_id}"), 405)
+    fail(post(http, f"/pipeline/feature-extraction/{model_id}", raw=b'{"inputs": ', headers={"content-type": JSON_CT}), 400)
+    fail(post(http, f"/pipeline/feature-extraction/{model_id}", {"input": "x"}), 400)
+    fail(post(http, f"/pipeline/feature-extraction/{model_id}", raw=b"x" * 2_100_000), 413)
+    preflight = http.options(f"/pipeline/feature-extraction/{model_id}",
+                             headers={"origin": "http://app.example", "access-control-request-method": "POST"})
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+    answer = post(http, f"/pipeline/feature-extraction/{model_id}", {"inputs": "x"},
+                  headers={"origin": "http://app.example"})
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert "x-compute-type" in answer.headers["access-control-expose-headers"]

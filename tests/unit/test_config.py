@@ -1,5 +1,6 @@
 """The config schema (no Ray)."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from deployments.tasks import task_names
-from hubserve.config import STORE_ENV, AppConfig, hubserve_args, load_yaml
+from hubserve.config import STORE_ENV, AppConfig, check_serve_config, hubserve_args, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +72,28 @@ def test_duplicate_model_ids_in_yaml_are_refused(tmp_path):
 def test_hubserve_args_needs_the_application():
     with pytest.raises(ValueError):
         hubserve_args({"applications": [{"import_path": "other:app"}]})
+
+
+def test_every_endpoint_needs_its_application_with_the_same_args():
+    serve_config = load_yaml(ROOT / "configs" / "default.yaml")
+    assert check_serve_config(serve_config, env={}).endpoints == ["sentence-similarity", "feature-extraction"]
+
+    def broken(edit):
+        data = copy.deepcopy(serve_config)
+        edit(data["applications"])
+        with pytest.raises(ValueError) as err:
+            check_serve_config(data, env={})
+        return str(err.value)
+
+    assert "needs an application named pipeline-feature-extraction" in broken(lambda apps: apps.pop())
+    assert "route_prefix" in broken(lambda apps: apps[-1].update(route_prefix="/fe"))
+    assert "args.config" in broken(lambda apps: apps[-1]["args"].update(config={"models": {}}))
+    assert "not in endpoints" in broken(lambda apps: apps[0]["args"].update(endpoints=["sentence-similarity"]))
+
+
+def test_endpoints_must_be_served_tasks():
+    with pytest.raises(ValueError, match="not in serve_tasks"):
+        AppConfig.from_args({"serve_tasks": ["fill-mask"], "endpoints": ["feature-extraction"]},
+                            env={}).check_tasks(set(task_names()))
+    with pytest.raises(ValueError, match="unknown task"):
+        AppConfig.from_args({"endpoints": ["embeddings"]}, env={}).check_tasks(set(task_names()))

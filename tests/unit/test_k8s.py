@@ -8,7 +8,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.tasks import task_names
-from hubserve.config import AppConfig, hubserve_args
+from hubserve.config import check_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "tests" / "data" / "ray.io_rayservices.yaml"
@@ -37,8 +37,9 @@ def test_manifest_matches_the_rayservice_crd(manifest):
 def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest):
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(serve_config)
-    config = AppConfig.from_args(hubserve_args(serve_config), env={})
+    config = check_serve_config(serve_config, env={})
     config.check_tasks(set(task_names()))
+    assert config.endpoints
     assert serve_config["http_options"]["host"] == "0.0.0.0"
 
 

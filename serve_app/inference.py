@@ -1,0 +1,186 @@
+"""The inference request path, shared by the ingress and the task endpoints.
+
+Resolve the model, pick its task, read and validate the body, answer from the
+cache or from the model server (remote behind a ``DeploymentHandle`` for the
+ingress, this very replica for an endpoint), format the output, set the headers.
+Every failure becomes a JSON error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, Optional
+
+import orjson
+from fastapi.responses import Response, StreamingResponse
+from starlette.requests import Request
+
+from deployments.model_server import Answer, WorkItem
+from deployments.tasks import check_can_run, get_task, infer_task
+from deployments.tasks.base import Context, Payload, Task
+from hubserve.config import AppConfig
+from hubserve.errors import ApiError, InvalidInput, ServiceUnavailable
+from hubserve.store import ModelRef, ModelStore
+
+from .cache import MemoryCache, cache_key, decode_entry, encode_entry
+from .chat import chat_chunks, chat_response
+from .completions import completion_payload, completion_response
+from .lifecycle import ModelGate
+from .parsing import Control, control_from, decode_body, read_body
+from .responses import dumps, error_response, json_response, request_id_of, sse, unwrap
+
+logger = logging.getLogger(__name__)
+
+EXPOSED_HEADERS = (
+    "x-compute-type, x-compute-time, x-compute-characters, x-sha, x-request-id, "
+    "estimated_time, retry-after"
+)
+
+
+class Inference:
+    """Answers inference requests.
+
+    Args:
+        config: the application config.
+        store: the model store.
+        gate: the model gate (load state, cold starts) over the model servers.
+        cache: the response cache, or None.
+    """
+
+    def __init__(self, config: AppConfig, store: ModelStore, gate: ModelGate, cache) -> None:
+        self.config = config
+        self.store = store
+        self.gate = gate
+        self.models = gate.models
+        self.cache = cache
+
+    async def resolve(self, model_id: str) -> ModelRef:
+        """The model's revision: from the store's memory when fresh, else from disk in a thread."""
+        return self.store.fresh(model_id) or await asyncio.to_thread(self.store.resolve, model_id)
+
+    async def serve(self, request: Request, model_id: str, task_name: Optional[str],
+                    completions: bool = False) -> Response:
+        """A task request (``task_name`` None: the model's own task)."""
+        start = time.perf_counter()
+        try:
+            ref = await self.resolve(model_id)
+            task = get_task(task_name or infer_task(ref))
+            check_can_run(task, ref)
+            body = await read_body(request, self.config.max_body_bytes)
+            payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
+            if completions:
+                payload, client_model = completion_payload(task, payload)
+            elif task_name is None and (other := task.redirect(payload)):
+                task = get_task(other)
+            control = control_from(payload, request.headers)
+            task_request = task.parse(payload)
+            if getattr(task_request, "stream", False):
+                await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
+                return await self.stream(task, ref, task_request, start)
+            answer = await self.call(task, ref, task_request, control)
+            context = Context(user_agent=request.headers.get("user-agent", ""),
+                              zero_shot_format=self.config.zero_shot_format)
+            output = task.format(task_request, answer.output, context)
+            if completions:
+                output = completion_response(output, client_model)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            return error_response(exc, request_id_of(request))
+        return json_response(output, headers=self.headers(answer.compute_type, answer.sha, start, task_request))
+
+    async def chat(self, request: Request, model_id: Optional[str]) -> Response:
+        """An OpenAI chat completion (``model_id`` None: the body's ``model``)."""
+        start = time.perf_counter()
+        try:
+            body = orjson.loads(await read_body(request, self.config.max_body_bytes))
+            if not isinstance(body, dict):
+                raise InvalidInput("A chat completion body is a JSON object with `messages`")
+            if model_id is None:
+                model_id = body.get("model")
+                if not isinstance(model_id, str):
+                    raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
+            ref = await self.resolve(model_id)
+            task = get_task(infer_task(ref))
+            if not hasattr(task, "parse_chat"):
+                raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
+            chat_request = task.parse_chat(body)
+            control = control_from(Payload(), request.headers)
+            if chat_request.stream:
+                await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
+                include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
+                return await self.stream(
+                    task, ref, chat_request, start,
+                    lambda events: chat_chunks(events, ref.model_id, include_usage, dumps))
+            answer = await self.call(task, ref, chat_request, control)
+        except orjson.JSONDecodeError as exc:
+            return error_response(InvalidInput(f"Malformed JSON body: {exc}"), request_id_of(request))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc, request_id_of(request))
+        return json_response(chat_response(answer.output, ref.model_id),
+                             headers=self.headers(answer.compute_type, answer.sha, start, chat_request))
+
+    @staticmethod
+    def headers(compute_type: str, sha: str, start: float, task_request) -> dict:
+        return {
+            "x-compute-type": compute_type,
+            "x-compute-time": f"{time.perf_counter() - start:.3f}",
+            "x-compute-characters": str(task_request.characters()),
+            "x-sha": sha,
+            "access-control-expose-headers": EXPOSED_HEADERS,
+        }
+
+    async def call(self, task: Task, ref: ModelRef, task_request, control: Control) -> Answer:
+        """The answer of a task request: from the cache, or from the task's model server."""
+        key = None
+        if self.cache is not None and control.use_cache is not False and task.cacheable(task_request):
+            key = cache_key(ref.model_id, ref.sha, task.name, task_request)
+            hit = await self._cache_io(self.cache.get, key)
+            if hit is not None:
+                output, _ = decode_entry(hit)
+                return Answer(output, "cache", ref.sha)
+        await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
+        try:
+            answer = await asyncio.wait_for(self.models.infer(task.name, ref, WorkItem(ref.revision_id, task_request)),
+                                            self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable(
+                f"Request timed out after {self.config.request_timeout_s:g}s", headers={"Retry-After": "1"}
+            ) from None
+        if key is not None:
+            await self._cache_io(self.cache.set, key, encode_entry(answer.output, answer.compute_type))
+        return answer
+
+    async def _cache_io(self, fn, *args):
+        # NOTE(hubserve): the memory cache answers inline; Redis is network I/O, off the event loop.
+        if isinstance(self.cache, MemoryCache):
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def stream(self, task: Task, ref: ModelRef, task_request, start: float,
+                     render: Optional[Callable] = None) -> Response:
+        """Server-sent events (TGI's, or ``render``'s); errors before the first token are plain JSON."""
+        events = self.models.stream(task.name, ref, WorkItem(ref.revision_id, task_request))
+        meta = await events.__anext__()
+        first = await events.__anext__()
+
+        async def tokens():
+            yield first
+            try:
+                async for event in events:
+                    yield event
+            except Exception as exc:  # noqa: BLE001 - a mid-stream error is an error event
+                err = unwrap(exc)
+                if not isinstance(err, ApiError):
+                    logger.error("stream failed", exc_info=err)
+                    err = ApiError("unknown error")
+                yield {"error": err.message, "error_type": err.error_type}
+
+        async def tgi():
+            async for event in tokens():
+                yield sse(event)
+
+        headers = self.headers(meta["compute_type"], meta["sha"], start, task_request)
+        headers.update({"x-accel-buffering": "no", "cache-control": "no-cache"})
+        body = render(tokens()) if render else tgi()
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
