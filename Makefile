@@ -8,6 +8,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
+# HAPROXY=1: Ray's HAProxy ingress (much faster; Ray then binds replica ports on all interfaces).
+HAPROXY ?= 0
 
 # Ray: no usage reporting; token auth on for the local cluster, said explicitly.
 export RAY_USAGE_STATS_ENABLED = 0
@@ -33,9 +35,8 @@ setup: $(VENV)/.installed
 
 # The server never downloads: models come from the store, the HF cache or packages.
 serve: setup
-	@mkdir -p model_store .hubserve
-	$(BIN)/hubserve config render $(CONFIG) --host $(HOST) --port $(PORT) --output .hubserve/serve.yaml
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 exec $(BIN)/serve run .hubserve/serve.yaml
+	@mkdir -p model_store
+	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 1,$(HAPROXY)),--haproxy)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

