@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -63,8 +65,10 @@ def _free_port() -> int:
 
 def haproxy_env(folder: Path) -> dict:
     """Ray Serve's HAProxy ingress with its files in ``folder`` and its stats and metrics
-    ports moved off the shared defaults (Ray binds them on every interface)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    ports moved off the shared defaults (Ray binds them on every interface).
+
+    Ray adds a 56-character node id under ``folder`` and HAProxy refuses socket paths
+    over 97 characters, so ``folder`` must be short (``_serve`` uses ``/tmp/hs-*``)."""
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
@@ -98,14 +102,15 @@ def _serve(args: argparse.Namespace) -> int:
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
-    haproxy_dir = state / "haproxy"
-    if args.haproxy:
+    haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy else None
+    if haproxy_dir is not None:
         env.update(haproxy_env(haproxy_dir))
     serve_bin = Path(sys.executable).with_name("serve")
     proc = subprocess.Popen([str(serve_bin), "run", str(rendered)], env=env, start_new_session=True)
 
     def stop(signum, _frame):
         # NOTE(hubserve): `serve run` shuts Serve and its local Ray down on SIGINT.
+        print(f"hubserve: stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
 
@@ -118,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             stop(signal.SIGINT, None)
     deadline = time.monotonic() + 10
-    leftovers = _processes_using(str(haproxy_dir / "haproxy.cfg")) if args.haproxy else []
+    leftovers = _processes_using(f"{haproxy_dir}/") if haproxy_dir is not None else []
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -129,6 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
         time.sleep(0.2)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
+    if haproxy_dir is not None:
+        shutil.rmtree(haproxy_dir, ignore_errors=True)
     return code
 
 
@@ -150,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.add_argument("config", nargs="?", default="configs/default.yaml")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--state-dir", default=".hubserve", help="rendered config and HAProxy files")
+    serve.add_argument("--state-dir", default=".hubserve", help="where the rendered config is written")
     serve.add_argument("--haproxy", action="store_true",
                        help="Ray's HAProxy ingress: a much faster request path; note that Ray then binds "
                             "replica HTTP ports on every interface")

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Device = Literal["cpu", "cuda"]
 
-#: The environment variable that overrides ``model_store``.
+#: The environment variables that override ``model_store`` and ``data_dir``.
 STORE_ENV = "HUBSERVE_MODEL_STORE"
+DATA_ENV = "HUBSERVE_DATA_DIR"
 
 
 class StrictModel(BaseModel):
@@ -139,6 +140,36 @@ class ColdStartConfig(StrictModel):
     retry_failed_after_s: float = Field(30.0, ge=0, description="back-off before a failed load is retried")
 
 
+class AuthConfig(StrictModel):
+    """Tokens and who may call without one (see ``hubserve.auth``)."""
+
+    db: Optional[str] = Field(None, description="the SQLite file (default: <data_dir>/auth.sqlite)")
+    anonymous: bool = Field(True, description="calls without a token may use public models")
+    cache_ttl_s: float = Field(2.0, ge=0, description="how long token and visibility lookups are reused")
+
+
+class RateLimit(StrictModel):
+    """A fixed window: at most ``requests`` per ``window_s`` seconds."""
+
+    requests: int = Field(..., ge=1)
+    window_s: float = Field(..., gt=0)
+
+
+class LimitsConfig(StrictModel):
+    """Caps on what one request may ask for, and request rates."""
+
+    max_inputs: int = Field(256, ge=1, description="inputs in one request (a list's length)")
+    max_input_chars: int = Field(100_000, ge=1, description="characters of one input string")
+    max_new_tokens: int = Field(1024, ge=1, description="tokens one generation request may ask for")
+    max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
+    anonymous_rate: Optional[RateLimit] = Field(
+        RateLimit(requests=6000, window_s=300), description="per client address, calls without a token")
+    token_rate: Optional[RateLimit] = Field(
+        RateLimit(requests=60000, window_s=300), description="per token")
+    client_ip_header: Optional[str] = Field(
+        None, description="take the client address from this header's last entry (behind a trusted proxy)")
+
+
 class AppConfig(StrictModel):
     """Everything ``build_app`` needs, validated."""
 
@@ -146,6 +177,7 @@ class AppConfig(StrictModel):
     hf_cache: Optional[str] = Field(
         "auto", description="an HF hub cache folder read read-only; auto = HF_HUB_CACHE or ~/.cache"
     )
+    data_dir: str = Field("./data", description="the server's own files: tokens, uploads in progress")
     onnx_cache: Optional[str] = Field(
         None, description="where ONNX exports are kept (default: <model_store>/.onnx-cache)"
     )
@@ -160,6 +192,8 @@ class AppConfig(StrictModel):
         description="tasks whose deployment also answers /pipeline/<task>/<model id> itself (one hop); "
                     "each needs its application in the Serve config (see ENDPOINT_IMPORT_PATH)",
     )
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
     ingress: IngressDeployment = IngressDeployment()
@@ -191,10 +225,17 @@ class AppConfig(StrictModel):
         data = dict(args or {})
         if env.get(STORE_ENV):
             data["model_store"] = env[STORE_ENV]
+        if env.get(DATA_ENV):
+            data["data_dir"] = env[DATA_ENV]
         config = cls.model_validate(data)
         store = Path(config.model_store).expanduser().resolve()
         onnx_cache = Path(config.onnx_cache).expanduser().resolve() if config.onnx_cache else store / ".onnx-cache"
-        return config.model_copy(update={"model_store": str(store), "onnx_cache": str(onnx_cache)})
+        data_dir = Path(config.data_dir).expanduser().resolve()
+        db = Path(config.auth.db).expanduser().resolve() if config.auth.db else data_dir / "auth.sqlite"
+        return config.model_copy(update={
+            "model_store": str(store), "onnx_cache": str(onnx_cache), "data_dir": str(data_dir),
+            "auth": config.auth.model_copy(update={"db": str(db)}),
+        })
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, env: Mapping[str, str] | None = None) -> "AppConfig":

@@ -73,6 +73,13 @@ class Unauthorized(ApiError):
     error_type = "unauthorized"
 
 
+class Forbidden(ApiError):
+    """The caller is known but may not do this (403)."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
 class ModelTooLarge(ApiError):
     """The model does not fit the memory a replica may use for models (403)."""
 
@@ -110,6 +117,13 @@ class Overloaded(ApiError):
 
     status_code = 429
     error_type = "overloaded"
+
+
+class RateLimited(ApiError):
+    """The caller's request rate is over its limit (429), with the IETF ``ratelimit`` headers."""
+
+    status_code = 429
+    error_type = "rate_limit"
 
 
 class BackendFailure(ApiError):

@@ -21,6 +21,7 @@ from .cache import make_cache
 from .inference import EXPOSED_HEADERS, Inference
 from .lifecycle import LocalModels, ModelGate
 from .responses import error_response, request_id_of
+from .security import Guard
 
 CORS_PREFLIGHT = {
     "access-control-allow-origin": "*",
@@ -41,7 +42,8 @@ class TaskEndpoint(ModelServer):
     async def __init__(self, task: str, config: dict) -> None:
         await super().__init__(task, config)
         self.gate = ModelGate(LocalModels(self), self.config)
-        self.inference = Inference(self.config, self.store, self.gate, make_cache(self.config.cache))
+        self.inference = Inference(self.config, self.store, self.gate, make_cache(self.config.cache),
+                                   Guard(self.config))
 
     async def __call__(self, request: Request) -> Response:
         path = request.scope.get("path", "")

@@ -20,8 +20,9 @@ from starlette.requests import Request
 from deployments.model_server import Answer, WorkItem
 from deployments.tasks import check_can_run, get_task, infer_task
 from deployments.tasks.base import Context, Payload, Task
+from hubserve.auth import Principal
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, InvalidInput, ServiceUnavailable
+from hubserve.errors import ApiError, InvalidInput, ModelNotFound, ServiceUnavailable
 from hubserve.store import ModelRef, ModelStore
 
 from .cache import MemoryCache, cache_key, decode_entry, encode_entry
@@ -30,6 +31,7 @@ from .completions import completion_payload, completion_response
 from .lifecycle import ModelGate
 from .parsing import Control, control_from, decode_body, read_body
 from .responses import dumps, error_response, json_response, request_id_of, sse, unwrap
+from .security import Guard, check_generation, check_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -47,39 +49,52 @@ class Inference:
         store: the model store.
         gate: the model gate (load state, cold starts) over the model servers.
         cache: the response cache, or None.
+        guard: authentication and rate limits.
     """
 
-    def __init__(self, config: AppConfig, store: ModelStore, gate: ModelGate, cache) -> None:
+    def __init__(self, config: AppConfig, store: ModelStore, gate: ModelGate, cache, guard: Guard) -> None:
         self.config = config
         self.store = store
         self.gate = gate
         self.models = gate.models
         self.cache = cache
+        self.guard = guard
+        self.access = guard.access
 
-    async def resolve(self, model_id: str) -> ModelRef:
-        """The model's revision: from the store's memory when fresh, else from disk in a thread."""
+    async def resolve(self, model_id: str, principal: Principal) -> ModelRef:
+        """The model's revision, if ``principal`` may see it: from the store's memory when
+        fresh, else from disk in a thread. A private model of someone else is missing."""
+        if not self.access.can_read(principal, model_id):
+            raise ModelNotFound.for_id(model_id)
         return self.store.fresh(model_id) or await asyncio.to_thread(self.store.resolve, model_id)
+
+    def scope(self, principal: Principal, ref: ModelRef) -> str:
+        """Who may read cache entries of ``ref``: everyone, or this caller for a private model."""
+        return principal.key if self.access.is_private(ref.model_id) else ""
 
     async def serve(self, request: Request, model_id: str, task_name: Optional[str],
                     completions: bool = False) -> Response:
         """A task request (``task_name`` None: the model's own task)."""
         start = time.perf_counter()
         try:
-            ref = await self.resolve(model_id)
+            principal = self.guard.admit(request)
+            ref = await self.resolve(model_id, principal)
             task = get_task(task_name or infer_task(ref))
             check_can_run(task, ref)
             body = await read_body(request, self.config.max_body_bytes)
             payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
+            check_inputs(payload.inputs, self.config.limits)
             if completions:
                 payload, client_model = completion_payload(task, payload)
             elif task_name is None and (other := task.redirect(payload)):
                 task = get_task(other)
             control = control_from(payload, request.headers)
             task_request = task.parse(payload)
+            check_generation(task_request, self.config.limits)
             if getattr(task_request, "stream", False):
                 await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
                 return await self.stream(task, ref, task_request, start)
-            answer = await self.call(task, ref, task_request, control)
+            answer = await self.call(task, ref, task_request, control, self.scope(principal, ref))
             context = Context(user_agent=request.headers.get("user-agent", ""),
                               zero_shot_format=self.config.zero_shot_format)
             output = task.format(task_request, answer.output, context)
@@ -93,6 +108,7 @@ class Inference:
         """An OpenAI chat completion (``model_id`` None: the body's ``model``)."""
         start = time.perf_counter()
         try:
+            principal = self.guard.admit(request)
             body = orjson.loads(await read_body(request, self.config.max_body_bytes))
             if not isinstance(body, dict):
                 raise InvalidInput("A chat completion body is a JSON object with `messages`")
@@ -100,11 +116,13 @@ class Inference:
                 model_id = body.get("model")
                 if not isinstance(model_id, str):
                     raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
-            ref = await self.resolve(model_id)
+            ref = await self.resolve(model_id, principal)
             task = get_task(infer_task(ref))
             if not hasattr(task, "parse_chat"):
                 raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
+            check_inputs(body.get("messages"), self.config.limits)
             chat_request = task.parse_chat(body)
+            check_generation(chat_request, self.config.limits)
             control = control_from(Payload(), request.headers)
             if chat_request.stream:
                 await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
@@ -112,7 +130,7 @@ class Inference:
                 return await self.stream(
                     task, ref, chat_request, start,
                     lambda events: chat_chunks(events, ref.model_id, include_usage, dumps))
-            answer = await self.call(task, ref, chat_request, control)
+            answer = await self.call(task, ref, chat_request, control, self.scope(principal, ref))
         except orjson.JSONDecodeError as exc:
             return error_response(InvalidInput(f"Malformed JSON body: {exc}"), request_id_of(request))
         except Exception as exc:  # noqa: BLE001
@@ -130,11 +148,12 @@ class Inference:
             "access-control-expose-headers": EXPOSED_HEADERS,
         }
 
-    async def call(self, task: Task, ref: ModelRef, task_request, control: Control) -> Answer:
-        """The answer of a task request: from the cache, or from the task's model server."""
+    async def call(self, task: Task, ref: ModelRef, task_request, control: Control, scope: str = "") -> Answer:
+        """The answer of a task request: from the cache (entries of ``scope``), or from the
+        task's model server."""
         key = None
         if self.cache is not None and control.use_cache is not False and task.cacheable(task_request):
-            key = cache_key(ref.model_id, ref.sha, task.name, task_request)
+            key = cache_key(ref.model_id, ref.sha, task.name, task_request, scope)
             hit = await self._cache_io(self.cache.get, key)
             if hit is not None:
                 output, _ = decode_entry(hit)

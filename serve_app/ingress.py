@@ -26,6 +26,7 @@ from .cache import make_cache
 from .inference import EXPOSED_HEADERS, Inference
 from .lifecycle import ModelGate, RemoteModels
 from .responses import error_response, json_response, request_id_of
+from .security import Guard
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class Ingress:
         self.config = AppConfig.model_validate(config)
         self.store = open_store(self.config)
         self.gate = ModelGate(RemoteModels(handles, endpoints), self.config)
-        self.inference = Inference(self.config, self.store, self.gate, make_cache(self.config.cache))
+        self.guard = Guard(self.config)
+        self.inference = Inference(self.config, self.store, self.gate, make_cache(self.config.cache), self.guard)
 
     # -- routes -----------------------------------------------------------------
 
@@ -74,9 +76,15 @@ class Ingress:
         return json_response({"status": "ok"})
 
     @app.get("/models")
-    async def list_models(self) -> Response:
+    async def list_models(self, request: Request) -> Response:
+        try:
+            principal = self.guard.admit(request)
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc, request_id_of(request))
         models = []
         for model_id in await asyncio.to_thread(self.store.model_ids):
+            if not self.guard.access.can_read(principal, model_id):
+                continue
             ref = self.store.resolve(model_id)
             try:
                 task: Optional[str] = infer_task(ref)
@@ -89,7 +97,7 @@ class Ingress:
     async def info(self, request: Request, model_id: str) -> Response:
         rid = request_id_of(request)
         try:
-            ref = await self.inference.resolve(model_id)
+            ref = await self.inference.resolve(model_id, self.guard.admit(request))
             return json_response(self._info(ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, rid)
@@ -97,7 +105,7 @@ class Ingress:
     @app.get("/status/{model_id:path}")
     async def status(self, request: Request, model_id: str) -> Response:
         try:
-            ref = await self.inference.resolve(model_id)
+            ref = await self.inference.resolve(model_id, self.guard.admit(request))
             return json_response(await self.gate.status(infer_task(ref), ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, request_id_of(request))

@@ -1,0 +1,274 @@
+"""Tokens, users, organisations and model visibility, kept in one SQLite file.
+
+Tokens look like the hosted ones (``hf_`` + 34 letters), come from ``secrets`` and
+are stored only as SHA-256 hashes (they are random, so a fast hash is enough). A
+token belongs to a user and has a role: ``read`` (inference), ``write`` (also
+upload, change and delete models in the user's and its organisations'
+namespaces). The bootstrap admin token is never stored: it comes from
+``HUBSERVE_ADMIN_TOKEN`` or the file named by ``HUBSERVE_ADMIN_TOKEN_FILE``.
+
+A model is public unless the ``models`` table says otherwise; a private model is
+visible only to its namespace (the user, or members of the organisation) and to
+admins. ``Access`` is the server side: it caches lookups for ``ttl_s`` seconds,
+so a revoked token stops working within that time on every replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import string
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .errors import InvalidInput, Unauthorized
+
+TOKEN_PREFIX = "hf_"
+TOKEN_LENGTH = 34
+ROLES = ("read", "write")
+ADMIN_ENV = "HUBSERVE_ADMIN_TOKEN"
+ADMIN_FILE_ENV = "HUBSERVE_ADMIN_TOKEN_FILE"
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL,
+    hint TEXT NOT NULL, created REAL NOT NULL, revoked REAL);
+CREATE TABLE IF NOT EXISTS members (org TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (org, user));
+CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, private INTEGER NOT NULL, updated REAL NOT NULL);
+"""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A user or organisation name: letters, digits, ``.``, ``_``, ``-`` (at most 96)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(f"Invalid {what} {name!r}: use letters, digits, '.', '_' and '-'")
+    return name
+
+
+def new_token() -> str:
+    """A fresh token: ``hf_`` and 34 letters from the OS's secure random source."""
+    return TOKEN_PREFIX + "".join(secrets.choice(string.ascii_letters) for _ in range(TOKEN_LENGTH))
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def namespace_of(model_id: str) -> Optional[str]:
+    """The owner of ``org/name`` (None for a legacy id without a namespace)."""
+    return model_id.split("/", 1)[0] if "/" in model_id else None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: anonymous, a token's user (with its organisations), or the admin."""
+
+    user: Optional[str] = None
+    role: str = "anonymous"
+    orgs: frozenset = field(default_factory=frozenset)
+    token_id: Optional[str] = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.role == "anonymous"
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def key(self) -> str:
+        """A stable key for caches and rate limits."""
+        return "admin" if self.admin else f"token:{self.token_id}" if self.token_id else "anonymous"
+
+    def owns(self, model_id: str) -> bool:
+        """Whether ``model_id`` lives in this principal's namespaces (the admin owns all)."""
+        if self.admin:
+            return True
+        namespace = namespace_of(model_id)
+        return namespace is not None and (namespace == self.user or namespace in self.orgs)
+
+    def can_write(self, model_id: str) -> bool:
+        return self.admin or (self.role == "write" and self.owns(model_id))
+
+
+ANONYMOUS = Principal()
+ADMIN = Principal(user="admin", role="admin")
+
+
+class AuthStore:
+    """The SQLite file of tokens, organisation members and model visibility.
+
+    Args:
+        path: the database file (created, with its folder, on the first write).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def _connect(self, write: bool = False) -> Optional[sqlite3.Connection]:
+        if not write and not self.path.exists():
+            return None
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        if write:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        return conn
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = self._connect()
+        if conn is None:
+            return []
+        with closing(conn):
+            try:
+                return conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+
+    def _write(self, sql: str, args: tuple = ()) -> int:
+        with closing(self._connect(write=True)) as conn:
+            return conn.execute(sql, args).rowcount
+
+    # -- tokens -----------------------------------------------------------------------
+
+    def create_token(self, user: str, role: str = "read", org: Optional[str] = None) -> tuple[str, str]:
+        """Creates a token for ``user`` (making it a member of ``org`` if given).
+
+        Returns:
+            ``(token id, token)``; the token itself is not kept and cannot be shown again.
+        """
+        check_name(user, "user")
+        if role not in ROLES:
+            raise InvalidInput(f"Invalid role {role!r}: one of {', '.join(ROLES)}")
+        if org is not None:
+            check_name(org, "organisation")
+            self._write("INSERT OR IGNORE INTO members (org, user) VALUES (?, ?)", (org, user))
+        token, token_id = new_token(), secrets.token_hex(4)
+        self._write("INSERT INTO tokens (id, hash, user, role, hint, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (token_id, token_hash(token), user, role, token[-4:], time.time()))
+        return token_id, token
+
+    def list_tokens(self) -> list[dict]:
+        rows = self._read("SELECT id, user, role, hint, created, revoked FROM tokens ORDER BY created")
+        members = self._read("SELECT org, user FROM members")
+        return [{"id": i, "user": u, "role": r, "hint": f"hf_...{h}", "created": c, "revoked": v,
+                 "orgs": sorted(o for o, mu in members if mu == u)} for i, u, r, h, c, v in rows]
+
+    def revoke(self, token_id: str) -> bool:
+        """Revokes a token; False when no active token has this id."""
+        return self._write("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                           (time.time(), token_id)) == 1
+
+    def authenticate(self, token: str) -> Optional[Principal]:
+        """The principal of an active token, else None."""
+        rows = self._read("SELECT id, user, role FROM tokens WHERE hash = ? AND revoked IS NULL",
+                          (token_hash(token),))
+        if not rows:
+            return None
+        token_id, user, role = rows[0]
+        orgs = frozenset(o for (o,) in self._read("SELECT org FROM members WHERE user = ?", (user,)))
+        return Principal(user=user, role=role, orgs=orgs, token_id=token_id)
+
+    # -- models -----------------------------------------------------------------------
+
+    def set_private(self, model_id: str, private: bool) -> None:
+        self._write("INSERT INTO models (model_id, private, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT(model_id) DO UPDATE SET private = excluded.private, updated = excluded.updated",
+                    (model_id, int(private), time.time()))
+
+    def forget_model(self, model_id: str) -> None:
+        self._write("DELETE FROM models WHERE model_id = ?", (model_id,))
+
+    def private_models(self) -> set[str]:
+        return {m for (m,) in self._read("SELECT model_id FROM models WHERE private = 1")}
+
+    def is_private(self, model_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM models WHERE model_id = ? AND private = 1", (model_id,)))
+
+
+def admin_token_hash(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The hash of the bootstrap admin token from the environment (or its file), if any."""
+    env = os.environ if env is None else env
+    token = env.get(ADMIN_ENV, "").strip()
+    if not token and env.get(ADMIN_FILE_ENV):
+        token = Path(env[ADMIN_FILE_ENV]).read_text(encoding="utf-8").strip()
+    return token_hash(token) if token else None
+
+
+class Access:
+    """Authentication and visibility checks for the server, with short-lived caches.
+
+    Args:
+        store: the auth store.
+        anonymous: whether calls without a token may use public models.
+        admin_hash: the bootstrap admin token's hash, if any.
+        ttl_s: how long a token or visibility lookup is reused.
+    """
+
+    def __init__(self, store: AuthStore, anonymous: bool = True, admin_hash: Optional[str] = None,
+                 ttl_s: float = 2.0) -> None:
+        self.store = store
+        self.anonymous = anonymous
+        self.admin_hash = admin_hash
+        self.ttl_s = ttl_s
+        self._tokens: dict[str, tuple[Optional[Principal], float]] = {}
+        self._private: tuple[frozenset, float] = (frozenset(), -1e9)
+
+    def principal(self, authorization: Optional[str]) -> Principal:
+        """The caller of a request with this ``Authorization`` header.
+
+        Raises:
+            Unauthorized: a bad, unknown or revoked token, or no token where one is required.
+        """
+        if not authorization:
+            if self.anonymous:
+                return ANONYMOUS
+            raise Unauthorized("An access token is required: send `Authorization: Bearer hf_...`")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(INVALID_CREDENTIALS)
+        hashed = token_hash(token)
+        if self.admin_hash is not None and hmac.compare_digest(hashed, self.admin_hash):
+            return ADMIN
+        now = time.monotonic()
+        cached = self._tokens.get(hashed)
+        if cached is None or now - cached[1] > self.ttl_s:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            cached = (self.store.authenticate(token), now)
+            self._tokens[hashed] = cached
+        if cached[0] is None:
+            raise Unauthorized(INVALID_CREDENTIALS)
+        return cached[0]
+
+    def private_models(self) -> frozenset:
+        models, at = self._private
+        if time.monotonic() - at > self.ttl_s:
+            models = frozenset(self.store.private_models())
+            self._private = (models, time.monotonic())
+        return models
+
+    def is_private(self, model_id: str) -> bool:
+        return model_id in self.private_models()
+
+    def can_read(self, principal: Principal, model_id: str) -> bool:
+        return not self.is_private(model_id) or principal.owns(model_id)
+
+    def forget(self) -> None:
+        """Drops the caches (after a change made by this process)."""
+        self._tokens.clear()
+        self._private = (frozenset(), -1e9)
