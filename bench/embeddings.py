@@ -18,7 +18,9 @@ and memory (medians of ``--repeats`` runs) and the ratios. Every request must su
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -121,9 +123,16 @@ def wait_ready(target: Target, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if target.proc.poll() is not None:
             raise RuntimeError(f"{target.name} exited with {target.proc.returncode}")
-        result = run(target.url, target.body(SENTENCE), 1, requests=1, headers=target.headers) \
-            if _port_open(target.url) else None
+        try:
+            result = run(target.url, target.body(SENTENCE), 1, requests=1, headers=target.headers) \
+                if _port_open(target.url) else None
+        except (OSError, asyncio.IncompleteReadError):  # listening, but not serving yet
+            result = None
         if result is not None and result.latencies:
+            # NOTE(hubserve): a warm-up, and time for the proxy to settle (HAProxy reloads as
+            # replicas come up).
+            run(target.url, target.body(SENTENCE), 4, duration_s=3, headers=target.headers)
+            time.sleep(2)
             return
         time.sleep(1)
     raise RuntimeError(f"{target.name} did not answer within {timeout_s:.0f}s")
@@ -166,10 +175,26 @@ def start_naive(model_path: str, log: Path) -> Target:
                   lambda inputs: orjson.dumps({"inputs": inputs}), proc, {})
 
 
+def infinity_model(model_path: str) -> str:
+    """MiniLM plus hubserve's ONNX exports (infinity's ONNX engine needs the .onnx files next to
+    the model and prefers the quantized one on CPU: the same int8 model hubserve serves)."""
+    from hubserve.config import AppConfig
+
+    folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-"))
+    shutil.copytree(model_path, folder, dirs_exist_ok=True)
+    cache = Path(AppConfig.from_file(ROOT / "configs" / "bench.yaml").onnx_cache)
+    exports = sorted(cache.glob("sentence-transformers--all-MiniLM-L6-v2/*/*/*.onnx"))
+    if not exports:
+        raise RuntimeError(f"no ONNX export of MiniLM under {cache}: run hubserve first")
+    for onnx in exports:
+        shutil.copy(onnx, folder / onnx.name)
+    return str(folder)
+
+
 def start_infinity(binary: str, model_path: str, log: Path) -> Target:
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "v2", "--model-id", model_path, "--served-model-name", "minilm", "--engine", "optimum",
+        [binary, "v2", "--model-id", infinity_model(model_path), "--served-model-name", "minilm", "--engine", "optimum",
          "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -199,7 +224,7 @@ def measure(target: Target, args) -> dict[str, dict]:
             runs.setdefault(phase.name, []).append({
                 "p50_ms": result.percentile(0.5) * 1000, "p99_ms": result.percentile(0.99) * 1000,
                 "rps": result.rps, "sentences_s": result.rps * phase.sentences,
-                "cpu": cpu, "rss_mb": rss_bytes(target.proc.pid) / 1e6})
+                "cpu": cpu, "rss_mb": rss_bytes(target.proc.pid) / 1e6, "reconnects": result.reconnects})
             print(f"  {target.name:>12} {phase.name:>10}: {runs[phase.name][-1]['rps']:7.1f} rps", flush=True)
     return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
 

@@ -23,6 +23,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    reconnects: int = 0
 
     @property
     def rps(self) -> float:
@@ -60,20 +61,35 @@ async def _worker(url: str, body: bytes, headers: dict, result: Result, budget: 
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     ).encode() + body
-    reader, writer = await asyncio.open_connection(host, port)
+    reader = writer = None
     try:
         while (budget[0] is None or budget[0] > 0) and (deadline is None or time.perf_counter() < deadline):
             if budget[0] is not None:
                 budget[0] -= 1
             start = time.perf_counter()
-            writer.write(request)
-            status, payload = await _read_response(reader)
+            for attempt in (0, 1):
+                fresh = writer is None
+                if fresh:
+                    reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    writer.write(request)
+                    status, payload = await _read_response(reader)
+                    break
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    # NOTE(hubserve): a server may close an idle keep-alive connection (e.g. on a
+                    # proxy reload); like HTTP clients do, retry once on a new connection.
+                    writer.close()
+                    writer = None
+                    if fresh or attempt:
+                        raise
+                    result.reconnects += 1
             if status == 200:
                 result.latencies.append(time.perf_counter() - start)
             else:
                 result.failures.append(f"{status}: {payload[:200]!r}")
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 async def _run(url, body, concurrency, requests, duration_s, headers) -> Result:

@@ -23,6 +23,7 @@ from ray import serve
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLarge
 from hubserve.store import ModelRef, open_store
+from hubserve.uploads import PICKLE_SUFFIXES
 
 from .backends import LoadSpec, create_backend, import_framework, resolve_backend
 from .tasks import get_task, infer_task
@@ -71,6 +72,19 @@ def too_large(ref: ModelRef, budget: int, task: str) -> ModelTooLarge:
         f"({human_bytes(ref.size_bytes)} > {human_bytes(budget)}). "
         f"Raise max_model_bytes of the {task} deployment to serve it."
     )
+
+
+def refuse_pickle_only(ref: ModelRef) -> None:
+    """Refuses a model whose weights are only pickle files (loading them can run code)."""
+    files = [p for p in ref.path.rglob("*") if p.is_file()]
+    if any(p.suffix == ".safetensors" for p in files):
+        return
+    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(
+            f"Model {ref.model_id} has only pickle weights ({', '.join(pickles[:3])}), which can run code when "
+            f"loaded; convert them to safetensors, or set models.{ref.model_id}.trust_pickle: true"
+        )
 
 
 class LoadedModel:
@@ -174,6 +188,8 @@ class ModelServer:
         while self._resident() and self.resident_bytes() + ref.size_bytes > budget:
             await self._evict()
         entry = self.config.models.get(model_id)
+        if not (entry and entry.trust_pickle):
+            refuse_pickle_only(ref)
         spec = LoadSpec(
             path=ref.path,
             model_kind=self.task.model_kind,
@@ -211,6 +227,13 @@ class ModelServer:
         if failed and time.monotonic() - failed[1] < self.config.cold_start.retry_failed_after_s:
             return failed[0]
         return None
+
+    async def unload(self, model_id: str) -> bool:
+        """Unloads every revision of ``model_id`` held here; says whether there was one."""
+        held = [r for r in self._resident() if r.rsplit("@", 1)[0] == model_id]
+        for revision_id in held:
+            await self._evict(revision_id)
+        return bool(held)
 
     async def load_model(self, revision_id: str) -> dict:
         """Makes sure ``revision_id`` is loaded here; says whether it already was and how long it took."""

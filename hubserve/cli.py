@@ -3,19 +3,25 @@
 ``hubserve serve FILE`` runs a Serve config (``make serve`` uses it);
 ``hubserve config check FILE`` validates a Serve config's hubserve args and
 endpoint applications; ``hubserve config render FILE --host H --port P`` writes a
-copy with another listen address; ``hubserve models`` lists what the configured
-store can serve.
+copy with another listen address.
+
+``hubserve token create|list|revoke`` act on the configured token store directly
+(local admin commands); ``hubserve models upload|list|delete`` talk to a running
+server (``--url``, ``--token`` or ``$HF_TOKEN``); ``hubserve models local`` lists
+what the configured store can serve.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +29,12 @@ from typing import Optional, Sequence
 
 import yaml
 
+from hubserve.auth import ROLES, AuthStore
 from hubserve.config import AppConfig, check_serve_config, hubserve_args, load_yaml
+from hubserve.errors import ApiError
 from hubserve.store import open_store
+
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -139,12 +149,99 @@ def _serve(args: argparse.Namespace) -> int:
     return code
 
 
-def _models(args: argparse.Namespace) -> int:
-    store = open_store(AppConfig.from_args(hubserve_args(load_yaml(args.config))))
+def _app_config(path: str) -> AppConfig:
+    return AppConfig.from_args(hubserve_args(load_yaml(path)))
+
+
+def _models_local(args: argparse.Namespace) -> int:
+    store = open_store(_app_config(args.config))
     for model_id in store.model_ids():
         ref = store.resolve(model_id)
         print(f"{model_id}\t{ref.source}\t{ref.sha[:12]}\t{ref.path}")
     return 0
+
+
+# -- local admin commands: they act on the configured token store directly ------------
+
+def _auth_store(args: argparse.Namespace) -> AuthStore:
+    return AuthStore(_app_config(args.config).auth.db)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    _, token = _auth_store(args).create_token(args.user, role=args.role, org=args.org)
+    print(token)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    for t in _auth_store(args).list_tokens():
+        state = "revoked" if t["revoked"] else "active"
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t["created"]))
+        print(f"{t['id']}\t{t['user']}\t{','.join(t['orgs']) or '-'}\t{t['role']}\t{t['hint']}\t{created}\t{state}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    if not _auth_store(args).revoke(args.id):
+        print(f"hubserve: no active token with id {args.id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.id}")
+    return 0
+
+
+# -- client commands: they talk to a running server ------------------------------------
+
+def _client(args: argparse.Namespace):
+    import httpx
+
+    token = args.token or os.environ.get("HF_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=httpx.Timeout(30, read=None))
+
+
+def _answer(response) -> int:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text}
+    if response.status_code >= 400:
+        print(f"hubserve: {response.status_code}: {body.get('error', body) if isinstance(body, dict) else body}",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def _pack(folder: Path, out) -> None:
+    """A gzipped tar of the model folder's files (links and special files left out)."""
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+
+
+def _models_upload(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if not (folder / "config.json").is_file():
+        print(f"hubserve: {folder} has no config.json", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryFile() as archive, _client(args) as client:
+        _pack(folder, archive)
+        archive.seek(0)
+        params = {"private": "true" if args.private else "false"}
+        response = client.post(f"/api/models/{args.model_id}", params=params, content=archive,
+                               headers={"content-type": "application/x-tar"})
+    return _answer(response)
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _answer(client.get("/api/models"))
+
+
+def _models_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _answer(client.delete(f"/api/models/{args.model_id}"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -171,12 +268,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     render.add_argument("--port", type=int)
     render.add_argument("--output", "-o")
     render.set_defaults(func=_render)
-    models = sub.add_parser("models", help="list the models the configured store can serve")
-    models.add_argument("--config", default="configs/default.yaml")
-    models.set_defaults(func=_models)
+
+    token = sub.add_parser("token", help="manage access tokens (acts on the configured token store)")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    create = token_sub.add_parser("create", help="create a token; prints only the token, once")
+    create.add_argument("--user", required=True)
+    create.add_argument("--org", help="make the user a member of this organisation")
+    create.add_argument("--role", choices=ROLES, default="read")
+    create.set_defaults(func=_token_create)
+    token_sub.add_parser("list", help="list tokens (never their values)").set_defaults(func=_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=_token_revoke)
+    for parser_ in token_sub.choices.values():
+        parser_.add_argument("--config", default="configs/default.yaml")
+
+    models = sub.add_parser("models", help="upload, list and delete models on a running server")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    upload = models_sub.add_parser("upload", help="upload a model folder as ORG/NAME")
+    upload.add_argument("folder")
+    upload.add_argument("model_id")
+    upload.add_argument("--private", action="store_true")
+    upload.set_defaults(func=_models_upload)
+    models_sub.add_parser("list", help="the models this token may see").set_defaults(func=_models_list)
+    delete = models_sub.add_parser("delete", help="delete ORG/NAME from the server's store")
+    delete.add_argument("model_id")
+    delete.set_defaults(func=_models_delete)
+    for parser_ in models_sub.choices.values():
+        parser_.add_argument("--url", default=DEFAULT_URL)
+        parser_.add_argument("--token", help="default: $HF_TOKEN")
+    local = models_sub.add_parser("local", help="list what the configured store can serve (no server)")
+    local.add_argument("--config", default="configs/default.yaml")
+    local.set_defaults(func=_models_local)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except ApiError as exc:
+        print(f"hubserve: {exc.message}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"hubserve: {exc}", file=sys.stderr)
         return 2

@@ -98,6 +98,9 @@ class ModelEntry(StrictModel):
     preload: Union[bool, list[str]] = Field(
         False, description="load at start: true for the model's task, or a list of tasks"
     )
+    trust_pickle: bool = Field(
+        False, description="allow pickle weights (.bin, .pt...) for this model: they can run code when loaded"
+    )
 
     def preload_tasks(self, own_task: Optional[str]) -> list[str]:
         """The tasks whose deployments load this model at start."""

@@ -224,7 +224,7 @@ class ModelStore:
             raise ModelNotFound.for_id(model_id)
         folder, source, sha = found
         digest, size = scan_folder(folder)
-        ref = self._describe(model_id, folder, source, sha or digest, size)
+        ref = self.describe_folder(model_id, folder, source, sha or digest, size)
         with self._lock:
             self._cache[model_id] = (now, ref)
         return ref
@@ -240,7 +240,14 @@ class ModelStore:
             return hit[1]
         return None
 
-    def _describe(self, model_id: str, folder: Path, source: str, sha: str, size: int) -> ModelRef:
+    def resolve_now(self, model_id: str) -> ModelRef:
+        """``resolve`` without the cached answer (right after this process changed the model)."""
+        with self._lock:
+            self._cache.pop(model_id, None)
+        return self.resolve(model_id)
+
+    def describe_folder(self, model_id: str, folder: Path, source: str, sha: str, size: int) -> ModelRef:
+        """The ``ModelRef`` of a model folder (read from its config.json and model card)."""
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

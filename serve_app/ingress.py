@@ -26,6 +26,7 @@ from .cache import make_cache
 from .inference import EXPOSED_HEADERS, Inference
 from .lifecycle import ModelGate, RemoteModels
 from .responses import error_response, json_response, request_id_of
+from .management import ModelAdmin
 from .security import Guard
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Ingress:
         self.gate = ModelGate(RemoteModels(handles, endpoints), self.config)
         self.guard = Guard(self.config)
         self.inference = Inference(self.config, self.store, self.gate, make_cache(self.config.cache), self.guard)
+        self.admin = ModelAdmin(self.config, self.store, self.guard, self.gate)
 
     # -- routes -----------------------------------------------------------------
 
@@ -109,6 +111,36 @@ class Ingress:
             return json_response(await self.gate.status(infer_task(ref), ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, request_id_of(request))
+
+    # -- model management ----------------------------------------------------------------
+
+    @app.get("/api/models")
+    async def api_list(self, request: Request) -> Response:
+        return await self._admin(request, self.admin.list(request))
+
+    @app.get("/api/models/{model_id:path}")
+    async def api_get(self, request: Request, model_id: str) -> Response:
+        return await self._admin(request, self.admin.get(request, model_id))
+
+    @app.post("/api/models/{model_id:path}")
+    async def api_upload(self, request: Request, model_id: str) -> Response:
+        return await self._admin(request, self.admin.upload(request, model_id), status=201)
+
+    @app.patch("/api/models/{model_id:path}")
+    async def api_patch(self, request: Request, model_id: str) -> Response:
+        return await self._admin(request, self.admin.patch(request, model_id))
+
+    @app.delete("/api/models/{model_id:path}")
+    async def api_delete(self, request: Request, model_id: str) -> Response:
+        return await self._admin(request, self.admin.delete(request, model_id))
+
+    async def _admin(self, request: Request, work, status: int = 200) -> Response:
+        try:
+            return json_response(await work, status=status)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            return error_response(exc, request_id_of(request))
+
+    # -- inference ---------------------------------------------------------------------
 
     @app.post("/models/{model_id:path}/pipeline/{task}")
     async def model_pipeline(self, request: Request, model_id: str, task: str) -> Response:

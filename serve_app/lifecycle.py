@@ -128,6 +128,9 @@ class RemoteModels:
     def deployed(self, task: str) -> bool:
         return task in self.handles or task in self.endpoints
 
+    def tasks(self) -> list[str]:
+        return sorted({*self.handles, *self.endpoints})
+
     def handle(self, task: str, ref: ModelRef):
         """The model server handle of ``task``, routed to replicas holding ``ref``."""
         if task not in self.handles:
@@ -150,6 +153,29 @@ class RemoteModels:
         """What a replica says of ``ref`` (the router sends this to one holding it, if any)."""
         return await self.handle(task, ref).model_status.remote(ref.revision_id)
 
+    def running_replicas(self, task: str) -> int:
+        """How many replicas of ``task``'s deployment run now (asks the Serve controller)."""
+        from ray import serve
+
+        if task in self.endpoints:
+            app, name = self.endpoints[task]
+        else:
+            app, name = serve.get_replica_context().app_name, task
+        application = serve.status().applications.get(app)
+        deployment = application.deployments.get(name) if application else None
+        return int(deployment.replica_states.get("RUNNING", 0)) if deployment else 0
+
+    async def unload(self, task: str, ref: ModelRef, attempts: int) -> int:
+        """Unloads ``ref``'s model from every running replica of ``task`` (none is started for
+        it): the router sends each call to a replica holding the model, until none does."""
+        attempts = min(attempts, await asyncio.to_thread(self.running_replicas, task))
+        done = 0
+        for _ in range(attempts):
+            if not await self.handle(task, ref).unload.remote(ref.model_id):
+                break
+            done += 1
+        return done
+
     async def infer(self, task: str, ref: ModelRef, item):
         response = self.handle(task, ref).infer.remote(item)
         try:
@@ -171,6 +197,9 @@ class LocalModels:
     def deployed(self, task: str) -> bool:
         return task == self.server.task.name
 
+    def tasks(self) -> list[str]:
+        return [self.server.task.name]
+
     def _check(self, task: str) -> None:
         if not self.deployed(task):
             raise RouteNotFound(f"The task `{task}` is not served by this endpoint")
@@ -190,6 +219,10 @@ class LocalModels:
     def stream(self, task: str, ref: ModelRef, item):
         self._check(task)
         return self.server.generate_stream(item)
+
+    async def unload(self, task: str, ref: ModelRef, attempts: int) -> int:
+        self._check(task)
+        return int(await self.server.unload(ref.model_id))
 
 
 class ModelGate:
@@ -257,6 +290,19 @@ class ModelGate:
             await self.tracker.wait(key, ref, self._loader(task, ref), self.config.cold_start.max_wait_s)
         except asyncio.TimeoutError:
             raise ModelLoading.for_id(ref.model_id, self.tracker.remaining(key, ref)) from None
+
+    async def unload(self, ref: ModelRef) -> int:
+        """Unloads ``ref``'s model from the replicas of every deployed task; forgets its state."""
+        total = 0
+        for task in self.models.tasks():
+            for key in [k for k in self.tracker.loaded if k.startswith(f"{task}|{ref.model_id}@")]:
+                self.tracker.forget(key)
+            attempts = self.options(task).autoscaling.max_replicas + 1
+            try:
+                total += await self.models.unload(task, ref, attempts)
+            except Exception as exc:  # noqa: BLE001 - a task without replicas holds nothing
+                logger.info("unloading %s from %s: %s", ref.model_id, task, exc)
+        return total
 
     async def status(self, task: str, ref: ModelRef) -> dict:
         """The legacy ``/status`` answer of a model."""

@@ -50,6 +50,8 @@ def server_args(store: Path) -> dict:
     feature-extraction served by its own endpoint application."""
     return {
         "model_store": str(store),
+        "data_dir": str(store.parent / "data"),
+        "auth": {"cache_ttl_s": 0},
         "hf_cache": None,
         "request_timeout_s": 120,
         "endpoints": ["feature-extraction"],
@@ -81,6 +83,7 @@ def legacy_args(store: Path, redis_url: str) -> dict:
         tasks={"fill-mask": {"max_model_bytes": int(tiny * 2.5), "max_models_per_replica": 8}},
         cache={"backend": "redis", "redis_url": redis_url, "ttl_s": 600},
         ingress={"num_cpus": 0, "num_replicas": 2},
+        limits={"max_upload_bytes": 4096},
         models={},
         endpoints=[],
     )
@@ -116,13 +119,19 @@ def redis_url(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+#: The bootstrap admin token of the test graph.
+ADMIN_TOKEN = "hf_" + "A" * 34
+
+
 class Server:
-    """A running hubserve graph: ``url`` (and ``legacy_url``) and the store it serves."""
+    """A running hubserve graph: ``url`` (and ``legacy_url``), the store it serves, its token db."""
 
     def __init__(self, url: str, store: Path) -> None:
         self.url = url
         self.legacy_url = f"{url}/legacy"
         self.store = store
+        self.auth_db = store.parent / "data" / "auth.sqlite"
+        self.admin_token = ADMIN_TOKEN
 
     def model_url(self, model_id: str) -> str:
         return f"{self.url}/models/{model_id}"
@@ -156,7 +165,7 @@ def server(tiny_store, redis_url) -> Server:
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                  "TOKENIZERS_PARALLELISM": "false"}},
+                                  "TOKENIZERS_PARALLELISM": "false", "HUBSERVE_ADMIN_TOKEN": ADMIN_TOKEN}},
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -1,0 +1,205 @@
+"""Model uploads: an archive (tar, tar.gz/bz2/xz or zip) becomes a model folder, atomically.
+
+The archive is streamed to a temporary file (size-limited), unpacked into a
+temporary folder on the store's file system with every entry checked (no absolute
+paths, no ``..``, no links, no devices: the zip-slip family), validated (a
+``config.json``, safetensors weights unless pickle files are trusted for that
+model) and only then renamed into place. A failed or interrupted upload leaves
+nothing behind, and an existing model is swapped whole under a per-model lock, so
+two uploads of the same id at once end with one of them, complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import stat
+import tarfile
+import uuid
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from .errors import InvalidInput, PayloadTooLarge
+
+#: Weight formats that unpickle (and so can run code) when loaded.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+MAX_FILES = 10_000
+STAGING = ".uploads"
+
+
+def staging_dir(store: Path) -> Path:
+    """Where uploads are unpacked: inside the store, so the final rename is atomic."""
+    return store / STAGING
+
+
+def _member_path(name: str) -> PurePosixPath:
+    """The safe relative path of an archive entry, or InvalidInput."""
+    if not name or "\x00" in name or "\\" in name:
+        raise InvalidInput(f"Archive entry {name!r} has an invalid name")
+    path = PurePosixPath(name)
+    if path.is_absolute() or name.startswith("/"):
+        raise InvalidInput(f"Archive entry {name!r} is an absolute path")
+    if any(part == ".." for part in path.parts):
+        raise InvalidInput(f"Archive entry {name!r} leaves the model folder ('..')")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts:
+        raise InvalidInput(f"Archive entry {name!r} has an invalid name")
+    return PurePosixPath(*parts)
+
+
+def _copy(src, dest: Path, budget: list[int], limit: int) -> None:
+    try:
+        out = open(dest, "xb")
+    except FileExistsError:
+        raise InvalidInput(f"The archive holds {dest.name!r} twice") from None
+    with out:
+        while chunk := src.read(1 << 20):
+            budget[0] += len(chunk)
+            if budget[0] > limit:
+                raise PayloadTooLarge(f"The unpacked model is larger than the limit of {limit} bytes")
+            out.write(chunk)
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidInput(f"The archive holds {path.name!r} both as a file and as a folder") from None
+
+
+def unpack(archive: Path, target: Path, limit: int) -> None:
+    """Unpacks ``archive`` into the empty folder ``target``, refusing unsafe entries.
+
+    Raises:
+        InvalidInput: not a tar or zip archive, or an unsafe or unsupported entry.
+        PayloadTooLarge: the unpacked files exceed ``limit`` bytes.
+    """
+    budget = [0]
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_FILES:
+                raise InvalidInput(f"The archive has more than {MAX_FILES} entries")
+            for info in infos:
+                rel = _member_path(info.filename)
+                kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver set no Unix mode
+                if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+                    raise InvalidInput(f"Archive entry {info.filename!r} is a link or a special file")
+                dest = target.joinpath(*rel.parts)
+                if info.is_dir():
+                    _mkdir(dest)
+                    continue
+                _mkdir(dest.parent)
+                with zf.open(info) as src:
+                    _copy(src, dest, budget, limit)
+        return
+    try:
+        tf = tarfile.open(archive, mode="r:*")
+    except (tarfile.TarError, OSError):
+        raise InvalidInput("The upload is not a tar or zip archive") from None
+    with tf:
+        count = 0
+        for member in tf:
+            count += 1
+            if count > MAX_FILES:
+                raise InvalidInput(f"The archive has more than {MAX_FILES} entries")
+            rel = _member_path(member.name)
+            if not (member.isfile() or member.isdir()):
+                raise InvalidInput(f"Archive entry {member.name!r} is a link or a special file")
+            dest = target.joinpath(*rel.parts)
+            if member.isdir():
+                _mkdir(dest)
+                continue
+            _mkdir(dest.parent)
+            src = tf.extractfile(member)
+            if src is None:
+                raise InvalidInput(f"Archive entry {member.name!r} cannot be read")
+            with src:
+                _copy(src, dest, budget, limit)
+
+
+def model_root(folder: Path) -> Path:
+    """The model folder inside an unpacked archive: itself, or its only subfolder."""
+    entries = [p for p in folder.iterdir() if p.name not in ("__MACOSX",)]
+    if len(entries) == 1 and entries[0].is_dir() and not (folder / "config.json").exists():
+        return entries[0]
+    return folder
+
+
+def check_model_folder(folder: Path, trust_pickle: bool = False) -> dict:
+    """Validates an unpacked model: a JSON ``config.json`` and loadable, safe weights.
+
+    Returns:
+        The parsed ``config.json``.
+
+    Raises:
+        InvalidInput: naming what is missing or refused.
+    """
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise InvalidInput("The model has no config.json at its top level")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"config.json is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidInput("config.json must be a JSON object")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    pickles = sorted(p.relative_to(folder).as_posix() for p in files if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not trust_pickle:
+        raise InvalidInput(
+            f"Pickle weight files are refused (they can run code when loaded): {', '.join(pickles[:5])}. "
+            "Upload safetensors weights, or trust pickle files for this model in the server config "
+            "(models.<id>.trust_pickle: true)")
+    if not any(p.suffix == ".safetensors" for p in files) and not pickles:
+        raise InvalidInput("The model has no weights (*.safetensors)")
+    return config
+
+
+@contextmanager
+def model_lock(data_dir: Path, model_id: str) -> Iterator[None]:
+    """An exclusive lock on one model id across processes (uploads and deletes)."""
+    locks = data_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / (model_id.replace("/", "--") + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def install(staged: Path, target: Path) -> None:
+    """Puts the folder ``staged`` at ``target``, replacing a previous model whole.
+
+    Both live on one file system; the caller holds the model's lock.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if target.exists():
+        old = staged.parent / f"{uuid.uuid4().hex}.old"
+        os.rename(target, old)
+    try:
+        os.rename(staged, target)
+    except OSError:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove(target: Path, staging: Path) -> None:
+    """Deletes a model folder: renamed away first, so readers never see half of it."""
+    staging.mkdir(parents=True, exist_ok=True)
+    doomed = staging / f"{uuid.uuid4().hex}.deleted"
+    os.rename(target, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        target.parent.rmdir()  # the organisation folder, when it is now empty
+    except OSError:
+        pass

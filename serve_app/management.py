@@ -1,0 +1,196 @@
+"""The model management API: upload, list, inspect, change visibility, delete.
+
+``POST /api/models/{org}/{name}?private=true`` takes a tar or zip stream;
+``GET /api/models`` and ``GET /api/models/{id}`` list what the caller may see;
+``PATCH /api/models/{id}`` with ``{"private": bool}``; ``DELETE /api/models/{id}``.
+Writes need a token with the ``write`` role in the model's namespace (or the admin
+token). A private model the caller may not see is answered exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import orjson
+from starlette.requests import Request
+
+from deployments.tasks import infer_task
+from hubserve.auth import Principal, namespace_of
+from hubserve.config import AppConfig
+from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
+from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
+from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
+
+from .lifecycle import ModelGate
+from .security import Guard
+
+logger = logging.getLogger(__name__)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(value: Optional[str], name: str) -> Optional[bool]:
+    if value is None:
+        return None
+    low = value.strip().lower()
+    if low in _TRUE | _FALSE:
+        return low in _TRUE
+    raise InvalidInput(f"`{name}` must be true or false, not {value!r}")
+
+
+class ModelAdmin:
+    """Uploads and manages the models of the store.
+
+    Args:
+        config: the application config.
+        store: the model store.
+        guard: authentication and rate limits.
+        gate: the model gate (to unload deleted models from the replicas).
+    """
+
+    def __init__(self, config: AppConfig, store: ModelStore, guard: Guard, gate: ModelGate) -> None:
+        self.config = config
+        self.store = store
+        self.guard = guard
+        self.access = guard.access
+        self.gate = gate
+        self.root = Path(config.model_store)
+        self.data_dir = Path(config.data_dir)
+
+    # -- who may ---------------------------------------------------------------------
+
+    def _visible(self, principal: Principal, model_id: str) -> ModelRef:
+        validate_model_id(model_id)
+        if not self.access.can_read(principal, model_id):
+            raise ModelNotFound.for_id(model_id)
+        return self.store.resolve(model_id)
+
+    def _check_write(self, principal: Principal, model_id: str) -> None:
+        if principal.can_write(model_id):
+            return
+        if principal.anonymous:
+            raise Unauthorized("A token with the write role is required to change models")
+        if not self.access.can_read(principal, model_id):
+            raise ModelNotFound.for_id(model_id)
+        namespace = namespace_of(model_id)
+        raise Forbidden(f"This token cannot change models in the namespace {namespace!r}" if namespace
+                        else "Only the admin token can change models without a namespace")
+
+    def _check_store_model(self, model_id: str) -> Path:
+        if model_id in self.config.models:
+            raise Forbidden(f"{model_id} is pinned in the server config; change it there")
+        return self.root / model_id
+
+    def describe(self, ref: ModelRef) -> dict:
+        try:
+            task: Optional[str] = infer_task(ref)
+        except ApiError:
+            task = None
+        loaded = any(key.endswith(f"|{ref.revision_id}") for key in self.gate.tracker.loaded)
+        return {"model_id": ref.model_id, "task": task, "sha": ref.sha, "size_bytes": ref.size_bytes,
+                "private": self.access.is_private(ref.model_id), "source": ref.source, "loaded": loaded}
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def list(self, request: Request) -> list[dict]:
+        principal = self.guard.admit(request)
+        ids = await asyncio.to_thread(self.store.model_ids)
+        refs = [self.store.resolve(m) for m in ids if self.access.can_read(principal, m)]
+        return [self.describe(ref) for ref in refs]
+
+    async def get(self, request: Request, model_id: str) -> dict:
+        principal = self.guard.admit(request)
+        return self.describe(await asyncio.to_thread(self._visible, principal, model_id))
+
+    async def patch(self, request: Request, model_id: str) -> dict:
+        principal = self.guard.admit(request)
+        validate_model_id(model_id)
+        self._check_write(principal, model_id)
+        ref = await asyncio.to_thread(self._visible, principal, model_id)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"Malformed JSON body: {exc}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("private"), bool) or set(body) != {"private"}:
+            raise InvalidInput('The body is {"private": true} or {"private": false}')
+        await asyncio.to_thread(self.access.store.set_private, model_id, body["private"])
+        self.access.forget()
+        return self.describe(ref)
+
+    async def delete(self, request: Request, model_id: str) -> dict:
+        principal = self.guard.admit(request)
+        validate_model_id(model_id)
+        self._check_write(principal, model_id)
+        ref = await asyncio.to_thread(self._visible, principal, model_id)
+        target = self._check_store_model(model_id)
+        if ref.source != "store":
+            raise Forbidden(f"{model_id} is not a folder of the model store ({ref.source}); it cannot be deleted here")
+
+        def _remove() -> None:
+            with model_lock(self.data_dir, model_id):
+                remove(target, staging_dir(self.root))
+            self.access.store.forget_model(model_id)
+
+        await asyncio.to_thread(_remove)
+        self.access.forget()
+        unloaded = await self.gate.unload(ref)
+        logger.info("deleted %s (unloaded from %d replica(s))", model_id, unloaded)
+        return {"model_id": model_id, "deleted": True, "unloaded_replicas": unloaded}
+
+    async def upload(self, request: Request, model_id: str) -> dict:
+        principal = self.guard.admit(request)
+        validate_model_id(model_id)
+        self._check_write(principal, model_id)
+        private = _flag(request.query_params.get("private"), "private")
+        target = self._check_store_model(model_id)
+        limit = self.config.limits.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The upload is {int(declared)} bytes; the limit is {limit} bytes")
+        work = self.data_dir / "uploads"
+        work.mkdir(parents=True, exist_ok=True)
+        archive = work / f"{uuid.uuid4().hex}.part"
+        staged = staging_dir(self.root) / uuid.uuid4().hex
+        try:
+            size = 0
+            with open(archive, "wb") as fh:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"The upload is larger than the limit of {limit} bytes")
+                    fh.write(chunk)
+            if size == 0:
+                raise InvalidInput("The upload is empty: send a tar or zip archive of the model folder")
+            entry = self.config.models.get(model_id)
+            trust_pickle = bool(entry and entry.trust_pickle)
+            ref = await asyncio.to_thread(self._stage, archive, staged, model_id, trust_pickle, limit, target)
+        finally:
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(staged, ignore_errors=True)
+        if private is not None or not self.access.is_private(model_id):
+            await asyncio.to_thread(self.access.store.set_private, model_id, bool(private))
+        self.access.forget()
+        logger.info("uploaded %s (%d bytes, private=%s)", model_id, size, bool(private))
+        return self.describe(ref)
+
+    def _stage(self, archive: Path, staged: Path, model_id: str, trust_pickle: bool, limit: int,
+               target: Path) -> ModelRef:
+        staged.mkdir(parents=True)
+        unpack(archive, staged, limit)
+        root = model_root(staged)
+        check_model_folder(root, trust_pickle)
+        digest, size = scan_folder(root)
+        ref = self.store.describe_folder(model_id, root, "store", digest, size)
+        try:
+            infer_task(ref)
+        except ApiError as exc:
+            raise InvalidInput(f"The model's task cannot be served: {exc.message}") from None
+        with model_lock(self.data_dir, model_id):
+            install(root, target)
+        return self.store.resolve_now(model_id)

@@ -1,0 +1,164 @@
+"""Tokens, principals, visibility, rate limits and request caps (no Ray)."""
+
+import re
+import sqlite3
+
+import pytest
+
+from hubserve.auth import (ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Access, AuthStore,
+                           admin_token_hash, new_token)
+from hubserve.config import LimitsConfig, RateLimit
+from hubserve.errors import InvalidInput, RateLimited, Unauthorized
+from serve_app.security import RateLimiter, check_generation, check_inputs
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return AuthStore(tmp_path / "data" / "auth.sqlite")
+
+
+def test_tokens_look_like_hosted_ones_and_are_stored_only_as_hashes(store):
+    tokens = {new_token() for _ in range(200)}
+    assert len(tokens) == 200 and all(re.fullmatch(r"hf_[A-Za-z]{34}", t) for t in tokens)
+    token_id, token = store.create_token("alice", role="write", org="acme")
+    raw = store.path.read_bytes() + b"".join(p.read_bytes() for p in store.path.parent.glob("*-wal"))
+    assert token.encode() not in raw and token[3:].encode() not in raw
+    [listed] = store.list_tokens()
+    assert listed["id"] == token_id and listed["user"] == "alice" and listed["role"] == "write"
+    assert listed["orgs"] == ["acme"] and listed["hint"].endswith(token[-4:]) and listed["revoked"] is None
+
+
+def test_authenticate_and_revoke(store):
+    assert store.authenticate(new_token()) is None  # no database yet: nobody is known
+    token_id, token = store.create_token("bob")
+    principal = store.authenticate(token)
+    assert principal.user == "bob" and principal.role == "read" and principal.token_id == token_id
+    assert store.revoke(token_id) and not store.revoke(token_id) and not store.revoke("nope")
+    assert store.authenticate(token) is None
+
+
+def test_bad_names_and_roles_are_refused(store):
+    for user in ("", "a/b", "../x", "x" * 200, "bad name"):
+        with pytest.raises(InvalidInput):
+            store.create_token(user)
+    with pytest.raises(InvalidInput, match="role"):
+        store.create_token("alice", role="owner")
+
+
+def test_access_principals(store, monkeypatch):
+    _, token = store.create_token("alice", org="acme")
+    revoked_id, revoked = store.create_token("carol")
+    store.revoke(revoked_id)
+    access = Access(store, anonymous=True, admin_hash=admin_token_hash({ADMIN_ENV: "hf_admin"}), ttl_s=0)
+    assert access.principal(None).anonymous
+    alice = access.principal(f"Bearer {token}")
+    assert alice.user == "alice" and alice.orgs == {"acme"}
+    assert access.principal(f"bearer   {token} ").user == "alice"
+    assert access.principal("Bearer hf_admin").admin
+    for header in (f"Bearer {revoked}", "Bearer hf_unknown", f"Basic {token}", "Bearer", token):
+        with pytest.raises(Unauthorized) as err:
+            access.principal(header)
+        assert err.value.message == INVALID_CREDENTIALS and err.value.status_code == 401
+    closed = Access(store, anonymous=False, ttl_s=0)
+    with pytest.raises(Unauthorized):
+        closed.principal(None)
+    assert closed.principal(f"Bearer {token}").user == "alice"
+
+
+def test_admin_token_from_a_file(tmp_path):
+    path = tmp_path / "admin"
+    path.write_text("hf_from_file\n")
+    assert admin_token_hash({ADMIN_FILE_ENV: str(path)}) == admin_token_hash({ADMIN_ENV: "hf_from_file"})
+    assert admin_token_hash({}) is None
+
+
+def test_revocation_takes_effect_after_the_cache_ttl(store):
+    token_id, token = store.create_token("dave")
+    clock = [0.0]
+    access = Access(store, ttl_s=2.0)
+    access_clock = pytest.MonkeyPatch()
+    access_clock.setattr("hubserve.auth.time.monotonic", lambda: clock[0])
+    try:
+        assert access.principal(f"Bearer {token}").user == "dave"
+        store.revoke(token_id)
+        assert access.principal(f"Bearer {token}").user == "dave"  # cached for ttl_s
+        clock[0] = 2.5
+        with pytest.raises(Unauthorized):
+            access.principal(f"Bearer {token}")
+    finally:
+        access_clock.undo()
+
+
+def test_private_models_are_visible_to_their_namespace_only(store):
+    store.create_token("alice", org="acme")
+    store.set_private("acme/secret", True)
+    store.set_private("alice/own", True)
+    store.set_private("acme/open", False)
+    access = Access(store, ttl_s=0)
+    alice = store.authenticate(store.create_token("alice")[1])
+    bob = store.authenticate(store.create_token("bob")[1])
+    anonymous = access.principal(None)
+    for model_id, who_sees in {"acme/secret": {"alice"}, "alice/own": {"alice"}, "acme/open": {"alice", "bob", None},
+                               "public/model": {"alice", "bob", None}}.items():
+        seen_by = {p.user for p in (alice, bob, anonymous) if access.can_read(p, model_id)}
+        assert seen_by == who_sees, model_id
+    assert alice.can_write("acme/secret") is False  # a read token
+    writer = store.authenticate(store.create_token("alice", role="write")[1])
+    assert writer.can_write("acme/secret") and writer.can_write("alice/x") and not writer.can_write("other/x")
+    assert not writer.can_write("gpt2")  # legacy ids have no namespace: admin only
+    store.forget_model("acme/secret")
+    assert access.can_read(bob, "acme/secret")
+
+
+def test_store_file_is_plain_sqlite_with_wal(store):
+    store.create_token("erin")
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rate_limits_use_fixed_windows_and_the_hosted_headers(store):
+    clock = [100.0]
+    limits = LimitsConfig(anonymous_rate=RateLimit(requests=3, window_s=60),
+                          token_rate=RateLimit(requests=5, window_s=300))
+    limiter = RateLimiter(limits, clock=lambda: clock[0])
+    anonymous = Access(store).principal(None)
+    for _ in range(3):
+        limiter.check(anonymous, "10.0.0.1")
+    with pytest.raises(RateLimited) as err:
+        limiter.check(anonymous, "10.0.0.1")
+    exc = err.value
+    assert exc.status_code == 429 and exc.message == "Rate limit reached. Please log in or use a HF access token"
+    assert re.fullmatch(r'"api";r=0;t=60', exc.headers["ratelimit"])
+    assert exc.headers["ratelimit-policy"] == '"fixed window";"api";q=3;w=60'
+    limiter.check(anonymous, "10.0.0.2")  # another address has its own window
+    clock[0] += 61
+    limiter.check(anonymous, "10.0.0.1")  # a new window
+    user = store.authenticate(store.create_token("frank")[1])
+    for _ in range(5):
+        limiter.check(user, "10.0.0.1")
+    with pytest.raises(RateLimited, match="5 requests per 300s"):
+        limiter.check(user, "10.0.0.9")  # per token, wherever it comes from
+    unlimited = RateLimiter(LimitsConfig(anonymous_rate=None, token_rate=None))
+    for _ in range(100):
+        unlimited.check(anonymous, "10.0.0.1")
+
+
+def test_request_caps():
+    limits = LimitsConfig(max_inputs=3, max_input_chars=10, max_new_tokens=50)
+    check_inputs(["a", "b", "c"], limits)
+    check_inputs({"question": "q" * 10, "context": "c"}, limits)
+    with pytest.raises(InvalidInput, match="Too many inputs: 4"):
+        check_inputs(["a"] * 4, limits)
+    with pytest.raises(InvalidInput, match="11 characters"):
+        check_inputs({"source_sentence": "x", "sentences": ["y" * 11]}, limits)
+
+    class Params:
+        max_new_tokens = 51
+
+    class Request:
+        parameters = Params()
+
+    with pytest.raises(InvalidInput, match="max_new_tokens"):
+        check_generation(Request(), limits)
+    Params.max_new_tokens = 50
+    check_generation(Request(), limits)
