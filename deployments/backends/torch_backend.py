@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import queue
 import threading
@@ -61,6 +62,8 @@ class TorchBackend:
                 raise ModelLoadError("device `cuda` was configured for this model, but no GPU is visible to the replica")
             self.device = torch.device("cuda")
             self.compute_type = "gpu"
+        if spec.dtype == "float16" and spec.device != "cuda":
+            raise ModelLoadError("dtype float16 runs on device cuda; on the CPU use float32 (or backend onnx-int8)")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=False)
             self.model = self._load_model(spec)
@@ -77,7 +80,8 @@ class TorchBackend:
 
     def _load_model(self, spec: LoadSpec):
         cls = getattr(transformers, _MODEL_CLASSES[spec.model_kind])
-        return cls.from_pretrained(spec.path, trust_remote_code=False).to(self.device).eval()
+        dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+        return cls.from_pretrained(spec.path, trust_remote_code=False, torch_dtype=dtype).to(self.device).eval()
 
     def _build_pipeline(self):
         return transformers.pipeline(self.spec.pipeline, model=self.model, tokenizer=self.tokenizer,
@@ -85,7 +89,9 @@ class TorchBackend:
 
     def _hidden_states(self, enc: dict) -> np.ndarray:
         """Token embeddings ``[batch, tokens, hidden]`` of a tokenized batch."""
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        # NOTE(hubserve): a tokenizer may add inputs the model does not take (token_type_ids for BART).
+        accepted = inspect.signature(self.model.forward).parameters
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in accepted}
         with torch.inference_mode():
             out = self.model(**enc)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]

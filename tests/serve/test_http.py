@@ -381,3 +381,10 @@ def test_the_task_endpoint_maps_errors_and_cors(http, tiny_models):
                   headers={"origin": "http://app.example"})
     assert answer.headers["access-control-allow-origin"] == "*"
     assert "x-compute-type" in answer.headers["access-control-expose-headers"]
+
+
+def test_feature_extraction_of_an_encoder_decoder_model(http, tiny_models):
+    # its tokenizer adds token_type_ids, which BART's forward does not take
+    tokens = ok(post(http, f"/models/{tiny_models['text2text-generation']}/pipeline/feature-extraction",
+                     {"inputs": "hello world"}))
+    assert len(tokens) == 1 and len(tokens[0][0]) == 32
