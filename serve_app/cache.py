@@ -33,7 +33,12 @@ def cache_key(model_id: str, sha: str, task: str, request: Any, scope: str = "")
     body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(b"\0".join([model_id.encode(), sha.encode(), task.encode(),
                                         type(request).__qualname__.encode(), scope.encode(), body]))
-    return digest.hexdigest()
+    return model_prefix(model_id) + digest.hexdigest()
+
+
+def model_prefix(model_id: str) -> str:
+    """The start of every key of ``model_id`` (a digest: keys do not name models)."""
+    return hashlib.sha256(model_id.encode()).hexdigest()[:16] + ":"
 
 
 def encode_entry(output: Any, compute_type: str) -> bytes:
@@ -51,6 +56,8 @@ class CacheBackend(Protocol):
     def get(self, key: str) -> Optional[bytes]: ...
 
     def set(self, key: str, value: bytes) -> None: ...
+
+    def evict_model(self, model_id: str) -> int: ...
 
 
 class MemoryCache:
@@ -86,6 +93,15 @@ class MemoryCache:
                 _, evicted = self._entries.popitem(last=False)
                 self.size -= len(evicted)
 
+    def evict_model(self, model_id: str) -> int:
+        """Drops every entry of ``model_id``; returns how many."""
+        prefix = model_prefix(model_id)
+        with self._lock:
+            doomed = [k for k in self._entries if k.startswith(prefix)]
+            for key in doomed:
+                self.size -= len(self._entries.pop(key))
+        return len(doomed)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -116,6 +132,15 @@ class RedisCache:
             self.client.set(self.PREFIX + key, value, ex=self.ttl_s)
         except Exception as exc:  # noqa: BLE001
             logger.warning("redis cache set failed: %s", exc)
+
+    def evict_model(self, model_id: str) -> int:
+        """Drops every entry of ``model_id`` (shared by all ingress replicas); returns how many."""
+        try:
+            keys = list(self.client.scan_iter(match=self.PREFIX + model_prefix(model_id) + "*", count=1000))
+            return int(self.client.delete(*keys)) if keys else 0
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("redis cache eviction failed: %s", exc)
+            return 0
 
 
 def make_cache(settings) -> Optional[CacheBackend]:

@@ -6,7 +6,6 @@ deployment with ``multiplexed_model_id=<id>@<sha>``, format). It never imports t
 
 # NOTE(hubserve): no `from __future__ import annotations` here: FastAPI must see the
 # real `Request` annotation on the methods that @serve.ingress rewrites.
-import asyncio
 import logging
 from typing import Optional
 
@@ -16,7 +15,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from deployments.tasks import infer_task, task_names
+from deployments.tasks import infer_task, task_names, task_or_none
 from hubserve import __version__
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, RouteNotFound
@@ -25,8 +24,8 @@ from hubserve.store import ModelRef, open_store
 from .cache import make_cache
 from .inference import EXPOSED_HEADERS, Inference
 from .lifecycle import ModelGate, RemoteModels
-from .responses import error_response, json_response, request_id_of
 from .management import ModelAdmin
+from .responses import error_response, json_response, request_id_of
 from .security import Guard
 
 logger = logging.getLogger(__name__)
@@ -68,8 +67,9 @@ class Ingress:
         self.store = open_store(self.config)
         self.gate = ModelGate(RemoteModels(handles, endpoints), self.config)
         self.guard = Guard(self.config)
-        self.inference = Inference(self.config, self.store, self.gate, make_cache(self.config.cache), self.guard)
-        self.admin = ModelAdmin(self.config, self.store, self.guard, self.gate)
+        cache = make_cache(self.config.cache)
+        self.inference = Inference(self.config, self.store, self.gate, cache, self.guard)
+        self.admin = ModelAdmin(self.config, self.store, self.guard, self.gate, cache)
 
     # -- routes -----------------------------------------------------------------
 
@@ -79,21 +79,7 @@ class Ingress:
 
     @app.get("/models")
     async def list_models(self, request: Request) -> Response:
-        try:
-            principal = self.guard.admit(request)
-        except Exception as exc:  # noqa: BLE001
-            return error_response(exc, request_id_of(request))
-        models = []
-        for model_id in await asyncio.to_thread(self.store.model_ids):
-            if not self.guard.access.can_read(principal, model_id):
-                continue
-            ref = self.store.resolve(model_id)
-            try:
-                task: Optional[str] = infer_task(ref)
-            except ApiError:
-                task = None
-            models.append({"model_id": model_id, "task": task, "sha": ref.sha, "source": ref.source})
-        return json_response(models)
+        return await self._admin(request, self.admin.list(request))
 
     @app.get("/models/{model_id:path}/info")
     async def info(self, request: Request, model_id: str) -> Response:
@@ -167,14 +153,10 @@ class Ingress:
         return await self.inference.serve(request, model_id, None)
 
     def _info(self, ref: ModelRef) -> dict:
-        try:
-            task: Optional[str] = infer_task(ref)
-        except ApiError:
-            task = None
         return {
             "model_id": ref.model_id,
             "model_sha": ref.sha,
-            "model_pipeline_tag": task,
+            "model_pipeline_tag": task_or_none(ref),
             "model_dtype": "float32",
             "framework": "transformers",
             "size_bytes": ref.size_bytes,

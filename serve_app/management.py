@@ -14,12 +14,11 @@ import logging
 import shutil
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import orjson
 from starlette.requests import Request
 
-from deployments.tasks import infer_task
+from deployments.tasks import infer_task, task_or_none
 from hubserve.auth import Principal, namespace_of
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
@@ -27,22 +26,10 @@ from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
 from .lifecycle import ModelGate
+from .parsing import flag
 from .security import Guard
 
 logger = logging.getLogger(__name__)
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _flag(value: Optional[str], name: str) -> Optional[bool]:
-    if value is None:
-        return None
-    low = value.strip().lower()
-    if low in _TRUE | _FALSE:
-        return low in _TRUE
-    raise InvalidInput(f"`{name}` must be true or false, not {value!r}")
-
 
 class ModelAdmin:
     """Uploads and manages the models of the store.
@@ -52,9 +39,11 @@ class ModelAdmin:
         store: the model store.
         guard: authentication and rate limits.
         gate: the model gate (to unload deleted models from the replicas).
+        cache: the response cache (entries of deleted or replaced models are dropped), or None.
     """
 
-    def __init__(self, config: AppConfig, store: ModelStore, guard: Guard, gate: ModelGate) -> None:
+    def __init__(self, config: AppConfig, store: ModelStore, guard: Guard, gate: ModelGate, cache=None) -> None:
+        self.cache = cache
         self.config = config
         self.store = store
         self.guard = guard
@@ -88,12 +77,8 @@ class ModelAdmin:
         return self.root / model_id
 
     def describe(self, ref: ModelRef) -> dict:
-        try:
-            task: Optional[str] = infer_task(ref)
-        except ApiError:
-            task = None
         loaded = any(key.endswith(f"|{ref.revision_id}") for key in self.gate.tracker.loaded)
-        return {"model_id": ref.model_id, "task": task, "sha": ref.sha, "size_bytes": ref.size_bytes,
+        return {"model_id": ref.model_id, "task": task_or_none(ref), "sha": ref.sha, "size_bytes": ref.size_bytes,
                 "private": self.access.is_private(ref.model_id), "source": ref.source, "loaded": loaded}
 
     # -- routes ------------------------------------------------------------------------
@@ -139,6 +124,7 @@ class ModelAdmin:
 
         await asyncio.to_thread(_remove)
         self.access.forget()
+        self._evict_cache(model_id)
         unloaded = await self.gate.unload(ref)
         logger.info("deleted %s (unloaded from %d replica(s))", model_id, unloaded)
         return {"model_id": model_id, "deleted": True, "unloaded_replicas": unloaded}
@@ -147,7 +133,7 @@ class ModelAdmin:
         principal = self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
-        private = _flag(request.query_params.get("private"), "private")
+        private = flag(request.query_params.get("private"), "private")
         target = self._check_store_model(model_id)
         limit = self.config.limits.max_upload_bytes
         declared = request.headers.get("content-length", "")
@@ -176,8 +162,13 @@ class ModelAdmin:
         if private is not None or not self.access.is_private(model_id):
             await asyncio.to_thread(self.access.store.set_private, model_id, bool(private))
         self.access.forget()
+        self._evict_cache(model_id)
         logger.info("uploaded %s (%d bytes, private=%s)", model_id, size, bool(private))
         return self.describe(ref)
+
+    def _evict_cache(self, model_id: str) -> None:
+        if self.cache is not None:
+            self.cache.evict_model(model_id)
 
     def _stage(self, archive: Path, staged: Path, model_id: str, trust_pickle: bool, limit: int,
                target: Path) -> ModelRef:

@@ -101,7 +101,8 @@ class Control:
     load_model: Optional[bool] = None
 
 
-def _flag(value: Any, name: str) -> Optional[bool]:
+def flag(value: Any, name: str) -> Optional[bool]:
+    """A boolean option sent as a bool or as text (``1``/``true``/``yes``/``on`` or the opposite)."""
     if value is None or isinstance(value, bool):
         return value
     low = str(value).strip().lower()
@@ -125,18 +126,18 @@ def control_from(payload: Payload, headers: Mapping[str, str]) -> Control:
     wait = options.wait_for_model
     for key in ("wait_for_model", "use_cache"):
         if key in payload.extra:
-            value = _flag(payload.extra.pop(key), key)
+            value = flag(payload.extra.pop(key), key)
             if key == "wait_for_model":
                 wait = value
             else:
                 use_cache = value
     if headers.get("x-use-cache") is not None:
-        use_cache = _flag(headers["x-use-cache"], "x-use-cache")
+        use_cache = flag(headers["x-use-cache"], "x-use-cache")
     if headers.get("x-wait-for-model") is not None:
-        wait = _flag(headers["x-wait-for-model"], "x-wait-for-model")
+        wait = flag(headers["x-wait-for-model"], "x-wait-for-model")
     load = None
     if headers.get("x-load-model") is not None:
-        load = _flag(headers["x-load-model"], "x-load-model")
+        load = flag(headers["x-load-model"], "x-load-model")
     if options.dont_load_model:
         load = False
     return Control(use_cache=use_cache, wait_for_model=wait, load_model=load)

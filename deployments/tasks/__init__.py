@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from hubserve.errors import InvalidInput, RouteNotFound
 from hubserve.store import ModelRef
@@ -79,6 +79,14 @@ def infer_task(ref: ModelRef) -> str:
         f"Cannot tell the task of model {ref.model_id}: it has no task in the config, no "
         f"pipeline_tag in a README.md, and its config.json architectures ({archs}) match no served task"
     )
+
+
+def task_or_none(ref: ModelRef) -> Optional[str]:
+    """``infer_task`` for listings: None when the task cannot be told."""
+    try:
+        return infer_task(ref)
+    except InvalidInput:
+        return None
 
 
 def check_can_run(task: Task, ref: ModelRef) -> None:

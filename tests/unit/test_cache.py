@@ -51,3 +51,21 @@ def test_an_unreachable_redis_is_a_miss_not_an_error():
     cache = RedisCache("redis://127.0.0.1:1/0", ttl_s=30)
     cache.set("k", b"v")
     assert cache.get("k") is None
+
+
+def test_a_model_s_entries_are_evicted_together_in_both_backends(redis_url):
+    a = request(b'{"inputs": "a [MASK]"}')
+    b = request(b'{"inputs": "b [MASK]"}')
+    for cache in (MemoryCache(max_bytes=10_000), RedisCache(redis_url, ttl_s=30)):
+        doomed = [cache_key("org/gone", "1" * 40, "fill-mask", r) for r in (a, b)]
+        doomed.append(cache_key("org/gone", "2" * 40, "fill-mask", a, scope="token:x"))
+        kept = cache_key("org/kept", "1" * 40, "fill-mask", a)
+        for key in [*doomed, kept]:
+            cache.set(key, b"v")
+        assert "org/gone" not in doomed[0]  # keys do not name models
+        assert cache.evict_model("org/gone") == 3
+        assert all(cache.get(k) is None for k in doomed) and cache.get(kept) == b"v"
+    memory = MemoryCache(max_bytes=10_000)
+    memory.set(cache_key("o/m", "1" * 40, "fill-mask", a), b"12345")
+    memory.evict_model("o/m")
+    assert memory.size == 0
