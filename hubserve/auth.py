@@ -174,11 +174,17 @@ class AuthStore:
 
     def authenticate(self, token: str) -> Optional[Principal]:
         """The principal of an active token, else None."""
-        rows = self._read("SELECT id, user, role FROM tokens WHERE hash = ? AND revoked IS NULL",
-                          (token_hash(token),))
+        found = self.lookup(token)
+        return found if isinstance(found, Principal) else None
+
+    def lookup(self, token: str) -> "Principal | str | None":
+        """The principal of an active token, ``"revoked"`` for a revoked one, None if unknown."""
+        rows = self._read("SELECT id, user, role, revoked FROM tokens WHERE hash = ?", (token_hash(token),))
         if not rows:
             return None
-        token_id, user, role = rows[0]
+        token_id, user, role, revoked = rows[0]
+        if revoked is not None:
+            return "revoked"
         orgs = frozenset(o for (o,) in self._read("SELECT org FROM members WHERE user = ?", (user,)))
         return Principal(user=user, role=role, orgs=orgs, token_id=token_id)
 
@@ -216,15 +222,18 @@ class Access:
         anonymous: whether calls without a token may use public models.
         admin_hash: the bootstrap admin token's hash, if any.
         ttl_s: how long a token or visibility lookup is reused.
+        unknown_as_anonymous: treat a token this server never issued as no token (when
+            anonymous calls are allowed); revoked tokens are refused all the same.
     """
 
     def __init__(self, store: AuthStore, anonymous: bool = True, admin_hash: Optional[str] = None,
-                 ttl_s: float = 2.0) -> None:
+                 ttl_s: float = 2.0, unknown_as_anonymous: bool = False) -> None:
         self.store = store
         self.anonymous = anonymous
+        self.unknown_as_anonymous = unknown_as_anonymous and anonymous
         self.admin_hash = admin_hash
         self.ttl_s = ttl_s
-        self._tokens: dict[str, tuple[Optional[Principal], float]] = {}
+        self._tokens: dict[str, tuple[object, float]] = {}
         self._private: tuple[frozenset, float] = (frozenset(), -1e9)
 
     def principal(self, authorization: Optional[str]) -> Principal:
@@ -249,11 +258,14 @@ class Access:
         if cached is None or now - cached[1] > self.ttl_s:
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
-            cached = (self.store.authenticate(token), now)
+            cached = (self.store.lookup(token), now)
             self._tokens[hashed] = cached
-        if cached[0] is None:
-            raise Unauthorized(INVALID_CREDENTIALS)
-        return cached[0]
+        found = cached[0]
+        if isinstance(found, Principal):
+            return found
+        if found is None and self.unknown_as_anonymous:
+            return ANONYMOUS
+        raise Unauthorized(INVALID_CREDENTIALS)
 
     def private_models(self) -> frozenset:
         models, at = self._private

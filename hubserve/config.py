@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Device = Literal["cpu", "cuda"]
+Dtype = Literal["float32", "float16"]
 
 #: The environment variables that override ``model_store`` and ``data_dir``.
 STORE_ENV = "HUBSERVE_MODEL_STORE"
@@ -67,6 +68,7 @@ class TaskDeployment(StrictModel):
     autoscaling: Optional[Autoscaling] = None
     backend: Optional[Backend] = None
     device: Optional[Device] = None
+    dtype: Optional[Dtype] = Field(None, description="float16 halves GPU memory (torch on cuda only)")
 
 
 DEFAULT_DEPLOYMENT = TaskDeployment(
@@ -82,6 +84,7 @@ DEFAULT_DEPLOYMENT = TaskDeployment(
     autoscaling=Autoscaling(),
     backend="torch",
     device="cpu",
+    dtype="float32",
 )
 
 
@@ -95,6 +98,7 @@ class ModelEntry(StrictModel):
     task: Optional[str] = None
     backend: Optional[Backend] = None
     device: Optional[Device] = None
+    dtype: Optional[Dtype] = Field(None, description="float16 halves GPU memory (torch on cuda only)")
     preload: Union[bool, list[str]] = Field(
         False, description="load at start: true for the model's task, or a list of tasks"
     )
@@ -148,6 +152,9 @@ class AuthConfig(StrictModel):
 
     db: Optional[str] = Field(None, description="the SQLite file (default: <data_dir>/auth.sqlite)")
     anonymous: bool = Field(True, description="calls without a token may use public models")
+    unknown_tokens_as_anonymous: bool = Field(
+        False, description="with anonymous on, a token this server never issued (e.g. a huggingface.co token "
+                           "the client sends by itself) counts as no token instead of a 401")
     cache_ttl_s: float = Field(2.0, ge=0, description="how long token and visibility lookups are reused")
 
 

@@ -17,7 +17,8 @@ ANONYMOUS_LIMIT_MESSAGE = "Rate limit reached. Please log in or use a HF access 
 def make_access(config: AppConfig) -> Access:
     """The server's ``Access`` over the configured token store and the admin token."""
     return Access(AuthStore(config.auth.db), anonymous=config.auth.anonymous,
-                  admin_hash=admin_token_hash(), ttl_s=config.auth.cache_ttl_s)
+                  admin_hash=admin_token_hash(), ttl_s=config.auth.cache_ttl_s,
+                  unknown_as_anonymous=config.auth.unknown_tokens_as_anonymous)
 
 
 class RateLimiter:

@@ -59,6 +59,10 @@ def test_access_principals(store, monkeypatch):
         with pytest.raises(Unauthorized) as err:
             access.principal(header)
         assert err.value.message == INVALID_CREDENTIALS and err.value.status_code == 401
+    lenient = Access(store, anonymous=True, ttl_s=0, unknown_as_anonymous=True)
+    assert lenient.principal("Bearer hf_someHubToken").anonymous
+    with pytest.raises(Unauthorized):
+        lenient.principal(f"Bearer {revoked}")  # revoked stays refused
     closed = Access(store, anonymous=False, ttl_s=0)
     with pytest.raises(Unauthorized):
         closed.principal(None)
