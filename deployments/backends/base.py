@@ -27,6 +27,7 @@ class LoadSpec:
         model_id: the model's id; with ``revision`` it keys derived artefacts (ONNX exports).
         revision: the model's sha.
         cache_dir: where derived artefacts are kept.
+        dtype: ``float32``, or ``float16`` (torch on cuda).
     """
 
     path: Path
@@ -37,6 +38,7 @@ class LoadSpec:
     model_id: str = ""
     revision: str = ""
     cache_dir: Optional[Path] = None
+    dtype: str = "float32"
 
 
 @dataclass

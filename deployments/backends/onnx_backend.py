@@ -69,6 +69,8 @@ class OnnxBackend(TorchBackend):
             raise ModelLoadError("backend onnx-int8 quantizes encoder models; run generation models on onnx or torch")
         if spec.cache_dir is None:
             raise ModelLoadError("the onnx backends need a cache folder for their exports")
+        if spec.dtype != "float32":
+            raise ModelLoadError(f"dtype {spec.dtype} is for the torch backend; ONNX models run in float32 or int8")
         if spec.device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ModelLoadError("device `cuda` was configured, but ONNX Runtime has no CUDAExecutionProvider here")

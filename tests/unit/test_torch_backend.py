@@ -51,3 +51,23 @@ def test_a_broken_folder_is_a_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="Failed to load"):
         create_backend("torch").load(LoadSpec(tmp_path, "masked-lm", "fill-mask"))
+
+
+def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
+    ref = store.resolve(tiny_models["sentence-similarity"])
+    with pytest.raises(ModelLoadError, match="float16 runs on device cuda"):
+        create_backend("torch").load(LoadSpec(ref.path, "base", dtype="float16"))
+    with pytest.raises(ModelLoadError, match="torch backend"):
+        create_backend("onnx").load(LoadSpec(ref.path, "base", cache_dir=tmp_path, dtype="float16"))
+
+
+def test_pickle_only_weights_are_refused_at_load(tmp_path):
+    from deployments.model_server import refuse_pickle_only
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    ref = ModelStore(tmp_path.parent).describe_folder("o/m", tmp_path, "store", "0" * 40, 2)
+    with pytest.raises(ModelLoadError, match="pickle"):
+        refuse_pickle_only(ref)
+    (tmp_path / "model.safetensors").write_bytes(b"\0")
+    refuse_pickle_only(ref)
