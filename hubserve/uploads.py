@@ -21,7 +21,7 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import IO, Callable, Iterator, Optional
 
 from .errors import InvalidInput, PayloadTooLarge
 
@@ -71,6 +71,25 @@ def _mkdir(path: Path) -> None:
         raise InvalidInput(f"The archive holds {path.name!r} both as a file and as a folder") from None
 
 
+def _entries(archive: Path) -> Iterator[tuple[str, str, Callable[[], Optional[IO[bytes]]]]]:
+    """``(name, kind, open)`` of each entry of a zip or tar archive; kind is file, dir or other."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                mode = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver set no Unix mode
+                kind = "dir" if info.is_dir() else "file" if mode in (0, stat.S_IFREG) else "other"
+                yield info.filename, kind, lambda info=info: zf.open(info)
+        return
+    try:
+        tf = tarfile.open(archive, mode="r:*")
+    except (tarfile.TarError, OSError):
+        raise InvalidInput("The upload is not a tar or zip archive") from None
+    with tf:
+        for member in tf:
+            kind = "file" if member.isfile() else "dir" if member.isdir() else "other"
+            yield member.name, kind, lambda member=member: tf.extractfile(member)
+
+
 def unpack(archive: Path, target: Path, limit: int) -> None:
     """Unpacks ``archive`` into the empty folder ``target``, refusing unsafe entries.
 
@@ -79,47 +98,22 @@ def unpack(archive: Path, target: Path, limit: int) -> None:
         PayloadTooLarge: the unpacked files exceed ``limit`` bytes.
     """
     budget = [0]
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_FILES:
-                raise InvalidInput(f"The archive has more than {MAX_FILES} entries")
-            for info in infos:
-                rel = _member_path(info.filename)
-                kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver set no Unix mode
-                if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-                    raise InvalidInput(f"Archive entry {info.filename!r} is a link or a special file")
-                dest = target.joinpath(*rel.parts)
-                if info.is_dir():
-                    _mkdir(dest)
-                    continue
-                _mkdir(dest.parent)
-                with zf.open(info) as src:
-                    _copy(src, dest, budget, limit)
-        return
-    try:
-        tf = tarfile.open(archive, mode="r:*")
-    except (tarfile.TarError, OSError):
-        raise InvalidInput("The upload is not a tar or zip archive") from None
-    with tf:
-        count = 0
-        for member in tf:
-            count += 1
-            if count > MAX_FILES:
-                raise InvalidInput(f"The archive has more than {MAX_FILES} entries")
-            rel = _member_path(member.name)
-            if not (member.isfile() or member.isdir()):
-                raise InvalidInput(f"Archive entry {member.name!r} is a link or a special file")
-            dest = target.joinpath(*rel.parts)
-            if member.isdir():
-                _mkdir(dest)
-                continue
-            _mkdir(dest.parent)
-            src = tf.extractfile(member)
-            if src is None:
-                raise InvalidInput(f"Archive entry {member.name!r} cannot be read")
-            with src:
-                _copy(src, dest, budget, limit)
+    for count, (name, kind, open_entry) in enumerate(_entries(archive), start=1):
+        if count > MAX_FILES:
+            raise InvalidInput(f"The archive has more than {MAX_FILES} entries")
+        rel = _member_path(name)
+        if kind == "other":
+            raise InvalidInput(f"Archive entry {name!r} is a link or a special file")
+        dest = target.joinpath(*rel.parts)
+        if kind == "dir":
+            _mkdir(dest)
+            continue
+        _mkdir(dest.parent)
+        src = open_entry()
+        if src is None:
+            raise InvalidInput(f"Archive entry {name!r} cannot be read")
+        with src:
+            _copy(src, dest, budget, limit)
 
 
 def model_root(folder: Path) -> Path:
