@@ -72,6 +72,8 @@ class TorchBackend:
         except Exception as exc:  # noqa: BLE001 - every load failure becomes one clear error
             raise ModelLoadError(f"Failed to load {spec.path.name}: {type(exc).__name__}: {exc}") from None
         self.spec = spec
+        # NOTE(hubserve): a tokenizer may add inputs the model does not take (token_type_ids for BART).
+        self._forward_args = frozenset(inspect.signature(self.model.forward).parameters)
         self.mask_token = getattr(self.tokenizer, "mask_token", None)
         self._special_ids = frozenset(self.tokenizer.all_special_ids)
         self.max_input_tokens = self._max_tokens()
@@ -89,9 +91,7 @@ class TorchBackend:
 
     def _hidden_states(self, enc: dict) -> np.ndarray:
         """Token embeddings ``[batch, tokens, hidden]`` of a tokenized batch."""
-        # NOTE(hubserve): a tokenizer may add inputs the model does not take (token_type_ids for BART).
-        accepted = inspect.signature(self.model.forward).parameters
-        enc = {k: v.to(self.device) for k, v in enc.items() if k in accepted}
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in self._forward_args}
         with torch.inference_mode():
             out = self.model(**enc)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
