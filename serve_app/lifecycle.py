@@ -153,27 +153,32 @@ class RemoteModels:
         """What a replica says of ``ref`` (the router sends this to one holding it, if any)."""
         return await self.handle(task, ref).model_status.remote(ref.revision_id)
 
-    def running_replicas(self, task: str) -> int:
-        """How many replicas of ``task``'s deployment run now (asks the Serve controller)."""
+    def running_replicas(self) -> dict[str, int]:
+        """Running replicas per deployed task, from one question to the Serve controller."""
         from ray import serve
 
-        if task in self.endpoints:
-            app, name = self.endpoints[task]
-        else:
-            app, name = serve.get_replica_context().app_name, task
-        application = serve.status().applications.get(app)
-        deployment = application.deployments.get(name) if application else None
-        return int(deployment.replica_states.get("RUNNING", 0)) if deployment else 0
+        own_app = serve.get_replica_context().app_name
+        applications = serve.status().applications
+        counts = {}
+        for task in self.tasks():
+            app, name = self.endpoints.get(task, (own_app, task))
+            deployment = applications[app].deployments.get(name) if app in applications else None
+            counts[task] = int(deployment.replica_states.get("RUNNING", 0)) if deployment else 0
+        return counts
 
-    async def unload(self, task: str, ref: ModelRef, attempts: int) -> int:
-        """Unloads ``ref``'s model from every running replica of ``task`` (none is started for
-        it): the router sends each call to a replica holding the model, until none does."""
-        attempts = min(attempts, await asyncio.to_thread(self.running_replicas, task))
+    async def unload(self, ref: ModelRef) -> int:
+        """Unloads ``ref``'s model from every running replica of every task (none is started
+        for it): the router sends each call to a replica holding the model, until none does."""
         done = 0
-        for _ in range(attempts):
-            if not await self.handle(task, ref).unload.remote(ref.model_id):
-                break
-            done += 1
+        for task, running in (await asyncio.to_thread(self.running_replicas)).items():
+            for _ in range(running):
+                try:
+                    if not await self.handle(task, ref).unload.remote(ref.model_id):
+                        break
+                except Exception as exc:  # noqa: BLE001 - a replica going away holds nothing
+                    logger.info("unloading %s from %s: %s", ref.model_id, task, exc)
+                    break
+                done += 1
         return done
 
     async def infer(self, task: str, ref: ModelRef, item):
@@ -197,9 +202,6 @@ class LocalModels:
     def deployed(self, task: str) -> bool:
         return task == self.server.task.name
 
-    def tasks(self) -> list[str]:
-        return [self.server.task.name]
-
     def _check(self, task: str) -> None:
         if not self.deployed(task):
             raise RouteNotFound(f"The task `{task}` is not served by this endpoint")
@@ -220,8 +222,7 @@ class LocalModels:
         self._check(task)
         return self.server.generate_stream(item)
 
-    async def unload(self, task: str, ref: ModelRef, attempts: int) -> int:
-        self._check(task)
+    async def unload(self, ref: ModelRef) -> int:
         return int(await self.server.unload(ref.model_id))
 
 
@@ -293,16 +294,9 @@ class ModelGate:
 
     async def unload(self, ref: ModelRef) -> int:
         """Unloads ``ref``'s model from the replicas of every deployed task; forgets its state."""
-        total = 0
-        for task in self.models.tasks():
-            for key in [k for k in self.tracker.loaded if k.startswith(f"{task}|{ref.model_id}@")]:
-                self.tracker.forget(key)
-            attempts = self.options(task).autoscaling.max_replicas + 1
-            try:
-                total += await self.models.unload(task, ref, attempts)
-            except Exception as exc:  # noqa: BLE001 - a task without replicas holds nothing
-                logger.info("unloading %s from %s: %s", ref.model_id, task, exc)
-        return total
+        for key in [k for k in self.tracker.loaded if k.split("|", 1)[1].startswith(f"{ref.model_id}@")]:
+            self.tracker.forget(key)
+        return await self.models.unload(ref)
 
     async def status(self, task: str, ref: ModelRef) -> dict:
         """The legacy ``/status`` answer of a model."""
