@@ -10,6 +10,8 @@ CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 # HAPROXY=1: Ray's HAProxy ingress (much faster; Ray then binds replica ports on all interfaces).
 HAPROXY ?= 0
+# DASHBOARD=1: also start Ray's dashboard on 127.0.0.1:8265 (about 1 GB more memory).
+DASHBOARD ?= 0
 
 # Ray: no usage reporting; token auth on for the local cluster, said explicitly.
 export RAY_USAGE_STATS_ENABLED = 0
@@ -36,7 +38,8 @@ setup: $(VENV)/.installed
 # The server never downloads: models come from the store, the HF cache or packages.
 serve: setup
 	@mkdir -p model_store
-	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 1,$(HAPROXY)),--haproxy)
+	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 1,$(HAPROXY)),--haproxy) \
+	  $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -198,7 +198,8 @@ def start_infinity(python: str, work: Path, model_path: str, log: Path) -> Targe
     port = free_port()
     proc = subprocess.Popen(
         [python, str(ROOT / "bench" / "infinity_launch.py"), "v2", "--model-id", infinity_model(work, model_path),
-         "--served-model-name", "minilm", "--engine", "optimum", "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
+         "--served-model-name", "minilm", "--engine", "optimum", "--device", "cpu",
+         "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     return Target("infinity-emb", f"http://127.0.0.1:{port}/embeddings",

@@ -115,8 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
     haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy else None
     if haproxy_dir is not None:
         env.update(haproxy_env(haproxy_dir))
-    serve_bin = Path(sys.executable).with_name("serve")
-    proc = subprocess.Popen([str(serve_bin), "run", str(rendered)], env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubserve.serve_run", str(rendered), *(["--dashboard"] if args.dashboard else [])],
+        env=env, start_new_session=True)
 
     def stop(signum, _frame):
         # NOTE(hubserve): `serve run` shuts Serve and its local Ray down on SIGINT.
@@ -258,6 +259,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.add_argument("--haproxy", action="store_true",
                        help="Ray's HAProxy ingress: a much faster request path; note that Ray then binds "
                             "replica HTTP ports on every interface")
+    serve.add_argument("--dashboard", action="store_true",
+                       help="also start Ray's dashboard on 127.0.0.1:8265 (about 1 GB more memory)")
     serve.set_defaults(func=_serve)
     check = config.add_parser("check", help="validate the hubserve args of a Serve config")
     check.add_argument("config")
