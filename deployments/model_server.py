@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,8 +22,8 @@ from ray import serve
 
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLarge
+from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
 from hubserve.store import ModelRef, open_store
-from hubserve.uploads import PICKLE_SUFFIXES
 
 from .backends import LoadSpec, create_backend, import_framework, resolve_backend
 from .tasks import get_task, infer_task
@@ -74,17 +74,20 @@ def too_large(ref: ModelRef, budget: int, task: str) -> ModelTooLarge:
     )
 
 
-def refuse_pickle_only(ref: ModelRef) -> None:
-    """Refuses a model whose weights are only pickle files (loading them can run code)."""
-    files = [p for p in ref.path.rglob("*") if p.is_file()]
-    if any(p.suffix == ".safetensors" for p in files):
-        return
-    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise ModelLoadError(
-            f"Model {ref.model_id} has only pickle weights ({', '.join(pickles[:3])}), which can run code when "
-            f"loaded; convert them to safetensors, or set models.{ref.model_id}.trust_pickle: true"
-        )
+def check_model_files(ref: ModelRef, trust_pickle: bool) -> FolderReport:
+    """Refuses a model folder holding code, links or paths that leave it, or only pickle
+    weights (unless trusted); see ``hubserve.model_files``.
+
+    Raises:
+        ModelLoadError: naming each problem.
+    """
+    # NOTE(hubserve): an HF cache snapshot's files are links into its repo's blobs/.
+    blobs = ref.path.parent.parent / "blobs" if ref.source == "hf-cache" else None
+    report = inspect_folder(ref.path, links_within=blobs)
+    problems = refusals(report, trust_pickle, any_pickle=False)
+    if problems:
+        raise ModelLoadError(f"Model {ref.model_id} is refused: {'; '.join(problems[:5])}")
+    return report
 
 
 class LoadedModel:
@@ -179,7 +182,7 @@ class ModelServer:
         failed = self.recent_failure(revision_id)
         if failed is not None:
             raise failed
-        ref = self.store.resolve(model_id)
+        ref = self.store.resolve_now(model_id)  # a load reads the disk as it is now
         budget = self.options.max_model_bytes
         if ref.size_bytes > budget:
             raise too_large(ref, budget, self.task.name)
@@ -188,8 +191,7 @@ class ModelServer:
         while self._resident() and self.resident_bytes() + ref.size_bytes > budget:
             await self._evict()
         entry = self.config.models.get(model_id)
-        if not (entry and entry.trust_pickle):
-            refuse_pickle_only(ref)
+        trust_pickle = bool(entry and entry.trust_pickle)
         spec = LoadSpec(
             path=ref.path,
             model_kind=self.task.model_kind,
@@ -206,8 +208,15 @@ class ModelServer:
             configured = "torch"  # half precision is a torch-on-GPU option
 
         def _load() -> LoadedModel:
+            report = check_model_files(ref, trust_pickle)
             backend = create_backend(resolve_backend(configured, ref.model_type, self.task.model_kind))
-            backend.load(spec)
+            if report.pickles and not trust_pickle:
+                # NOTE(hubserve): transformers falls back to pytorch_model.bin when safetensors are
+                # incomplete; loading from a view without the pickle files rules that out.
+                with without_pickles(ref.path, report) as view:
+                    backend.load(replace(spec, path=Path(view)))
+            else:
+                backend.load(spec)
             return LoadedModel(ref, backend, self.task.prepare(ref, backend))
 
         start = time.perf_counter()
@@ -288,11 +297,15 @@ class ModelServer:
             return [ModelLoadError(f"Failed to load model {revision_id}: {exc}")] * len(requests)
         try:
             outputs = await asyncio.to_thread(self.task.run, model, requests)
-        except ApiError as exc:
-            return [exc] * len(requests)
-        except Exception:  # noqa: BLE001 - logged once here; the client sees "unknown error"
-            logger.exception("%s failed on %s", self.task.name, revision_id)
-            return [BackendFailure("unknown error")] * len(requests)
+        except Exception as exc:  # noqa: BLE001
+            if len(requests) > 1:
+                # NOTE(hubserve): a task that runs its batch as one pass failed on it: run each
+                # request alone, so that only the bad one fails.
+                return [(await self._run_group(revision_id, [r]))[0] for r in requests]
+            if not isinstance(exc, ApiError):
+                logger.exception("%s failed on %s", self.task.name, revision_id)
+                exc = BackendFailure("unknown error")
+            return [exc]
         return [
             o if isinstance(o, BaseException) else Answer(o, model.compute_type, model.ref.sha)
             for o in outputs

@@ -35,6 +35,8 @@ TOKEN_LENGTH = 34
 ROLES = ("read", "write")
 ADMIN_ENV = "HUBSERVE_ADMIN_TOKEN"
 ADMIN_FILE_ENV = "HUBSERVE_ADMIN_TOKEN_FILE"
+#: The shortest admin token the server accepts (it opens every model and namespace).
+MIN_ADMIN_TOKEN_CHARS = 32
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -49,7 +51,7 @@ CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, private INTEGER NO
 
 def check_name(name: str, what: str = "name") -> str:
     """A user or organisation name: letters, digits, ``.``, ``_``, ``-`` (at most 96)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(f"Invalid {what} {name!r}: use letters, digits, '.', '_' and '-'")
     return name
 
@@ -206,11 +208,21 @@ class AuthStore:
 
 
 def admin_token_hash(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The hash of the bootstrap admin token from the environment (or its file), if any."""
+    """The hash of the bootstrap admin token from the environment (or its file), if any.
+
+    Raises:
+        ValueError: for a token shorter than ``MIN_ADMIN_TOKEN_CHARS`` (the server refuses to start).
+    """
     env = os.environ if env is None else env
     token = env.get(ADMIN_ENV, "").strip()
+    source = ADMIN_ENV
     if not token and env.get(ADMIN_FILE_ENV):
         token = Path(env[ADMIN_FILE_ENV]).read_text(encoding="utf-8").strip()
+        source = f"the file {env[ADMIN_FILE_ENV]} ({ADMIN_FILE_ENV})"
+    if token and len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ValueError(f"the admin token in {source} has {len(token)} characters; it must have at least "
+                         f"{MIN_ADMIN_TOKEN_CHARS} (make one with: python -c 'import secrets; "
+                         f"print(\"hf_\" + secrets.token_urlsafe(32))')")
     return token_hash(token) if token else None
 
 
@@ -279,6 +291,16 @@ class Access:
 
     def can_read(self, principal: Principal, model_id: str) -> bool:
         return not self.is_private(model_id) or principal.owns(model_id)
+
+    def can_read_now(self, principal: Principal, model_id: str) -> bool:
+        """``can_read`` from the database itself, for a model this process has just found on disk:
+        another replica may have installed it private a moment ago. A private answer is kept in
+        the cache."""
+        if self.store.is_private(model_id):
+            models, at = self._private
+            self._private = (models | {model_id}, at)
+            return principal.owns(model_id)
+        return True
 
     def forget(self) -> None:
         """Drops the caches (after a change made by this process)."""

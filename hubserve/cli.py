@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from hubserve.auth import ROLES, AuthStore
+from hubserve.auth import ROLES, AuthStore, admin_token_hash
 from hubserve.config import AppConfig, check_serve_config, hubserve_args, load_yaml
 from hubserve.errors import ApiError
 from hubserve.store import open_store
@@ -102,7 +102,93 @@ def _processes_using(path: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
+#: How long a stopping server has after SIGINT before SIGTERM, and then before SIGKILL.
+STOP_GRACE_S = 12.0
+KILL_GRACE_S = 5.0
+
+
+def _default_sigint() -> None:
+    # NOTE(hubserve): a program started in the background of a non-interactive shell inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt: `serve run` would ignore
+    # the SIGINT it is stopped with.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _supervise(proc: subprocess.Popen) -> int:
+    """Waits for the server; on SIGINT or SIGTERM stops it: SIGINT, then SIGTERM and SIGKILL to
+    its whole process group if it has not stopped within the grace periods."""
+    asked: list[float] = []
+
+    def stop(signum, _frame):
+        print(f"hubserve: stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+        if not asked:
+            asked.append(time.monotonic())
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    escalated = 0
+    while True:
+        try:
+            code = proc.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        except KeyboardInterrupt:
+            stop(signal.SIGINT, None)
+            continue
+        waited = time.monotonic() - asked[0] if asked else 0.0
+        if escalated == 0 and waited > STOP_GRACE_S:
+            print("hubserve: still running, sending SIGTERM", file=sys.stderr, flush=True)
+            _signal_group(proc.pid, signal.SIGTERM)
+            escalated = 1
+        elif escalated == 1 and waited > STOP_GRACE_S + KILL_GRACE_S:
+            print("hubserve: still running, sending SIGKILL", file=sys.stderr, flush=True)
+            _signal_group(proc.pid, signal.SIGKILL)
+            escalated = 2
+    return code
+
+
+def _stop_leftovers(pgid: int, pids: list[int]) -> None:
+    """SIGTERM, then after a grace SIGKILL, to what the server left: its process group and ``pids``."""
+    def alive() -> bool:
+        return _group_alive(pgid) or any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+    def send(signum: int) -> None:
+        _signal_group(pgid, signum)
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    if not alive():
+        return
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    send(signal.SIGKILL)
+
+
 def _serve(args: argparse.Namespace) -> int:
+    admin_token_hash()  # refuses to start with a short admin token
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     rendered = state / "serve.yaml"
@@ -119,36 +205,12 @@ def _serve(args: argparse.Namespace) -> int:
         # task deployment costs a fraction of an actor call), replica logs to files only. Replica
         # ports are already bound for HAProxy, so it exposes nothing more.
         env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # NOTE(hubserve): `serve run` shuts Serve and its local Ray down on SIGINT.
     proc = subprocess.Popen(
         [sys.executable, "-m", "hubserve.serve_run", str(rendered), *(["--dashboard"] if args.dashboard else [])],
-        env=env, start_new_session=True)
-
-    def stop(signum, _frame):
-        # NOTE(hubserve): `serve run` shuts Serve and its local Ray down on SIGINT.
-        print(f"hubserve: stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:
-            stop(signal.SIGINT, None)
-    deadline = time.monotonic() + 10
-    leftovers = _processes_using(f"{haproxy_dir}/") if haproxy_dir is not None else []
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    while leftovers and time.monotonic() < deadline:
-        leftovers = [pid for pid in leftovers if Path(f"/proc/{pid}").exists()]
-        time.sleep(0.2)
-    for pid in leftovers:
-        os.kill(pid, signal.SIGKILL)
+        env=env, start_new_session=True, preexec_fn=_default_sigint)
+    code = _supervise(proc)
+    _stop_leftovers(proc.pid, _processes_using(f"{haproxy_dir}/") if haproxy_dir is not None else [])
     if haproxy_dir is not None:
         shutil.rmtree(haproxy_dir, ignore_errors=True)
     return code

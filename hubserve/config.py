@@ -170,7 +170,17 @@ class LimitsConfig(StrictModel):
 
     max_inputs: int = Field(256, ge=1, description="inputs in one request (a list's length)")
     max_input_chars: int = Field(100_000, ge=1, description="characters of one input string")
-    max_new_tokens: int = Field(1024, ge=1, description="tokens one generation request may ask for")
+    max_new_tokens: int = Field(
+        1024, ge=1, description="tokens one generation may ask for, under every alias (max_new_tokens, max_length, "
+                                "min_length, max_tokens, max_completion_tokens, generate_parameters.*)")
+    max_num_beams: int = Field(8, ge=1, description="beams of one beam-search generation")
+    max_return_sequences: int = Field(10, ge=1, description="sequences one generation may return (n)")
+    max_top_k: int = Field(1000, ge=1, description="top_k of every task")
+    max_stop_sequences: int = Field(4, ge=0, description="stop sequences of one generation")
+    max_stop_chars: int = Field(128, ge=1, description="characters of one stop sequence")
+    max_candidate_labels: int = Field(64, ge=1, description="candidate labels (or fill-mask targets) of one request")
+    max_question_answering_tokens: int = Field(
+        4096, ge=1, description="question-answering max_seq_len, max_question_len, max_answer_len and doc_stride")
     max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
     anonymous_rate: Optional[RateLimit] = Field(
         RateLimit(requests=6000, window_s=300), description="per client address, calls without a token")

@@ -3,7 +3,8 @@
 ``serve run`` starts a local Ray with the dashboard, whose module processes take about 1 GB of
 memory on a single machine. ``hubserve serve`` runs this module instead: it starts Ray itself
 (without the dashboard unless ``--dashboard``), then hands over to Ray's own ``serve run``, which
-keeps a Ray it finds initialized. With ``RAY_ADDRESS`` set, it joins that cluster as is.
+keeps a Ray it finds initialized. With ``RAY_ADDRESS`` set (other than ``local``), it joins that
+cluster as is; otherwise it never joins a Ray that happens to run on the machine.
 
     python -m hubserve.serve_run CONFIG [--dashboard]
 """
@@ -26,7 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ray.serve._private.constants import SERVE_NAMESPACE
     from ray.serve.scripts import cli
 
-    local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": args.dashboard}
+    address = os.environ.get("RAY_ADDRESS", "")
+    local = {} if address not in ("", "local") else {"address": "local", "include_dashboard": args.dashboard}
     ray.init(namespace=SERVE_NAMESPACE, **local)
     return cli.main(["run", args.config], prog_name="serve", standalone_mode=True)
 

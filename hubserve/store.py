@@ -34,8 +34,8 @@ from hubserve.errors import InvalidInput, ModelNotFound
 
 logger = logging.getLogger(__name__)
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_SHA = re.compile(r"[0-9a-f]{40}")
 PKG_SCHEME = "pkg://"
 
 
@@ -76,8 +76,12 @@ class ModelRef:
 def validate_model_id(model_id: str) -> str:
     """Checks that a model id is ``name`` or ``org/name`` and safe as a path.
 
+    Ids are matched whole (``fullmatch``: no trailing newline), and, as on the Hub,
+    ``--`` is refused: it is how the HF cache spells ``/`` (``models--org--name``), so
+    ``org--name`` would otherwise name the same folder as ``org/name``.
+
     Raises:
-        InvalidInput: for traversal (``..``), absolute paths, backslashes, NUL,
+        InvalidInput: for traversal (``..``), ``--``, absolute paths, backslashes, NUL,
             empty segments, or characters the Hub does not allow.
     """
     problem = None
@@ -87,13 +91,13 @@ def validate_model_id(model_id: str) -> str:
         problem = "it contains a NUL byte or a backslash"
     elif model_id.startswith("/") or model_id.endswith("/"):
         problem = "it starts or ends with '/'"
-    elif ".." in model_id:
-        problem = "it contains '..'"
+    elif ".." in model_id or "--" in model_id:
+        problem = "it contains '..' or '--'"
     else:
         parts = model_id.split("/")
         if len(parts) > 2:
             problem = "it has more than one '/' (expected 'name' or 'org/name')"
-        elif not all(_SEGMENT.match(p) for p in parts):
+        elif not all(_SEGMENT.fullmatch(p) for p in parts):
             problem = "only letters, digits, '-', '_' and '.' are allowed (max 96 per part)"
     if problem:
         raise InvalidInput(f"Invalid model id {model_id!r}: {problem}")
@@ -187,23 +191,50 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def _candidate(self, model_id: str) -> Optional[tuple[Path, str, Optional[str]]]:
+        """The folder of ``model_id``: every source is looked at whether or not an earlier one
+        holds it, so that finding a model costs the same file system work as missing it."""
+        found: list[tuple[Path, str, Optional[str]]] = []
         entry = self.entries.get(model_id)
         path = getattr(entry, "path", None)
         if path:
             folder = resolve_pkg_path(path) if path.startswith(PKG_SCHEME) else Path(path).expanduser()
-            return folder, "config", None
+            found.append((folder, "config", None))
         folder = self.root / model_id
         if (folder / "config.json").is_file():
-            return folder, "store", None
+            found.append((folder, "store", None))
         if self.hf_cache is not None:
             repo = self.hf_cache / ("models--" + model_id.replace("/", "--"))
             ref = repo / "refs" / "main"
             if ref.is_file():
                 sha = ref.read_text().strip()
                 snap = repo / "snapshots" / sha
-                if _SHA.match(sha) and (snap / "config.json").is_file():
-                    return snap, "hf-cache", sha
-        return None
+                if _SHA.fullmatch(sha) and (snap / "config.json").is_file():
+                    found.append((snap, "hf-cache", sha))
+        return found[0] if found else None
+
+    def _spelled_as_stored(self, model_id: str, source: str) -> bool:
+        """Whether the folder found has exactly this id's spelling: on a case-insensitive file
+        system ``ACME/Secret`` opens ``acme/secret``, and must not be a second id for it."""
+        if source == "store":
+            parent, parts = self.root, model_id.split("/")
+        elif source == "hf-cache":
+            parent, parts = self.hf_cache, ["models--" + model_id.replace("/", "--")]
+        else:
+            return True
+        for part in parts:
+            try:
+                if part not in os.listdir(parent):
+                    return False
+            except OSError:
+                return False
+            parent = parent / part
+        return True
+
+    def probe(self, model_id: str) -> None:
+        """The file system work of looking ``model_id`` up, without its answer: what the server
+        does for an id the caller may not see, so that it costs what a missing one does."""
+        validate_model_id(model_id)
+        self._candidate(model_id)
 
     def resolve(self, model_id: str) -> ModelRef:
         """The current revision of ``model_id``.
@@ -218,7 +249,7 @@ class ModelStore:
         if hit is not None:
             return hit
         found = self._candidate(model_id)
-        if found is None or not (found[0] / "config.json").is_file():
+        if found is None or not (found[0] / "config.json").is_file() or not self._spelled_as_stored(model_id, found[1]):
             with self._lock:
                 self._cache.pop(model_id, None)
             raise ModelNotFound.for_id(model_id)
@@ -242,9 +273,13 @@ class ModelStore:
 
     def resolve_now(self, model_id: str) -> ModelRef:
         """``resolve`` without the cached answer (right after this process changed the model)."""
+        self.forget(model_id)
+        return self.resolve(model_id)
+
+    def forget(self, model_id: str) -> None:
+        """Drops the cached resolution of ``model_id`` (after this process deleted it)."""
         with self._lock:
             self._cache.pop(model_id, None)
-        return self.resolve(model_id)
 
     def describe_folder(self, model_id: str, folder: Path, source: str, sha: str, size: int) -> ModelRef:
         """The ``ModelRef`` of a model folder (read from its config.json and model card)."""

@@ -4,7 +4,8 @@ The archive is streamed to a temporary file (size-limited), unpacked into a
 temporary folder on the store's file system with every entry checked (no absolute
 paths, no ``..``, no links, no devices: the zip-slip family), validated (a
 ``config.json``, safetensors weights unless pickle files are trusted for that
-model) and only then renamed into place. A failed or interrupted upload leaves
+model, nothing that runs code or points outside the folder: ``model_files``) and
+only then renamed into place. A failed or interrupted upload leaves
 nothing behind, and an existing model is swapped whole under a per-model lock, so
 two uploads of the same id at once end with one of them, complete.
 """
@@ -24,9 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator, Optional
 
 from .errors import InvalidInput, PayloadTooLarge
+from .model_files import inspect_folder, refusals
 
-#: Weight formats that unpickle (and so can run code) when loaded.
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 MAX_FILES = 10_000
 STAGING = ".uploads"
 
@@ -142,14 +142,11 @@ def check_model_folder(folder: Path, trust_pickle: bool = False) -> dict:
         raise InvalidInput(f"config.json is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise InvalidInput("config.json must be a JSON object")
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    pickles = sorted(p.relative_to(folder).as_posix() for p in files if p.suffix in PICKLE_SUFFIXES)
-    if pickles and not trust_pickle:
-        raise InvalidInput(
-            f"Pickle weight files are refused (they can run code when loaded): {', '.join(pickles[:5])}. "
-            "Upload safetensors weights, or trust pickle files for this model in the server config "
-            "(models.<id>.trust_pickle: true)")
-    if not any(p.suffix == ".safetensors" for p in files) and not pickles:
+    report = inspect_folder(folder)
+    problems = refusals(report, trust_pickle, any_pickle=True)
+    if problems:
+        raise InvalidInput(f"The model is refused: {'; '.join(problems[:5])}", errors=problems)
+    if not report.safetensors and not report.pickles:
         raise InvalidInput("The model has no weights (*.safetensors)")
     return config
 

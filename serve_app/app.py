@@ -17,6 +17,7 @@ from ray.serve import Application
 
 from deployments.model_server import build_model_server
 from deployments.tasks import task_names
+from hubserve.auth import admin_token_hash
 from hubserve.config import AppConfig, endpoint_app
 
 from .endpoint import TaskEndpoint
@@ -31,6 +32,7 @@ ENDPOINT_DEPLOYMENT = "server"
 def _config(args: Optional[Mapping[str, Any]]) -> AppConfig:
     config = AppConfig.from_args(args)
     config.check_tasks(set(task_names()))
+    admin_token_hash()  # refuses to start with a short admin token
     return config
 
 

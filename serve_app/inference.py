@@ -22,7 +22,7 @@ from deployments.tasks import check_can_run, get_task, infer_task
 from deployments.tasks.base import Context, Payload, Task
 from hubserve.auth import Principal
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, InvalidInput, ModelNotFound, ServiceUnavailable
+from hubserve.errors import ApiError, InvalidInput, ServiceUnavailable
 from hubserve.store import ModelRef, ModelStore
 
 from .cache import MemoryCache, cache_key, decode_entry, encode_entry
@@ -31,7 +31,7 @@ from .completions import completion_payload, completion_response
 from .lifecycle import ModelGate
 from .parsing import Control, control_from, decode_body, read_body
 from .responses import dumps, error_response, json_response, request_id_of, sse, unwrap
-from .security import Guard, check_generation, check_inputs
+from .security import Guard, check_inputs, resolve_visible
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,8 @@ class Inference:
         self.access = guard.access
 
     async def resolve(self, model_id: str, principal: Principal) -> ModelRef:
-        """The model's revision, if ``principal`` may see it: from the store's memory when
-        fresh, else from disk in a thread. A private model of someone else is missing."""
-        if not self.access.can_read(principal, model_id):
-            raise ModelNotFound.for_id(model_id)
-        return self.store.fresh(model_id) or await asyncio.to_thread(self.store.resolve, model_id)
+        """The model's revision, if ``principal`` may see it (``resolve_visible``)."""
+        return await resolve_visible(self.store, self.access, principal, model_id)
 
     def scope(self, principal: Principal, ref: ModelRef) -> str:
         """Who may read cache entries of ``ref``: everyone, or this caller for a private model."""
@@ -84,13 +81,13 @@ class Inference:
             body = await read_body(request, self.config.max_body_bytes)
             payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
             check_inputs(payload.inputs, self.config.limits)
+            check_inputs(payload.parameters, self.config.limits, "parameters")
             if completions:
                 payload, client_model = completion_payload(task, payload)
             elif task_name is None and (other := task.redirect(payload)):
                 task = get_task(other)
             control = control_from(payload, request.headers)
-            task_request = task.parse(payload)
-            check_generation(task_request, self.config.limits)
+            task_request = task.parse(payload, self.config.limits)
             if getattr(task_request, "stream", False):
                 await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
                 return await self.stream(task, ref, task_request, start)
@@ -120,9 +117,8 @@ class Inference:
             task = get_task(infer_task(ref))
             if not hasattr(task, "parse_chat"):
                 raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
-            check_inputs(body.get("messages"), self.config.limits)
-            chat_request = task.parse_chat(body)
-            check_generation(chat_request, self.config.limits)
+            check_inputs(body, self.config.limits, "body")
+            chat_request = task.parse_chat(body, self.config.limits)
             control = control_from(Payload(), request.headers)
             if chat_request.stream:
                 await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
@@ -159,6 +155,7 @@ class Inference:
                 output, _ = decode_entry(hit)
                 return Answer(output, "cache", ref.sha)
         await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
+        task_request.set_deadline(time.time() + self.config.request_timeout_s)
         try:
             answer = await asyncio.wait_for(self.models.infer(task.name, ref, WorkItem(ref.revision_id, task_request)),
                                             self.config.request_timeout_s)
@@ -179,6 +176,7 @@ class Inference:
     async def stream(self, task: Task, ref: ModelRef, task_request, start: float,
                      render: Optional[Callable] = None) -> Response:
         """Server-sent events (TGI's, or ``render``'s); errors before the first token are plain JSON."""
+        task_request.set_deadline(time.time() + self.config.request_timeout_s)
         events = self.models.stream(task.name, ref, WorkItem(ref.revision_id, task_request))
         meta = await events.__anext__()
         first = await events.__anext__()

@@ -4,7 +4,9 @@
 ``GET /api/models`` and ``GET /api/models/{id}`` list what the caller may see;
 ``PATCH /api/models/{id}`` with ``{"private": bool}``; ``DELETE /api/models/{id}``.
 Writes need a token with the ``write`` role in the model's namespace (or the admin
-token). A private model the caller may not see is answered exactly like a missing one.
+token). A private model the caller may not see is answered exactly like a missing one:
+reads through ``resolve_visible``, and writes are refused (401 without a token, 403 with
+one) from the namespace alone, before anything about the model is looked at.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import shutil
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import orjson
 from starlette.requests import Request
@@ -21,13 +24,13 @@ from starlette.requests import Request
 from deployments.tasks import infer_task, task_or_none
 from hubserve.auth import Principal, namespace_of
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
+from hubserve.errors import ApiError, Forbidden, InvalidInput, PayloadTooLarge, Unauthorized
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
 from .lifecycle import ModelGate
 from .parsing import flag
-from .security import Guard
+from .security import Guard, resolve_visible
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +57,16 @@ class ModelAdmin:
 
     # -- who may ---------------------------------------------------------------------
 
-    def _visible(self, principal: Principal, model_id: str) -> ModelRef:
-        validate_model_id(model_id)
-        if not self.access.can_read(principal, model_id):
-            raise ModelNotFound.for_id(model_id)
-        return self.store.resolve(model_id)
+    async def _visible(self, principal: Principal, model_id: str) -> ModelRef:
+        return await resolve_visible(self.store, self.access, principal, model_id)
 
     def _check_write(self, principal: Principal, model_id: str) -> None:
+        """Refuses a write from the caller and the id's namespace alone: whether the model
+        exists, or is private, never changes the answer."""
         if principal.can_write(model_id):
             return
         if principal.anonymous:
             raise Unauthorized("A token with the write role is required to change models")
-        if not self.access.can_read(principal, model_id):
-            raise ModelNotFound.for_id(model_id)
         namespace = namespace_of(model_id)
         raise Forbidden(f"This token cannot change models in the namespace {namespace!r}" if namespace
                         else "Only the admin token can change models without a namespace")
@@ -91,13 +91,13 @@ class ModelAdmin:
 
     async def get(self, request: Request, model_id: str) -> dict:
         principal = self.guard.admit(request)
-        return self.describe(await asyncio.to_thread(self._visible, principal, model_id))
+        return self.describe(await self._visible(principal, model_id))
 
     async def patch(self, request: Request, model_id: str) -> dict:
         principal = self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
-        ref = await asyncio.to_thread(self._visible, principal, model_id)
+        ref = await self._visible(principal, model_id)
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
@@ -112,7 +112,7 @@ class ModelAdmin:
         principal = self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
-        ref = await asyncio.to_thread(self._visible, principal, model_id)
+        ref = await self._visible(principal, model_id)
         target = self._check_store_model(model_id)
         if ref.source != "store":
             raise Forbidden(f"{model_id} is not a folder of the model store ({ref.source}); it cannot be deleted here")
@@ -123,6 +123,7 @@ class ModelAdmin:
             self.access.store.forget_model(model_id)
 
         await asyncio.to_thread(_remove)
+        self.store.forget(model_id)
         self.access.forget()
         self._evict_cache(model_id)
         unloaded = await self.gate.unload(ref)
@@ -155,12 +156,11 @@ class ModelAdmin:
                 raise InvalidInput("The upload is empty: send a tar or zip archive of the model folder")
             entry = self.config.models.get(model_id)
             trust_pickle = bool(entry and entry.trust_pickle)
-            ref = await asyncio.to_thread(self._stage, archive, staged, model_id, trust_pickle, limit, target)
+            ref = await asyncio.to_thread(self._stage, archive, staged, model_id, trust_pickle, limit, target,
+                                          private)
         finally:
             archive.unlink(missing_ok=True)
             shutil.rmtree(staged, ignore_errors=True)
-        if private is not None or not self.access.is_private(model_id):
-            await asyncio.to_thread(self.access.store.set_private, model_id, bool(private))
         self.access.forget()
         self._evict_cache(model_id)
         logger.info("uploaded %s (%d bytes, private=%s)", model_id, size, bool(private))
@@ -171,7 +171,7 @@ class ModelAdmin:
             self.cache.evict_model(model_id)
 
     def _stage(self, archive: Path, staged: Path, model_id: str, trust_pickle: bool, limit: int,
-               target: Path) -> ModelRef:
+               target: Path, private: Optional[bool]) -> ModelRef:
         staged.mkdir(parents=True)
         unpack(archive, staged, limit)
         root = model_root(staged)
@@ -183,5 +183,12 @@ class ModelAdmin:
         except ApiError as exc:
             raise InvalidInput(f"The model's task cannot be served: {exc.message}") from None
         with model_lock(self.data_dir, model_id):
+            # NOTE(hubserve): a private model is recorded private before it exists, so that no
+            # replica ever finds it public; making a model public waits until it is installed.
+            was_private = self.access.store.is_private(model_id)
+            if private:
+                self.access.store.set_private(model_id, True)
             install(root, target)
+            if not private and (private is not None or not was_private):
+                self.access.store.set_private(model_id, False)
         return self.store.resolve_now(model_id)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Optional
 
 from starlette.requests import Request
 
-from hubserve.auth import Access, AuthStore, Principal, admin_token_hash
+from hubserve.auth import ANONYMOUS, Access, AuthStore, Principal, admin_token_hash
 from hubserve.config import AppConfig, LimitsConfig, RateLimit
-from hubserve.errors import InvalidInput, RateLimited
+from hubserve.errors import InvalidInput, ModelNotFound, RateLimited, Unauthorized
+from hubserve.store import ModelRef, ModelStore, validate_model_id
 
 ANONYMOUS_LIMIT_MESSAGE = "Rate limit reached. Please log in or use a HF access token"
 
@@ -81,34 +83,66 @@ class Guard:
         self.limiter = RateLimiter(config.limits)
 
     def admit(self, request: Request) -> Principal:
-        principal = self.access.principal(request.headers.get("authorization"))
-        self.limiter.check(principal, client_address(request, self.config.limits.client_ip_header))
+        """The caller, counted against its rate limit; a failed authentication counts as an
+        anonymous call of its address (so tokens cannot be guessed faster than that)."""
+        client = client_address(request, self.config.limits.client_ip_header)
+        try:
+            principal = self.access.principal(request.headers.get("authorization"))
+        except Unauthorized:
+            self.limiter.check(ANONYMOUS, client)
+            raise
+        self.limiter.check(principal, client)
         return principal
 
 
-def check_inputs(inputs: Any, limits: LimitsConfig) -> None:
-    """Refuses too many inputs, or an input string that is too long (400)."""
-    if isinstance(inputs, list) and len(inputs) > limits.max_inputs:
-        raise InvalidInput(f"Too many inputs: {len(inputs)} in one request, the limit is {limits.max_inputs}")
-    todo = [inputs]
+async def resolve_visible(store: ModelStore, access: Access, principal: Principal, model_id: str) -> ModelRef:
+    """The model ``model_id`` if ``principal`` may see it, on every route.
+
+    A private model of someone else is answered exactly like a missing one: the same
+    ``ModelNotFound``, after the same file system work (``store.probe``). A model found on
+    disk rather than in the store's memory has its visibility read from the database,
+    not the cache, so that a private upload is never shown by a replica whose cache is a
+    moment old.
+
+    Raises:
+        InvalidInput: a malformed id.
+        ModelNotFound: missing, or not visible to ``principal``.
+    """
+    validate_model_id(model_id)
+    if not access.can_read(principal, model_id):
+        await asyncio.to_thread(store.probe, model_id)
+        raise ModelNotFound.for_id(model_id)
+    ref = store.fresh(model_id)
+    if ref is not None:
+        return ref
+
+    def lookup() -> ModelRef:
+        found = store.resolve(model_id)
+        if not access.can_read_now(principal, model_id):
+            raise ModelNotFound.for_id(model_id)
+        return found
+
+    return await asyncio.to_thread(lookup)
+
+
+def check_inputs(value: Any, limits: LimitsConfig, where: str = "inputs") -> None:
+    """Refuses too many inputs, or a string anywhere in ``value`` that is too long (400).
+
+    Args:
+        value: the ``inputs`` (or ``parameters``, or a whole body) of a request.
+        where: its name in the error messages.
+    """
+    if isinstance(value, list) and len(value) > limits.max_inputs:
+        raise InvalidInput(f"Too many inputs: {len(value)} in one request, the limit is {limits.max_inputs} "
+                           "(limits.max_inputs)")
+    todo = [(where, value)]
     while todo:
-        value = todo.pop()
-        if isinstance(value, str):
-            if len(value) > limits.max_input_chars:
-                raise InvalidInput(f"An input has {len(value)} characters, the limit is {limits.max_input_chars}")
-        elif isinstance(value, list):
-            todo.extend(value)
-        elif isinstance(value, dict):
-            todo.extend(value.values())
-
-
-GENERATION_LIMITS = ("max_new_tokens", "max_tokens", "max_completion_tokens")
-
-
-def check_generation(task_request: Any, limits: LimitsConfig) -> None:
-    """Refuses a generation request asking for more tokens than the server allows (400)."""
-    for holder in (task_request, getattr(task_request, "parameters", None)):
-        for name in GENERATION_LIMITS:
-            value = getattr(holder, name, None) if holder is not None else None
-            if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_new_tokens:
-                raise InvalidInput(f"`{name}` is {value}; this server allows at most {limits.max_new_tokens}")
+        path, item = todo.pop()
+        if isinstance(item, str):
+            if len(item) > limits.max_input_chars:
+                raise InvalidInput(f"`{path}` has {len(item)} characters, more than this server allows "
+                                   f"({limits.max_input_chars}, limits.max_input_chars)")
+        elif isinstance(item, list):
+            todo.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            todo.extend((f"{path}.{k}", v) for k, v in item.items())

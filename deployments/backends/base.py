@@ -64,11 +64,16 @@ class Generation:
 
 @runtime_checkable
 class Backend(Protocol):
-    """One loaded model. ``compute_type`` is the ``x-compute-type`` it earns."""
+    """One loaded model. ``compute_type`` is the ``x-compute-type`` it earns.
+
+    A ``deadline`` keyword (epoch seconds) of ``forward``, ``generate`` and ``stream``
+    bounds the time a generation may take.
+    """
 
     compute_type: str
     mask_token: Optional[str]
     max_input_tokens: int
+    vocab_size: int
 
     def load(self, spec: LoadSpec) -> None:
         """Loads weights and tokenizer; raises ``ModelLoadError`` naming the cause."""

@@ -7,6 +7,7 @@ import inspect
 import logging
 import queue
 import threading
+import time
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError
+from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError, ServiceUnavailable
 
 from .base import Generation, LoadSpec
 
@@ -53,6 +54,7 @@ class TorchBackend:
         self.compute_type = "cpu"
         self.mask_token: Optional[str] = None
         self.max_input_tokens = 512
+        self.vocab_size = 0
         self.device = torch.device("cpu")
 
     def load(self, spec: LoadSpec) -> None:
@@ -76,6 +78,7 @@ class TorchBackend:
         self._forward_args = frozenset(inspect.signature(self.model.forward).parameters)
         self.mask_token = getattr(self.tokenizer, "mask_token", None)
         self._special_ids = frozenset(self.tokenizer.all_special_ids)
+        self.vocab_size = len(self.tokenizer)
         self.max_input_tokens = self._max_tokens()
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -129,6 +132,7 @@ class TorchBackend:
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         seed = kwargs.pop("seed", None)
+        _apply_deadline(kwargs)
         if self.model.config.is_encoder_decoder:
             self._clamp_new_tokens(kwargs, 1)
         try:
@@ -170,6 +174,7 @@ class TorchBackend:
         seed = params.pop("seed", None)
         stop = params.pop("stop", None) or None
         truncate = params.pop("truncate", None)
+        _apply_deadline(params)
         enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         # NOTE(hubserve): some tokenizers add token_type_ids, which decoder-only exports do not take.
         enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
@@ -276,6 +281,18 @@ class TorchBackend:
 
 
 _DONE = object()
+
+
+def _apply_deadline(kwargs: dict) -> None:
+    """Turns a ``deadline`` (epoch seconds) into generate's ``max_time`` stopping criterion, so
+    a generation never outlives the request that asked for it."""
+    deadline = kwargs.pop("deadline", None)
+    if deadline is None:
+        return
+    left = deadline - time.time()
+    if left <= 0:
+        raise ServiceUnavailable("The request timed out before its generation started", headers={"Retry-After": "1"})
+    kwargs["max_time"] = min(kwargs.get("max_time") or left, left)
 
 
 class _QueueStreamer:

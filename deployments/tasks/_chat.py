@@ -7,11 +7,11 @@ is rendered with the model's own chat template.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr
 
-from ._params import Number
+from ._params import Limit, Number, Seed, Stop
 from .base import TaskRequest
 
 #: OpenAI fields this server cannot honour, with the values that mean "off".
@@ -56,23 +56,18 @@ class ChatRequest(TaskRequest):
     model_config = ConfigDict(extra="allow")
 
     model: Optional[StrictStr] = None
-    messages: list[Message] = Field(min_length=1, max_length=256)
-    max_tokens: Optional[StrictInt] = Field(None, ge=1, le=1024)
-    max_completion_tokens: Optional[StrictInt] = Field(None, ge=1, le=1024)
+    messages: Annotated[list[Message], Field(min_length=1), Limit("max_inputs")]
+    max_tokens: Optional[Annotated[StrictInt, Field(ge=1), Limit("max_new_tokens")]] = None
+    max_completion_tokens: Optional[Annotated[StrictInt, Field(ge=1), Limit("max_new_tokens")]] = None
     temperature: Optional[Number] = Field(None, ge=0, le=2)
     top_p: Optional[Number] = Field(None, ge=0, le=1)
-    seed: Optional[StrictInt] = Field(None, ge=0)
-    stop: Optional[Union[StrictStr, list[StrictStr]]] = None
+    seed: Optional[Seed] = None
+    stop: Optional[Stop] = None
     n: StrictInt = Field(1, ge=1, le=1)
     stream: StrictBool = False
     stream_options: Optional[StreamOptions] = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value):
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
+    #: The text-generation parameters of this request, set by the task's ``parse_chat``.
+    _generation: Any = PrivateAttr(None)
 
     def unsupported(self) -> list[str]:
         """Fields set to something this server cannot do."""

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import StrictBool, model_validator
 
 from hubserve.errors import InvalidInput
 
 from ._params import (
+    Flag,
     GenLength,
     MaxNewTokens,
     MaxTime,
-    NonNegativeInt,
+    NumBeams,
     NumReturnSequences,
     Params,
-    PositiveInt,
     RepetitionPenalty,
+    Seed,
     Temperature,
     TextOrTexts,
     TopK,
@@ -29,19 +30,13 @@ from .base import Task, TaskRequest
 DEFAULT_MAX_NEW_TOKENS = 20
 
 
-def unused_kwargs_message(names: list[str]) -> str:
-    """The exact 400 text (transformers' own) that huggingface_hub's client retries on."""
-    return (
-        f"The following `model_kwargs` are not used by the model: {list(names)} "
-        "(note: typos in the generate arguments will also show up in this list)"
-    )
-
-
 class GenerationParameters(Params):
     """The legacy transformers generation parameters (AIC ``TextGenerationParamsCheck``).
 
-    Keys not declared here are passed on to ``generate``, which names unknown
-    ones in the "model_kwargs are not used" error the Python client retries on.
+    These fields are the whole of what a request may hand to ``generate``: an unknown
+    key is named in the "model_kwargs are not used" 400 (the Python client drops it and
+    retries), so nothing like ``custom_generate`` or ``trust_remote_code`` ever reaches
+    the model. Every size is bounded by ``limits.*``.
     """
 
     min_length: Optional[GenLength] = None
@@ -53,9 +48,15 @@ class GenerationParameters(Params):
     repetition_penalty: Optional[RepetitionPenalty] = None
     max_time: Optional[MaxTime] = None
     num_return_sequences: Optional[NumReturnSequences] = None
-    num_beams: Optional[PositiveInt] = None
+    num_beams: Optional[NumBeams] = None
     do_sample: Optional[StrictBool] = None
-    seed: Optional[NonNegativeInt] = None
+    seed: Optional[Seed] = None
+
+    #: Fields of this model that ``generate`` takes as they are.
+    GENERATE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "min_length", "max_length", "max_new_tokens", "top_k", "top_p", "temperature", "repetition_penalty",
+        "max_time", "num_return_sequences", "num_beams", "do_sample", "seed",
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -75,29 +76,55 @@ class GenerationParameters(Params):
         return bool(self.do_sample)
 
     def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``generate``: declared ones, then unknown ones as sent."""
-        kwargs = {k: v for k, v in self.known().items() if k in GenerationParameters.model_fields}
+        """Keyword arguments for ``generate``: the allowlisted fields that were set."""
+        kwargs = {k: getattr(self, k) for k in self.GENERATE_FIELDS if getattr(self, k) is not None}
         if self.max_new_tokens is None:
             # NOTE(hubserve): an explicit None stops pipeline defaults from overriding max_length.
             kwargs["max_new_tokens"] = None if self.max_length is not None else DEFAULT_MAX_NEW_TOKENS
         kwargs["do_sample"] = self.sampling()
-        kwargs.update(self.model_extra or {})
         return kwargs
+
+
+class GenerateParameters(Params):
+    """DOCS-2025 ``generate_parameters`` of summarization, translation and text2text.
+
+    Left out on purpose: ``penalty_alpha`` (contrastive search) and ``num_beam_groups``
+    (group beam search), which transformers 4.56+ runs from a ``custom_generate`` Hub
+    repository, that is, remote code.
+    """
+
+    do_sample: Optional[StrictBool] = None
+    early_stopping: Optional[Union[StrictBool, Literal["never"]]] = None
+    epsilon_cutoff: Optional[TopP] = None
+    eta_cutoff: Optional[TopP] = None
+    max_length: Optional[GenLength] = None
+    max_new_tokens: Optional[MaxNewTokens] = None
+    min_length: Optional[GenLength] = None
+    min_new_tokens: Optional[MaxNewTokens] = None
+    num_beams: Optional[NumBeams] = None
+    temperature: Optional[Temperature] = None
+    top_k: Optional[TopK] = None
+    top_p: Optional[TopP] = None
+    typical_p: Optional[TopP] = None
+    use_cache: Optional[StrictBool] = None
 
 
 class Seq2SeqParameters(GenerationParameters):
     """Adds the DOCS-2025 fields of summarization, translation and text2text."""
 
-    clean_up_tokenization_spaces: Optional[StrictBool] = None
+    clean_up_tokenization_spaces: Optional[Flag] = None
     truncation: Optional[Literal["do_not_truncate", "longest_first", "only_first", "only_second"]] = None
-    generate_parameters: Optional[dict[str, Any]] = None
+    generate_parameters: Optional[GenerateParameters] = None
+
+    def sampling(self) -> bool:
+        nested = self.generate_parameters.do_sample if self.generate_parameters else None
+        return bool(self.do_sample if nested is None else nested)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the transformers pipeline call."""
         kwargs = self.generate_kwargs()
-        for key in ("clean_up_tokenization_spaces", "truncation", "generate_parameters"):
-            kwargs.pop(key, None)
-        kwargs.update(self.generate_parameters or {})
+        if self.generate_parameters is not None:
+            kwargs.update(self.generate_parameters.known())
         if self.clean_up_tokenization_spaces is not None:
             kwargs["clean_up_tokenization_spaces"] = self.clean_up_tokenization_spaces
         if self.truncation is not None:
@@ -119,14 +146,13 @@ class Seq2SeqTask(Task):
     output_key: ClassVar[str]
     model_kind = "seq2seq-lm"
     loads_architectures = ("ForConditionalGeneration", "MTModel")
-    forwards_unknown_parameters = True
     completions = True
     request_model = Seq2SeqRequest
 
     def run_one(self, model, request):
         texts, is_list = as_list(request.inputs)
         kwargs = request.parameters.pipeline_kwargs()
-        rows = model.backend.forward(texts, **kwargs)
+        rows = model.backend.forward(texts, **kwargs, deadline=request.deadline)
         out = []
         for row in rows:
             for item in row if isinstance(row, list) else [row]:

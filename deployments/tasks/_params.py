@@ -1,42 +1,100 @@
-"""Constrained types shared by the task schemas (as AIC's ``validation.py``)."""
+"""Constrained types shared by the task schemas (as AIC's ``validation.py``).
+
+Ranges that define a value (``top_p`` in 0..1) are written here. Bounds that
+protect the server (how many tokens, beams, labels...) come from ``limits.*`` of
+the config: a field annotated with ``Limit("max_num_beams")`` is checked against
+the limits passed as validation context (``validate(model, data, limits)``), and
+its 400 names the field and the limit.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+)
+
+from hubserve.config import LimitsConfig
 
 Number = Union[StrictInt, StrictFloat]
+DEFAULT_LIMITS = LimitsConfig()
 
-TopK = Annotated[StrictInt, Field(ge=1)]
+
+def limits_of(info: Optional[ValidationInfo]) -> LimitsConfig:
+    """The limits a validation runs under (the config's, else the defaults)."""
+    context = info.context if info is not None else None
+    return (context or {}).get("limits") or DEFAULT_LIMITS
+
+
+def Limit(name: str, *, each: Optional[str] = None) -> AfterValidator:
+    """Checks a number (or a list's length) against ``limits.<name>``, and each string
+    of a list against ``limits.<each>``."""
+    if name not in LimitsConfig.model_fields or (each and each not in LimitsConfig.model_fields):
+        raise ValueError(f"no limit named {name!r}")
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        limits = limits_of(info)
+        field = info.field_name or "value"
+        items = [value] if isinstance(value, str) else value
+        size = len(items) if isinstance(items, list) else value
+        bound = getattr(limits, name)
+        if isinstance(size, (int, float)) and size > bound:
+            amount = f"has {size} items" if isinstance(items, list) else f"is {size}"
+            raise ValueError(f"`{field}` {amount}, more than this server allows ({bound}, limits.{name})")
+        if each and isinstance(items, list):
+            longest = max((len(s) for s in items if isinstance(s, str)), default=0)
+            if longest > getattr(limits, each):
+                raise ValueError(f"`{field}` holds a string of {longest} characters, more than this server "
+                                 f"allows ({getattr(limits, each)}, limits.{each})")
+        return value
+
+    return AfterValidator(check)
+
+
+TopK = Annotated[StrictInt, Field(ge=1), Limit("max_top_k")]
 TopP = Annotated[Number, Field(ge=0, le=1)]
 Temperature = Annotated[Number, Field(ge=0, le=100)]
 RepetitionPenalty = Annotated[Number, Field(ge=0, le=100)]
 MaxTime = Annotated[Number, Field(ge=0, le=120)]
-NumReturnSequences = Annotated[StrictInt, Field(ge=1, le=10)]
-GenLength = Annotated[StrictInt, Field(ge=1, le=500)]
-MaxNewTokens = Annotated[StrictInt, Field(ge=0, le=1024)]
+NumReturnSequences = Annotated[StrictInt, Field(ge=1), Limit("max_return_sequences")]
+NumBeams = Annotated[StrictInt, Field(ge=1), Limit("max_num_beams")]
+GenLength = Annotated[StrictInt, Field(ge=1), Limit("max_new_tokens")]
+MaxNewTokens = Annotated[StrictInt, Field(ge=0), Limit("max_new_tokens")]
+Seed = Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]
+Stop = Annotated[Union[StrictStr, list[StrictStr]], Limit("max_stop_sequences", each="max_stop_chars")]
+QATokens = Annotated[StrictInt, Field(ge=1), Limit("max_question_answering_tokens")]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Text = StrictStr
 Flag = StrictBool
 
-#: ``str`` or a non-empty list of ``str``.
-TextOrTexts = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1, max_length=256)]]
+#: ``str`` or a non-empty list of ``str`` (its length is checked against ``limits.max_inputs``
+#: before parsing, for every task).
+TextOrTexts = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
 
 
 class Params(BaseModel):
     """Base of every ``parameters`` model.
 
-    Unknown keys are kept (in ``model_extra``) and logged by the task rather than
-    refused, as vLLM does; generation tasks hand them to ``generate`` instead.
+    Unknown keys are kept (in ``model_extra``) so that ``Task.parse`` can name them in
+    the hosted API's "model_kwargs are not used" 400; nothing undeclared ever reaches
+    a model call.
     """
 
     model_config = ConfigDict(extra="allow")
 
     def known(self) -> dict[str, Any]:
         """The declared parameters that were set."""
-        return {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in (self.model_extra or {})}
+        return {k: v for k, v in self.model_dump(exclude_none=True).items() if k in type(self).model_fields}
 
 
 def as_list(inputs: Any) -> tuple[list, bool]:

@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
-from hubserve.errors import ApiError, InvalidInput
+from hubserve.errors import ApiError, BackendFailure, InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ class TaskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
+    #: When the caller stops waiting (epoch seconds), set by the ingress; generation stops then.
+    _deadline: Optional[float] = PrivateAttr(None)
+
+    @property
+    def deadline(self) -> Optional[float]:
+        return self._deadline
+
+    def set_deadline(self, deadline: Optional[float]) -> None:
+        self._deadline = deadline
+
     def characters(self) -> int:
         """Characters of input, for ``x-compute-characters``."""
         return count_characters(getattr(self, "inputs", None))
@@ -92,8 +102,6 @@ class Task:
         loads_architectures: architecture suffixes this task can run; ``None`` means any.
         infer_priority: lower numbers win when several tasks claim an architecture.
         completions: whether ``/v1/completions`` may run this task.
-        forwards_unknown_parameters: pass unknown ``parameters`` to the model (generation)
-            instead of ignoring them.
         request_model: the pydantic request class.
     """
 
@@ -103,7 +111,6 @@ class Task:
     native_architectures: ClassVar[tuple[str, ...]] = ()
     loads_architectures: ClassVar[Optional[tuple[str, ...]]] = ()
     infer_priority: ClassVar[int] = 50
-    forwards_unknown_parameters: ClassVar[bool] = False
     completions: ClassVar[bool] = False
     request_model: ClassVar[type[TaskRequest]]
 
@@ -115,17 +122,22 @@ class Task:
         """Another task that should answer this body on the model's own route, if any."""
         return None
 
-    def parse(self, payload: Payload) -> TaskRequest:
+    def parse(self, payload: Payload, limits: Any = None) -> TaskRequest:
         """Validates a decoded body into this task's request.
 
+        Args:
+            payload: the decoded body.
+            limits: the config's ``LimitsConfig`` (the defaults when None).
+
         Raises:
-            InvalidInput: naming each bad field.
+            InvalidInput: naming each bad field, each bound exceeded, and (in the hosted
+                API's words, which the Python client retries on) each unknown parameter.
         """
         data = {k: v for k, v in self.request_data(payload).items() if v is not None}
-        request = validate(self.request_model, data)
-        extra = getattr(getattr(request, "parameters", None), "model_extra", None)
-        if extra and not self.forwards_unknown_parameters:
-            logger.info("%s: ignoring unknown parameters %s", self.name, sorted(extra))
+        request = validate(self.request_model, data, limits)
+        unknown = unknown_parameters(getattr(request, "parameters", None))
+        if unknown:
+            raise InvalidInput(unused_kwargs_message(unknown))
         return request
 
     def request_data(self, payload: Payload) -> dict:
@@ -152,6 +164,9 @@ class Task:
                 out.append(self.run_one(model, request))
             except ApiError as exc:
                 out.append(exc)
+            except Exception:  # noqa: BLE001 - logged once; this request alone fails
+                logger.exception("%s failed on one request", self.name)
+                out.append(BackendFailure("unknown error"))
         return out
 
     def run_one(self, model: Any, request: TaskRequest) -> Any:  # pragma: no cover - abstract
@@ -166,10 +181,29 @@ class Task:
         return True
 
 
-def validate(model: type[BaseModel], data: dict) -> Any:
-    """Builds ``model`` from ``data``; pydantic errors become one ``InvalidInput``."""
+def unused_kwargs_message(names: list[str]) -> str:
+    """The exact 400 text (transformers' own) that huggingface_hub's client retries on."""
+    return (
+        f"The following `model_kwargs` are not used by the model: {list(names)} "
+        "(note: typos in the generate arguments will also show up in this list)"
+    )
+
+
+def unknown_parameters(params: Any, prefix: str = "") -> list[str]:
+    """The undeclared keys of a ``parameters`` model and of the models nested in it."""
+    if not isinstance(params, BaseModel):
+        return []
+    names = [prefix + k for k in sorted(params.model_extra or {})]
+    for key in type(params).model_fields:
+        names += unknown_parameters(getattr(params, key), f"{prefix}{key}.")
+    return names
+
+
+def validate(model: type[BaseModel], data: dict, limits: Any = None) -> Any:
+    """Builds ``model`` from ``data`` under ``limits`` (see ``_params.Limit``); pydantic
+    errors become one ``InvalidInput``."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         raise invalid_from_pydantic(exc) from None
 

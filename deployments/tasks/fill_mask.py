@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Annotated, Optional, Union
 
-from pydantic import Field, StrictStr
+from pydantic import StrictStr
 
 from hubserve.errors import InvalidInput
 
 from . import register_task
-from ._params import Params, TextOrTexts, TopK, as_list
+from ._params import Limit, Params, TextOrTexts, TopK, as_list
 from .base import Task, TaskRequest
 
 
 class Parameters(Params):
     top_k: Optional[TopK] = None
-    targets: Optional[Union[StrictStr, list[StrictStr]]] = Field(None)
+    targets: Optional[Annotated[Union[StrictStr, list[StrictStr]], Limit("max_candidate_labels")]] = None
 
 
 class Request(TaskRequest):
@@ -45,6 +45,9 @@ class FillMask(Task):
         params = request.parameters.known()
         if params.get("targets") == [] or params.get("targets") == "":
             raise InvalidInput("`targets` must hold at least one target when given: received `targets` in `parameters`")
+        if "top_k" in params:
+            # NOTE(hubserve): the pipeline's topk fails past the vocabulary (a 500 for the whole batch).
+            params["top_k"] = min(params["top_k"], model.backend.vocab_size)
         results = []
         for text in texts:
             out = model.backend.forward(text, **params)

@@ -6,8 +6,10 @@ from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from hubserve.errors import InvalidInput
+
 from . import register_task
-from ._params import Flag, Params, PositiveInt, TopK
+from ._params import Flag, Params, QATokens, TopK
 from .base import Payload, Task, TaskRequest
 
 
@@ -19,10 +21,10 @@ class QAInput(BaseModel):
 
 class Parameters(Params):
     top_k: Optional[TopK] = None
-    doc_stride: Optional[PositiveInt] = None
-    max_answer_len: Optional[PositiveInt] = None
-    max_seq_len: Optional[PositiveInt] = None
-    max_question_len: Optional[PositiveInt] = None
+    doc_stride: Optional[QATokens] = None
+    max_answer_len: Optional[QATokens] = None
+    max_seq_len: Optional[QATokens] = None
+    max_question_len: Optional[QATokens] = None
     handle_impossible_answer: Optional[Flag] = None
     align_to_words: Optional[Flag] = None
 
@@ -60,6 +62,14 @@ class QuestionAnswering(Task):
 
     def run_one(self, model, request):
         params = request.parameters.known()
+        limit = model.backend.max_input_tokens
+        seq = params.get("max_seq_len", min(384, limit))
+        if seq > limit:
+            raise InvalidInput(f"`max_seq_len` ({seq}) is larger than the model's input limit ({limit} tokens)")
+        stride = params.get("doc_stride", min(seq // 2, 128))
+        if stride > seq // 2:
+            # NOTE(hubserve): the context is cut into chunks every (max_seq_len - doc_stride) tokens.
+            raise InvalidInput(f"`doc_stride` ({stride}) must be at most half of max_seq_len ({seq})")
         top_k = params.get("top_k", 1)
         items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
         results = []

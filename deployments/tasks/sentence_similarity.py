@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from . import register_task
 from ._embedding import load_pooling, sentence_embeddings
-from ._params import Flag, Params
+from ._params import Flag, Limit, Params
 from .base import Payload, Task, TaskRequest
 
 
 class SimilarityInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source_sentence: StrictStr
-    sentences: list[StrictStr] = Field(min_length=1, max_length=256)
+    sentences: Annotated[list[StrictStr], Field(min_length=1), Limit("max_inputs")]
 
 
 class Parameters(Params):

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional, Union
 
-from pydantic import Field, StrictBool, StrictStr
+from pydantic import StrictBool
 
 from . import register_task
 from deployments.backends.base import Generation
 from hubserve.errors import InvalidInput
 
 from ._chat import ChatRequest
-from ._generation import GenerationParameters, unused_kwargs_message
-from ._params import PositiveInt, TextOrTexts, TopP, as_list
-from .base import Payload, Task, TaskRequest, validate
+from ._generation import GenerationParameters
+from ._params import PositiveInt, Stop, TextOrTexts, TopP, as_list
+from .base import Payload, Task, TaskRequest, unused_kwargs_message, validate
 
 #: TGI parameters without an implementation here, with the value that means "off".
 UNSUPPORTED_TGI = {
@@ -36,10 +36,18 @@ UNSUPPORTED_TGI = {
 
 class Parameters(GenerationParameters):
     return_full_text: Optional[StrictBool] = None
-    stop: Optional[Union[StrictStr, list[StrictStr]]] = Field(None, max_length=16)
+    stop: Optional[Stop] = None
     typical_p: Optional[TopP] = None
     details: Optional[StrictBool] = None
     truncate: Optional[PositiveInt] = None
+    # Accepted only with their "off" value (the Python client sends them); see ``unsupported``.
+    adapter_id: Optional[Any] = None
+    best_of: Optional[Any] = None
+    decoder_input_details: Optional[Any] = None
+    frequency_penalty: Optional[Any] = None
+    grammar: Optional[Any] = None
+    top_n_tokens: Optional[Any] = None
+    watermark: Optional[Any] = None
 
     def sampling(self) -> bool:
         # NOTE(hubserve): as TGI, a sampling knob turns sampling on unless do_sample says otherwise.
@@ -51,13 +59,14 @@ class Parameters(GenerationParameters):
 
     def unsupported(self) -> list[str]:
         """TGI parameters set to something this server cannot do."""
-        extra = self.model_extra or {}
-        return [k for k, off in UNSUPPORTED_TGI.items() if k in extra and extra[k] not in (off, None)]
+        return [k for k, off in UNSUPPORTED_TGI.items() if getattr(self, k) not in (off, None)]
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs = super().generate_kwargs()
-        for key in ("return_full_text", "details", *UNSUPPORTED_TGI):
-            kwargs.pop(key, None)
+        if self.typical_p is not None:
+            kwargs["typical_p"] = self.typical_p
+        if self.truncate is not None:
+            kwargs["truncate"] = self.truncate
         if self.stop:
             kwargs["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
         return kwargs
@@ -75,7 +84,6 @@ class TextGeneration(Task):
     native_architectures = ("ForCausalLM", "LMHeadModel")
     loads_architectures = ("ForCausalLM", "LMHeadModel")
     infer_priority = 30
-    forwards_unknown_parameters = True
     completions = True
     request_model = Request
 
@@ -85,19 +93,19 @@ class TextGeneration(Task):
             data["stream"] = payload.extra["stream"]
         return data
 
-    def parse_chat(self, body: dict) -> ChatRequest:
-        """Validates an OpenAI chat completion body."""
-        request = validate(ChatRequest, body)
+    def parse_chat(self, body: dict, limits: Any = None) -> ChatRequest:
+        """Validates an OpenAI chat completion body, and the generation parameters it makes."""
+        request = validate(ChatRequest, body, limits)
         bad = request.unsupported()
         if bad:
             raise InvalidInput(f"Not supported by this server: {', '.join(bad)}")
+        request._generation = validate(Parameters, request.parameters(), limits)
         return request
 
     def _resolve(self, model, request) -> tuple[list[str], Parameters]:
         """The prompts and parameters of a text-generation or chat request."""
         if isinstance(request, ChatRequest):
-            params = validate(Parameters, request.parameters())
-            return [model.backend.chat_prompt(request.template_messages())], params
+            return [model.backend.chat_prompt(request.template_messages())], request._generation
         params = request.parameters
         bad = params.unsupported()
         if bad:
@@ -106,7 +114,7 @@ class TextGeneration(Task):
 
     def run_one(self, model, request):
         prompts, params = self._resolve(model, request)
-        kwargs = params.generate_kwargs()
+        kwargs = dict(params.generate_kwargs(), deadline=request.deadline)
         if isinstance(request, ChatRequest):
             gen = model.backend.generate(prompts[0], kwargs)[0]
             return {"text": gen.text, "finish_reason": gen.finish_reason,
@@ -136,7 +144,8 @@ class TextGeneration(Task):
         if (params.num_return_sequences or 1) > 1 or params.max_new_tokens == 0:
             raise InvalidInput("`stream: true` needs num_return_sequences = 1 and max_new_tokens >= 1")
         held = None
-        for index, event in enumerate(model.backend.stream(prompts[0], params.generate_kwargs())):
+        kwargs = dict(params.generate_kwargs(), deadline=request.deadline)
+        for index, event in enumerate(model.backend.stream(prompts[0], kwargs)):
             if isinstance(event, Generation):
                 if held is not None:
                     text = event.text if params.return_full_text is False else prompts[0] + event.text

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import StrictStr, model_validator
 
 from . import register_task
-from ._params import NonNegativeInt, Params, TextOrTexts, as_list
+from ._params import Limit, NonNegativeInt, Params, TextOrTexts, as_list
 from hubserve.errors import InvalidInput
 
 from .base import Task, TaskRequest
@@ -15,7 +15,7 @@ from .base import Task, TaskRequest
 
 class Parameters(Params):
     aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = "simple"
-    ignore_labels: Optional[list[StrictStr]] = None
+    ignore_labels: Optional[Annotated[list[StrictStr], Limit("max_candidate_labels")]] = None
     stride: Optional[NonNegativeInt] = None
 
 

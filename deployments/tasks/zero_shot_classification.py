@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from typing import Optional, Union
 
-from pydantic import Field, StrictStr, field_validator
+from pydantic import Field, StrictStr, ValidationInfo, field_validator
 
 from . import register_task
-from ._params import Flag, Params
+from ._params import Flag, Params, limits_of
 from .base import Context, Payload, Task, TaskRequest
 
-MAX_LABELS = 64
 _HUB_UA = re.compile(r"hf_hub/(\d+)\.(\d+)")
 
 
@@ -22,13 +21,15 @@ class Parameters(Params):
 
     @field_validator("candidate_labels")
     @classmethod
-    def _labels(cls, value):
+    def _labels(cls, value, info: ValidationInfo):
         labels = [s.strip() for s in value.split(",")] if isinstance(value, str) else [s.strip() for s in value]
         labels = [s for s in labels if s]
         if not labels:
             raise ValueError("at least one candidate label is required")
-        if len(labels) > MAX_LABELS:
-            raise ValueError(f"at most {MAX_LABELS} candidate labels are allowed")
+        bound = limits_of(info).max_candidate_labels
+        if len(labels) > bound:
+            raise ValueError(f"`candidate_labels` has {len(labels)} items, more than this server allows "
+                             f"({bound}, limits.max_candidate_labels)")
         return labels
 
     @field_validator("hypothesis_template")

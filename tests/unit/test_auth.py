@@ -9,7 +9,7 @@ from hubserve.auth import (ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Acces
                            admin_token_hash, new_token)
 from hubserve.config import LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, RateLimited, Unauthorized
-from serve_app.security import RateLimiter, check_generation, check_inputs
+from serve_app.security import RateLimiter, check_inputs
 
 
 @pytest.fixture()
@@ -49,12 +49,13 @@ def test_access_principals(store, monkeypatch):
     _, token = store.create_token("alice", org="acme")
     revoked_id, revoked = store.create_token("carol")
     store.revoke(revoked_id)
-    access = Access(store, anonymous=True, admin_hash=admin_token_hash({ADMIN_ENV: "hf_admin"}), ttl_s=0)
+    admin = "hf_admin_" + "k" * 30
+    access = Access(store, anonymous=True, admin_hash=admin_token_hash({ADMIN_ENV: admin}), ttl_s=0)
     assert access.principal(None).anonymous
     alice = access.principal(f"Bearer {token}")
     assert alice.user == "alice" and alice.orgs == {"acme"}
     assert access.principal(f"bearer   {token} ").user == "alice"
-    assert access.principal("Bearer hf_admin").admin
+    assert access.principal(f"Bearer {admin}").admin
     for header in (f"Bearer {revoked}", "Bearer hf_unknown", f"Basic {token}", "Bearer", token):
         with pytest.raises(Unauthorized) as err:
             access.principal(header)
@@ -71,9 +72,16 @@ def test_access_principals(store, monkeypatch):
 
 def test_admin_token_from_a_file(tmp_path):
     path = tmp_path / "admin"
-    path.write_text("hf_from_file\n")
-    assert admin_token_hash({ADMIN_FILE_ENV: str(path)}) == admin_token_hash({ADMIN_ENV: "hf_from_file"})
+    token = "hf_from_file_" + "f" * 20
+    path.write_text(token + "\n")
+    assert admin_token_hash({ADMIN_FILE_ENV: str(path)}) == admin_token_hash({ADMIN_ENV: token})
     assert admin_token_hash({}) is None
+
+
+def test_a_short_admin_token_is_refused():
+    with pytest.raises(ValueError, match="at least 32"):
+        admin_token_hash({ADMIN_ENV: "hf_" + "a" * 28})
+    assert admin_token_hash({ADMIN_ENV: "hf_" + "a" * 29})
 
 
 def test_revocation_takes_effect_after_the_cache_ttl(store):
@@ -148,7 +156,7 @@ def test_rate_limits_use_fixed_windows_and_the_hosted_headers(store):
 
 
 def test_request_caps():
-    limits = LimitsConfig(max_inputs=3, max_input_chars=10, max_new_tokens=50)
+    limits = LimitsConfig(max_inputs=3, max_input_chars=10)
     check_inputs(["a", "b", "c"], limits)
     check_inputs({"question": "q" * 10, "context": "c"}, limits)
     with pytest.raises(InvalidInput, match="Too many inputs: 4"):
@@ -156,13 +164,31 @@ def test_request_caps():
     with pytest.raises(InvalidInput, match="11 characters"):
         check_inputs({"source_sentence": "x", "sentences": ["y" * 11]}, limits)
 
-    class Params:
-        max_new_tokens = 51
 
-    class Request:
-        parameters = Params()
 
-    with pytest.raises(InvalidInput, match="max_new_tokens"):
-        check_generation(Request(), limits)
-    Params.max_new_tokens = 50
-    check_generation(Request(), limits)
+def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, monkeypatch):
+    from starlette.requests import Request
+
+    from hubserve.config import AppConfig
+    from serve_app.security import Guard
+
+    monkeypatch.delenv(ADMIN_ENV, raising=False)
+    config = AppConfig.from_args({"data_dir": str(tmp_path), "limits": {
+        "anonymous_rate": {"requests": 3, "window_s": 300}}}, env={})
+    guard = Guard(config)
+    token = AuthStore(config.auth.db).create_token("kim")[1]
+
+    def call(authorization, client="10.1.1.1"):
+        headers = [(b"authorization", authorization.encode())] if authorization else []
+        return guard.admit(Request({"type": "http", "headers": headers, "client": (client, 1)}))
+
+    for guess in range(3):
+        with pytest.raises(Unauthorized):
+            call(f"Bearer hf_guess{guess}")
+    with pytest.raises(RateLimited):
+        call("Bearer hf_guess4")
+    with pytest.raises(RateLimited):
+        call(None)  # the same window as anonymous calls from that address
+    assert call(f"Bearer {token}").user == "kim"  # a real token has its own limit
+    with pytest.raises(Unauthorized):
+        call("Bearer hf_guess5", client="10.1.1.2")

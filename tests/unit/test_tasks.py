@@ -129,11 +129,13 @@ def test_generation_shapes_details_and_full_text():
     assert backend.calls[-1][1]["do_sample"] is True
 
 
-def test_seq2seq_tasks_are_lists_and_forward_unknown_kwargs():
+def test_seq2seq_tasks_are_lists_and_refuse_unknown_kwargs():
     backend = FakeBackend(lambda texts, **kw: [[{"summary_text": f"s{i}"}] for i, _ in enumerate(texts)])
-    _, out = run("summarization", backend, b'{"inputs": ["a", "b"], "parameters": {"num_beams": 2, "foo": 1}}')
+    _, out = run("summarization", backend, b'{"inputs": ["a", "b"], "parameters": {"num_beams": 2}}')
     assert out == [{"summary_text": "s0"}, {"summary_text": "s1"}]
-    assert backend.calls[-1][1]["foo"] == 1 and backend.calls[-1][1]["num_beams"] == 2
+    assert backend.calls[-1][1]["num_beams"] == 2
+    with pytest.raises(InvalidInput, match=r"not used by the model: \['foo', 'generate_parameters.bar'\]"):
+        parse("summarization", b'{"inputs": "a", "parameters": {"foo": 1, "generate_parameters": {"bar": 2}}}')
     backend = FakeBackend(lambda texts, **kw: [{"translation_text": "t"} for _ in texts])
     _, out = run("translation", backend, b'{"inputs": "a", "parameters": {"src_lang": "en", "tgt_lang": "fr"}}')
     assert out == [{"translation_text": "t"}]

@@ -62,12 +62,32 @@ def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
 
 
 def test_pickle_only_weights_are_refused_at_load(tmp_path):
-    from deployments.model_server import refuse_pickle_only
+    from deployments.model_server import check_model_files
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
     ref = ModelStore(tmp_path.parent).describe_folder("o/m", tmp_path, "store", "0" * 40, 2)
     with pytest.raises(ModelLoadError, match="pickle"):
-        refuse_pickle_only(ref)
+        check_model_files(ref, trust_pickle=False)
+    assert check_model_files(ref, trust_pickle=True).pickles == ["pytorch_model.bin"]
     (tmp_path / "model.safetensors").write_bytes(b"\0")
-    refuse_pickle_only(ref)
+    assert check_model_files(ref, trust_pickle=False).safetensors
+
+
+def test_a_generation_stops_at_its_deadline(store, tiny_models):
+    import time
+
+    from hubserve.errors import ServiceUnavailable
+
+    ref = store.resolve(tiny_models["text-generation"])
+    backend = create_backend("torch")
+    backend.load(LoadSpec(ref.path, "causal-lm", threads=1))
+    params = {"max_new_tokens": 100, "min_new_tokens": 100, "num_beams": 8, "do_sample": False}
+    start = time.perf_counter()
+    full = backend.generate("hello", params)[0]
+    took = time.perf_counter() - start
+    assert full.generated_tokens == 100
+    cut = backend.generate("hello", dict(params, deadline=time.time() + took / 5))[0]
+    assert cut.generated_tokens < 100 and cut.finish_reason == "length"
+    with pytest.raises(ServiceUnavailable, match="timed out"):
+        backend.generate("hello", dict(params, deadline=time.time() - 1))

@@ -79,7 +79,7 @@ def test_model_folder_checks(tmp_path):
     with pytest.raises(InvalidInput, match="no weights"):
         check_model_folder(folder)
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
-    with pytest.raises(InvalidInput, match="Pickle"):
+    with pytest.raises(InvalidInput, match="pickle weight files"):
         check_model_folder(folder)
     assert check_model_folder(folder, trust_pickle=True)["model_type"] == "bert"
     (folder / "pytorch_model.bin").unlink()
