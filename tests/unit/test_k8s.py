@@ -47,3 +47,30 @@ def test_serve_config_runs_the_default_application(manifest):
     default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     assert yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"] == default["applications"]
     ServeDeploySchema.model_validate(default)
+
+
+def pod_templates(manifest) -> list[dict]:
+    cluster = manifest["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+
+
+def test_ray_token_auth_is_on_and_nothing_runs_jobs_for_strangers(manifest):
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"]["mode"] == "token"
+    policy = yaml.safe_load((ROOT / "k8s" / "networkpolicy.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for template in pod_templates(manifest):
+        labels = template["metadata"]["labels"]
+        assert selector.items() <= labels.items(), "every Ray pod is under the network policy"
+        for container in template["spec"]["containers"]:
+            ports = {p["containerPort"] for p in container.get("ports", [])}
+            assert 10001 not in ports, "no Ray Client port (it runs code for whoever connects)"
+            env = {e["name"]: e for e in container.get("env", [])}
+            admin = env["HUBSERVE_ADMIN_TOKEN"]
+            assert "value" not in admin and admin["valueFrom"]["secretKeyRef"]["optional"] is True
+    open_to_all = [rule for rule in policy["spec"]["ingress"] if "from" not in rule]
+    assert [p["port"] for rule in open_to_all for p in rule["ports"]] == [8000]
+    for rule in policy["spec"]["ingress"]:
+        for source in rule.get("from", []):
+            assert "podSelector" in source and "ipBlock" not in source
