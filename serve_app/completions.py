@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from deployments.tasks._params import Number
+from deployments.tasks._params import Number, Seed
 from deployments.tasks.base import Payload, Task, validate
 from hubserve.errors import InvalidInput
 
@@ -21,18 +21,19 @@ _FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 
 
 class CompletionRequest(BaseModel):
-    """The OpenAI completions body (unknown keys are ignored)."""
+    """The OpenAI completions body (unknown keys are ignored). Sizes (``max_tokens``, ``n``,
+    ``stop``) are bounded by ``limits.*`` when the task parses the payload made of it."""
 
     model_config = ConfigDict(extra="allow")
 
     model: Optional[StrictStr] = None
     prompt: StrictStr
-    max_tokens: Optional[StrictInt] = Field(None, ge=0, le=1024)
+    max_tokens: Optional[StrictInt] = Field(None, ge=0)
     temperature: Optional[Number] = Field(None, ge=0, le=100)
     top_p: Optional[Number] = Field(None, ge=0, le=1)
     stop: Optional[Union[StrictStr, list[StrictStr]]] = None
-    seed: Optional[StrictInt] = Field(None, ge=0)
-    n: StrictInt = Field(1, ge=1, le=10)
+    seed: Optional[Seed] = None
+    n: StrictInt = Field(1, ge=1)
     stream: StrictBool = False
 
 

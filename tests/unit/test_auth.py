@@ -192,3 +192,57 @@ def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, mo
     assert call(f"Bearer {token}").user == "kim"  # a real token has its own limit
     with pytest.raises(Unauthorized):
         call("Bearer hf_guess5", client="10.1.1.2")
+
+
+def test_a_private_id_costs_the_lookup_a_missing_one_does(tmp_path):
+    import asyncio
+
+    from hubserve.auth import ANONYMOUS
+    from hubserve.errors import ModelNotFound
+    from hubserve.store import ModelStore
+    from serve_app.security import resolve_visible
+
+    folder = tmp_path / "store" / "acme" / "secret"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    auth_store = AuthStore(tmp_path / "auth.sqlite")
+    auth_store.set_private("acme/secret", True)
+    access = Access(auth_store, ttl_s=60)
+    lookups = []
+
+    class CountingStore(ModelStore):
+        def _candidate(self, model_id):
+            lookups.append(model_id)
+            return super()._candidate(model_id)
+
+    store = CountingStore(tmp_path / "store")
+    for model_id in ("acme/secret", "acme/nosuch", "acme/secret", "acme/nosuch"):
+        with pytest.raises(ModelNotFound) as err:
+            asyncio.run(resolve_visible(store, access, ANONYMOUS, model_id))
+        assert err.value.message == f"Model {model_id} does not exist"
+    assert lookups == ["acme/secret", "acme/nosuch"] * 2  # every time, for both
+    owner = store.resolve("acme/secret")
+    assert owner.model_id == "acme/secret" and lookups[-1] == "acme/secret"
+
+
+def test_a_model_installed_private_elsewhere_is_never_shown_from_a_stale_cache(tmp_path):
+    import asyncio
+
+    from hubserve.auth import ANONYMOUS
+    from hubserve.errors import ModelNotFound
+    from hubserve.store import ModelStore
+    from serve_app.security import resolve_visible
+
+    auth_store = AuthStore(tmp_path / "auth.sqlite")
+    access = Access(auth_store, ttl_s=3600)
+    assert not access.is_private("acme/new")  # this replica's cache: nothing is private
+    auth_store.set_private("acme/new", True)  # another replica records it private, then installs it
+    folder = tmp_path / "store" / "acme" / "new"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    store = ModelStore(tmp_path / "store", ttl_s=3600)
+    for _ in range(3):
+        with pytest.raises(ModelNotFound):
+            asyncio.run(resolve_visible(store, access, ANONYMOUS, "acme/new"))
+    owner = AuthStore(tmp_path / "auth.sqlite").authenticate(auth_store.create_token("ann", org="acme")[1])
+    assert asyncio.run(resolve_visible(store, access, owner, "acme/new")).model_id == "acme/new"

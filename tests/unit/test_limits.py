@@ -150,3 +150,14 @@ def test_generation_carries_the_request_deadline():
     task.run(FakeModel(backend), [request])
     assert backend.calls[-1][1]["deadline"] == 1234.5
     assert "deadline" not in request.model_dump()
+
+
+def test_completion_sizes_are_bounded_when_the_task_parses_them():
+    from serve_app.completions import completion_payload
+
+    task = get_task("text-generation")
+    payload, _ = completion_payload(task, Payload(extra={"prompt": "x", "n": 4, "max_tokens": 51}))
+    with pytest.raises(InvalidInput, match="limits.max_"):
+        task.parse(payload, SMALL)
+    payload, _ = completion_payload(task, Payload(extra={"prompt": "x", "n": 3, "max_tokens": 50}))
+    assert task.parse(payload, SMALL).parameters.num_return_sequences == 3
