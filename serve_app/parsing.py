@@ -68,7 +68,10 @@ def decode_body(body: bytes, content_type: str = "", query: Optional[Mapping[str
     else:
         payload = _from_json(data, text)
     if not payload.parameters and query:
-        payload.parameters = {k: _query_value(v) for k, v in query.items()}
+        # NOTE(hubserve): the control options (?wait_for_model=true) are not model parameters.
+        for key, value in query.items():
+            target = payload.extra if key in Options.model_fields else payload.parameters
+            target.setdefault(key, _query_value(value))
     return payload
 
 

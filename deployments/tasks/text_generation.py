@@ -9,7 +9,7 @@ hosted API.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional
 
 from pydantic import StrictBool
 

@@ -23,8 +23,6 @@ class Parameters(Seq2SeqParameters):
 
     def pipeline_kwargs(self):
         kwargs = super().pipeline_kwargs()
-        kwargs.pop("src_lang", None)
-        kwargs.pop("tgt_lang", None)
         if self.src_lang:
             kwargs.update(src_lang=self.src_lang, tgt_lang=self.tgt_lang)
         return kwargs

@@ -39,6 +39,8 @@ def test_query_parameters_stand_in_for_missing_parameters():
     payload = decode_body(b"hello", query={"top_k": "2", "normalize": "true", "x": "1.5", "s": "abc"})
     assert payload.parameters == {"top_k": 2, "normalize": True, "x": 1.5, "s": "abc"}
     assert decode_body(b'{"inputs": "a", "parameters": {"top_k": 1}}', query={"top_k": "2"}).parameters == {"top_k": 1}
+    waiting = decode_body(b"hello", query={"wait_for_model": "true", "top_k": "1"})
+    assert waiting.parameters == {"top_k": 1} and control_from(waiting, {}).wait_for_model is True
 
 
 def test_top_level_fields_are_kept_as_extra():
