@@ -272,8 +272,13 @@ class ModelServer:
         model = await self.get_model(item.revision_id)
         yield {"compute_type": model.compute_type, "sha": model.ref.sha}
         events = self.task.stream(model, item.request)
-        while (event := await asyncio.to_thread(next, events, _END)) is not _END:
-            yield event
+        try:
+            while (event := await asyncio.to_thread(next, events, _END)) is not _END:
+                yield event
+        finally:
+            # NOTE(hubserve): the caller may have gone mid-stream; closing the task's generator
+            # stops the generation (once the worker thread has handed over its token).
+            await asyncio.to_thread(_close_when_idle, events)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def run_batch(self, items: list[WorkItem]) -> list[Any]:
@@ -313,6 +318,19 @@ class ModelServer:
 
     def check_health(self) -> None:
         """Serve's health probe: the replica is alive if its event loop answers."""
+
+
+def _close_when_idle(generator, wait_s: float = 10.0) -> None:
+    """Closes a generator another thread may still be running (``next`` in a worker)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            generator.close()
+            return
+        except ValueError:  # "generator already executing"
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
 
 def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = None, cls: type = ModelServer):

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 import transformers
-from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError, ServiceUnavailable
 
@@ -215,7 +215,9 @@ class TorchBackend:
         enc, kwargs, prompt_len, stop, seed = self._prepare_generation(prompt, params)
         events: queue.Queue = queue.Queue()
         recorder = _LogprobRecorder()
-        kwargs.update(streamer=_QueueStreamer(events), logits_processor=LogitsProcessorList([recorder]))
+        cancelled = threading.Event()
+        kwargs.update(streamer=_QueueStreamer(events), logits_processor=LogitsProcessorList([recorder]),
+                      stopping_criteria=StoppingCriteriaList([_Cancelled(cancelled)]))
 
         def work() -> None:
             try:
@@ -228,17 +230,20 @@ class TorchBackend:
         ids: list[int] = []
         tokens: list[dict] = []
         text = ""
-        while (item := events.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            ids.append(item)
-            # NOTE(hubserve): decode the whole prefix so multi-byte characters split over tokens come out whole.
-            full = self.tokenizer.decode(ids, skip_special_tokens=False)
-            token = self._token(item, recorder.logprob(len(ids) - 1, item), text=full[len(text):])
-            text = full
-            tokens.append(token)
-            yield token
-        yield self._generation(self._strip_padding(ids), tokens, stop, seed, prompt_len)
+        try:
+            while (item := events.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                ids.append(item)
+                # NOTE(hubserve): decode the whole prefix so multi-byte characters split over tokens come out whole.
+                full = self.tokenizer.decode(ids, skip_special_tokens=False)
+                token = self._token(item, recorder.logprob(len(ids) - 1, item), text=full[len(text):])
+                text = full
+                tokens.append(token)
+                yield token
+            yield self._generation(self._strip_padding(ids), tokens, stop, seed, prompt_len)
+        finally:
+            cancelled.set()  # the consumer is gone (client disconnected): the generation stops too
 
     def _strip_padding(self, new_ids: list[int]) -> list[int]:
         pad = self.tokenizer.pad_token_id
@@ -311,6 +316,16 @@ class _QueueStreamer:
 
     def end(self) -> None:
         pass
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops a generation once its event is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class _LogprobRecorder(LogitsProcessor):

@@ -91,3 +91,23 @@ def test_a_generation_stops_at_its_deadline(store, tiny_models):
     assert cut.generated_tokens < 100 and cut.finish_reason == "length"
     with pytest.raises(ServiceUnavailable, match="timed out"):
         backend.generate("hello", dict(params, deadline=time.time() - 1))
+
+
+def test_closing_a_stream_stops_its_generation(store, tiny_models, monkeypatch):
+    import threading
+
+    from deployments.backends import torch_backend
+
+    checks = []
+    real = torch_backend._Cancelled.__call__
+    monkeypatch.setattr(torch_backend._Cancelled, "__call__",
+                        lambda self, ids, scores, **kw: checks.append(self.event.is_set()) or real(self, ids, scores))
+    ref = store.resolve(tiny_models["text-generation"])
+    backend = create_backend("torch")
+    backend.load(LoadSpec(ref.path, "causal-lm", threads=1))
+    events = backend.stream("hello", {"max_new_tokens": 100, "min_new_tokens": 100, "do_sample": False})
+    next(events)
+    events.close()
+    for thread in [t for t in threading.enumerate() if t.name == "hubserve-generate"]:
+        thread.join(timeout=30)
+    assert checks[-1] is True and len(checks) < 100
