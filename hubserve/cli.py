@@ -24,6 +24,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -90,12 +91,19 @@ def haproxy_env(folder: Path) -> dict:
     }
 
 
-def _processes_using(path: str) -> list[int]:
-    """PIDs whose command line mentions ``path`` (Linux /proc)."""
+#: Set, to a value of its own, in the environment of every process a `hubserve serve` starts
+#: (Ray passes its environment on to its workers and to HAProxy), so that what a server left
+#: running can be found after it: Ray's workers run in process groups of their own.
+SERVE_ID_ENV = "HUBSERVE_SERVE_ID"
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs (other than this one) whose environment holds ``name=value`` (Linux /proc)."""
+    needle = f"{name}={value}".encode()
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if path.encode() in (entry / "cmdline").read_bytes():
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -198,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
+    env[SERVE_ID_ENV] = uuid.uuid4().hex
     haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy else None
     if haproxy_dir is not None:
         env.update(haproxy_env(haproxy_dir))
@@ -210,7 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
         [sys.executable, "-m", "hubserve.serve_run", str(rendered), *(["--dashboard"] if args.dashboard else [])],
         env=env, start_new_session=True, preexec_fn=_default_sigint)
     code = _supervise(proc)
-    _stop_leftovers(proc.pid, _processes_using(f"{haproxy_dir}/") if haproxy_dir is not None else [])
+    _stop_leftovers(proc.pid, processes_with_env(SERVE_ID_ENV, env[SERVE_ID_ENV]))
     if haproxy_dir is not None:
         shutil.rmtree(haproxy_dir, ignore_errors=True)
     return code

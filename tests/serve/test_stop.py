@@ -9,23 +9,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from hubserve.cli import processes_with_env
 from tests.conftest import free_port
 
 
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+def leftovers(ray_tmp: str) -> list[int]:
+    """Every process of that server: all of them (Ray's workers, in process groups of their own,
+    included) inherit its environment."""
+    return processes_with_env("RAY_TMPDIR", ray_tmp)
 
 
 @pytest.mark.timeout(300)
@@ -56,7 +51,7 @@ def test_a_background_server_stops_on_sigterm(tiny_store, tmp_path):
                 pass
             assert time.time() < deadline and shell.poll() is None, log.read_text()[-3000:]
             time.sleep(1)
-        assert processes_mentioning(ray_tmp), "Ray should run under its private folder"
+        assert leftovers(ray_tmp), "Ray should run under its private folder"
         start = time.monotonic()
         os.kill(pid, signal.SIGTERM)
         shell.wait(timeout=60)
@@ -64,12 +59,15 @@ def test_a_background_server_stops_on_sigterm(tiny_store, tmp_path):
         assert took < 30, (took, log.read_text()[-3000:])
         assert "still running" not in log.read_text(), "serve run should stop on the SIGINT it is sent"
         time.sleep(1)
-        assert processes_mentioning(ray_tmp) == [], log.read_text()[-3000:]
+        assert leftovers(ray_tmp) == [], log.read_text()[-3000:]
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
     finally:
         if shell.poll() is None:
             shell.kill()
-        for leftover in processes_mentioning(ray_tmp):
-            os.kill(leftover, signal.SIGKILL)
+        for leftover in leftovers(ray_tmp):
+            try:
+                os.kill(leftover, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
