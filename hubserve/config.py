@@ -183,9 +183,9 @@ class LimitsConfig(StrictModel):
         4096, ge=1, description="question-answering max_seq_len, max_question_len, max_answer_len and doc_stride")
     max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
     anonymous_rate: Optional[RateLimit] = Field(
-        RateLimit(requests=6000, window_s=300), description="per client address, calls without a token")
-    token_rate: Optional[RateLimit] = Field(
-        RateLimit(requests=60000, window_s=300), description="per token")
+        None, description="per client address, calls without a token (and failed authentications); "
+                          "off unless set: a local server does not throttle its own user")
+    token_rate: Optional[RateLimit] = Field(None, description="per token; off unless set")
     client_ip_header: Optional[str] = Field(
         None, description="take the client address from this header's last entry (behind a trusted proxy)")
 

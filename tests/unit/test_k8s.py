@@ -43,9 +43,13 @@ def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest):
     assert serve_config["http_options"]["host"] == "0.0.0.0"
 
 
-def test_serve_config_runs_the_default_application(manifest):
+def test_serve_config_runs_the_default_application_with_rate_limits(manifest):
     default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    assert yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"] == default["applications"]
+    apps = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
+    limits = apps[0]["args"].pop("limits")
+    assert limits["anonymous_rate"] and limits["token_rate"] and limits["client_ip_header"]
+    assert apps == default["applications"]
+    assert "limits" not in default["applications"][0]["args"]  # a local server does not throttle its user
     ServeDeploySchema.model_validate(default)
 
 
