@@ -8,8 +8,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
-# HAPROXY=1: Ray's HAProxy ingress (much faster; Ray then binds replica ports on all interfaces).
-HAPROXY ?= 0
+# HAPROXY=0: Serve's Python proxy instead of Ray's HAProxy ingress (the default, much faster).
+HAPROXY ?= 1
 # DASHBOARD=1: also start Ray's dashboard on 127.0.0.1:8265 (about 1 GB more memory).
 DASHBOARD ?= 0
 
@@ -38,7 +38,7 @@ setup: $(VENV)/.installed
 # The server never downloads: models come from the store, the HF cache or packages.
 serve: setup
 	@mkdir -p model_store
-	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 1,$(HAPROXY)),--haproxy) \
+	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 0,$(HAPROXY)),--no-haproxy) \
 	  $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
 test: setup

@@ -167,7 +167,7 @@ def start_hubserve(work: Path, log: Path, haproxy: bool = True, two_hops: bool =
     state = Path(tempfile.mkdtemp(prefix="hubserve-", dir=work))
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
-         "--state-dir", str(state), *(["--haproxy"] if haproxy else [])],
+         "--state-dir", str(state), "--haproxy" if haproxy else "--no-haproxy"],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     name = "hubserve" + ("/2hops" if two_hops else "") + ("" if haproxy else "/proxy")
     path = f"models/{MODEL_ID}/pipeline/feature-extraction" if two_hops else f"pipeline/feature-extraction/{MODEL_ID}"

@@ -1,8 +1,9 @@
-"""`hubserve serve` started in the background of a non-interactive shell (so with SIGINT
-ignored, as `make serve &` is) stops everything on SIGTERM within 30 s, without needing to
-escalate past the SIGINT that `serve run` shuts down on."""
+"""`hubserve serve` as `make serve` runs it (HAProxy in front): HAProxy listens on the
+server's host only, and, started in the background of a non-interactive shell (so with
+SIGINT ignored, as `make serve &` is), it stops everything on SIGTERM within 30 s."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,18 @@ def leftovers(ray_tmp: str) -> list[int]:
     """Every process of that server: all of them (Ray's workers, in process groups of their own,
     included) inherit its environment."""
     return processes_with_env("RAY_TMPDIR", ray_tmp)
+
+
+def listeners() -> list[tuple[str, list[int], str]]:
+    """``(local address, pids, command)`` of each listening TCP socket (``ss``)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        users = re.findall(r'\("([^"]+)",pid=(\d+)', line)
+        if users:
+            found.append((fields[3], [int(pid) for _, pid in users], users[0][0]))
+    return found
 
 
 @pytest.mark.timeout(300)
@@ -52,6 +65,8 @@ def test_a_background_server_stops_on_sigterm(tiny_store, tmp_path):
             assert time.time() < deadline and shell.poll() is None, log.read_text()[-3000:]
             time.sleep(1)
         assert leftovers(ray_tmp), "Ray should run under its private folder"
+        haproxy = [line for line in listeners() if set(line[1]) & set(leftovers(ray_tmp)) and line[2] == "haproxy"]
+        assert haproxy and all(address.startswith("127.0.0.1:") for address, _, _ in haproxy), haproxy
         start = time.monotonic()
         os.kill(pid, signal.SIGTERM)
         shell.wait(timeout=60)
