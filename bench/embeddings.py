@@ -103,16 +103,22 @@ def cpu_seconds(root: int) -> float:
     return total / TICKS
 
 
-def rss_bytes(root: int) -> int:
+def tree_bytes(root: int, file: str = "status", field: str = "VmRSS:") -> int:
+    """A memory figure summed over a process tree: RSS by default, PSS with
+    ``file="smaps_rollup", field="Pss:"`` (shared pages counted once in all)."""
     total = 0
     for pid in _tree(root):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1]) * 1024
         except OSError:
             continue
     return total
+
+
+def rss_bytes(root: int) -> int:
+    return tree_bytes(root)
 
 
 # -- servers --------------------------------------------------------------------------

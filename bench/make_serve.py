@@ -37,23 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.embeddings import (  # noqa: E402
-    BATCH, MODEL_ID, SENTENCE, Target, _tree, free_port, in_process, measure, rss_bytes, start_infinity,
-    start_naive, stop, wait_ready,
+    MODEL_ID, SENTENCE, Target, free_port, in_process, measure, rss_bytes, start_infinity,
+    start_naive, stop, tree_bytes, wait_ready,
 )
 from bench.loadgen import run  # noqa: E402
-
-
-def pss_bytes(root: int) -> int:
-    """Proportional set size of a process tree (shared pages counted once in all)."""
-    total = 0
-    for pid in _tree(root):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
 
 
 def start_make_serve(store: Path, log: Path, state: Path) -> Target:
@@ -132,7 +119,7 @@ def main() -> None:
         try:
             wait_ready(target, 600)
             time.sleep(5)
-            idle = {"rss_mb": rss_bytes(target.proc.pid) / 1e6, "pss_mb": pss_bytes(target.proc.pid) / 1e6}
+            idle = {"rss_mb": rss_bytes(target.proc.pid) / 1e6, "pss_mb": tree_bytes(target.proc.pid, "smaps_rollup", "Pss:") / 1e6}
             results["make serve"] = measure(target, args)
             more = extras(target, store, model_path, args)
         finally:
