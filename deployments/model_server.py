@@ -25,7 +25,8 @@ from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLa
 from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
 from hubserve.store import ModelRef, open_store
 
-from .backends import LoadSpec, create_backend, import_framework, resolve_backend
+from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
+from .backends.ort_embedder import ExportUnsupported
 from .tasks import get_task, infer_task
 from .tasks.base import TaskRequest
 
@@ -138,8 +139,10 @@ class ModelServer:
         self.run_batch.set_max_batch_size(self.options.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(self.options.batch_wait_timeout_s)
         # NOTE(hubserve): a replica exists only when its task has traffic (or min_replicas > 0),
-        # so paying the framework import here takes it off the first request's latency.
-        await asyncio.to_thread(import_framework, self.options.backend)
+        # so paying the framework import here takes it off the first request's latency; an
+        # embedding replica on ONNX never imports torch unless a model needs it.
+        if needs_torch(self.options.backend, self.task.model_kind, self.options.device):
+            await asyncio.to_thread(import_framework, self.options.backend)
         for model_id, entry in self.config.models.items():
             if not entry.preload:
                 continue
@@ -207,9 +210,7 @@ class ModelServer:
         if configured == "auto" and spec.dtype == "float16":
             configured = "torch"  # half precision is a torch-on-GPU option
 
-        def _load() -> LoadedModel:
-            report = check_model_files(ref, trust_pickle)
-            backend = create_backend(resolve_backend(configured, ref.model_type, self.task.model_kind))
+        def _load_with(backend, report: FolderReport) -> None:
             if report.pickles and not trust_pickle:
                 # NOTE(hubserve): transformers falls back to pytorch_model.bin when safetensors are
                 # incomplete; loading from a view without the pickle files rules that out.
@@ -217,6 +218,19 @@ class ModelServer:
                     backend.load(replace(spec, path=Path(view)))
             else:
                 backend.load(spec)
+
+        def _load() -> LoadedModel:
+            report = check_model_files(ref, trust_pickle)
+            kind = self.task.model_kind
+            backend = create_backend(resolve_backend(configured, ref.model_type, kind, spec.device), kind, spec.device)
+            try:
+                _load_with(backend, report)
+            except ExportUnsupported as exc:
+                if configured != "auto":
+                    raise
+                logger.info("%s runs on PyTorch: %s", ref.model_id, exc)
+                backend = create_backend("torch")
+                _load_with(backend, report)
             return LoadedModel(ref, backend, self.task.prepare(ref, backend))
 
         start = time.perf_counter()

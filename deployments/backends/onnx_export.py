@@ -7,6 +7,13 @@ from exporting the same entry at once; an entry is built in a temporary folder,
 described by a manifest of its files and sizes, and renamed into place, so a
 crashed export leaves nothing that looks complete. A broken entry (missing
 manifest, missing or resized file) is removed and rebuilt.
+
+This module imports no framework: ``export_model`` imports optimum (and torch) when
+it runs, and a torch-free replica runs it in a child process:
+
+    python -m deployments.backends.onnx_export MODEL_FOLDER ENTRY_FOLDER KIND [--int8]
+
+which exits with ``EXPORT_UNSUPPORTED`` when optimum cannot export the architecture.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +37,22 @@ MANIFEST = "hubserve-export.json"
 #: Bumped when the layout of an export changes.
 FORMAT = 1
 _LIBRARIES = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "transformers", "torch")
+#: The int8 export's file name.
+QUANTIZED_FILE = "model_quantized.onnx"
+#: The exit status of the export command for an architecture optimum cannot export.
+EXPORT_UNSUPPORTED = 3
+
+#: model kind -> (optimum ORT class, optimum exporter task)
+KINDS = {
+    "base": ("ORTModelForFeatureExtraction", "feature-extraction"),
+    "sequence-classification": ("ORTModelForSequenceClassification", "text-classification"),
+    "token-classification": ("ORTModelForTokenClassification", "token-classification"),
+    "question-answering": ("ORTModelForQuestionAnswering", "question-answering"),
+    "masked-lm": ("ORTModelForMaskedLM", "fill-mask"),
+    "seq2seq-lm": ("ORTModelForSeq2SeqLM", "text2text-generation"),
+    "causal-lm": ("ORTModelForCausalLM", "text-generation"),
+}
+GENERATIVE = frozenset({"seq2seq-lm", "causal-lm"})
 
 
 def versions_digest() -> str:
@@ -99,3 +123,71 @@ def ensure_export(entry: Path, build: Callable[[Path], None]) -> Path:
             raise
     return entry
 
+
+
+def supports(model_type: str, model_kind: str) -> bool:
+    """Whether optimum's ONNX exporter handles this architecture for this head (imports optimum)."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx",
+                                                                library_name="transformers")
+    except (KeyError, ValueError):
+        return False
+    return KINDS[model_kind][1] in tasks
+
+
+def ort_class(model_kind: str):
+    """optimum's ORT model class of a model kind (imports optimum)."""
+    import optimum.onnxruntime as ort_models
+
+    return getattr(ort_models, KINDS[model_kind][0])
+
+
+def export_model(source: Path, folder: Path, model_kind: str, quantize: bool) -> None:
+    """Exports the model in ``source`` for ``model_kind`` into ``folder`` (int8: only the
+    quantized file is kept). Imports optimum and torch."""
+    exported = ort_class(model_kind).from_pretrained(source, export=True, local_files_only=True,
+                                                     trust_remote_code=False)
+    exported.save_pretrained(folder)
+    if quantize:
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True,
+                                                    operators_to_quantize=["MatMul"])
+        ORTQuantizer.from_pretrained(folder).quantize(save_dir=folder, quantization_config=config)
+        (folder / "model.onnx").unlink()
+
+
+def main(argv=None) -> int:
+    """The export command: builds ``ENTRY`` from ``MODEL_FOLDER`` unless it is complete."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    quantize = "--int8" in args
+    args = [a for a in args if a != "--int8"]
+    if len(args) != 3 or args[2] not in KINDS:
+        print(f"usage: python -m deployments.backends.onnx_export MODEL ENTRY {{{','.join(KINDS)}}} [--int8]",
+              file=sys.stderr)
+        return 2
+    source, entry, kind = Path(args[0]), Path(args[1]), args[2]
+    logging.basicConfig(level=logging.WARNING)
+    config = {}
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(model_type, str) or not supports(model_type, kind):
+        print(f"optimum has no ONNX export of `{model_type}` models for {KINDS[kind][1]}", file=sys.stderr)
+        return EXPORT_UNSUPPORTED
+    try:
+        ensure_export(entry, lambda folder: export_model(source, folder, kind, quantize))
+    except Exception as exc:  # noqa: BLE001 - the parent reports the last line
+        print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,8 @@ embedding cosine > 0.9999, same greedy generations); dynamic int8 (MatMul,
 per-channel) keeps scores within 0.02 and embedding cosine above 0.99.
 """
 
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pytest
@@ -13,9 +15,12 @@ from deployments.backends import LoadSpec, create_backend, resolve_backend
 from deployments.backends.onnx_export import MANIFEST, entry_dir, is_complete
 from deployments.model_server import LoadedModel
 from deployments.tasks import get_task, infer_task
-from hubserve.errors import ModelLoadError
+from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.store import ModelStore
 from serve_app.parsing import decode_body
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,7 @@ def runner(tiny_store, tmp_path_factory):
     def run(model_id, body, backend, task=None):
         ref = store.resolve(model_id)
         t = get_task(task or infer_task(ref))
-        b = create_backend(backend)
+        b = create_backend(backend, t.model_kind)
         b.load(LoadSpec(ref.path, t.model_kind, t.pipeline, threads=1, model_id=model_id, revision=ref.sha,
                         cache_dir=cache))
         out = t.run(LoadedModel(ref, b, t.prepare(ref, b)), [t.parse(decode_body(orjson.dumps(body)))])[0]
@@ -105,8 +110,65 @@ def test_auto_picks_onnx_where_the_exporter_supports_the_head():
     assert resolve_backend("auto", "bert", "sequence-classification") == "onnx"
     assert resolve_backend("auto", "gpt2", "causal-lm") == "onnx"
     assert resolve_backend("auto", "bert", "causal-lm") == "torch"
-    assert resolve_backend("auto", "no-such-architecture", "base") == "torch"
     assert resolve_backend("torch", "bert", "base") == "torch"
+    # embedding models: the export decides (asking optimum would import torch)
+    assert resolve_backend("auto", "no-such-architecture", "base") == "onnx"
+    assert resolve_backend("auto", "bert", "base", device="cuda") == "onnx"
+
+
+def test_embedding_models_run_on_onnx_without_torch(tiny_store, tmp_path):
+    """A fresh process embeds with the onnx backend (exported by a child process) and never
+    imports torch, transformers or optimum; the answer matches torch's."""
+    script = f"""
+import sys, json
+from deployments.backends import LoadSpec, create_backend
+from hubserve.store import ModelStore
+ref = ModelStore({str(tiny_store)!r}).resolve("tiny/sentence-bert")
+b = create_backend("onnx", "base")
+b.load(LoadSpec(ref.path, "base", threads=1, model_id=ref.model_id, revision=ref.sha, cache_dir=__import__("pathlib").Path({str(tmp_path)!r})))
+hidden, mask = b.embed(["hello world", "Paris is the capital of France."], truncate=True)
+print(json.dumps({{"type": type(b).__name__, "hidden": hidden.tolist(), "mask": mask.tolist(),
+                  "loaded": sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)}}))
+"""
+    import subprocess, sys
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert out["type"] == "OrtEmbedder" and out["loaded"] == []
+    ref = ModelStore(tiny_store).resolve("tiny/sentence-bert")
+    torch_backend = create_backend("torch")
+    torch_backend.load(LoadSpec(ref.path, "base", threads=1))
+    hidden, mask = torch_backend.embed(["hello world", "Paris is the capital of France."], truncate=True)
+    assert out["mask"] == mask.tolist()
+    assert np.allclose(np.array(out["hidden"]), hidden, atol=1e-4)
+
+
+def test_the_torch_free_backend_keeps_the_tokenizer_rules(runner):
+    """Truncation side, the model's token limit and `truncate: false` as transformers does them."""
+    ref = runner.store.resolve("tiny/sentence-bert")
+    fast, slow = create_backend("onnx", "base"), create_backend("torch")
+    fast.load(LoadSpec(ref.path, "base", threads=1, model_id=ref.model_id, revision=ref.sha, cache_dir=runner.cache))
+    slow.load(LoadSpec(ref.path, "base", threads=1))
+    assert (fast.max_input_tokens, fast.vocab_size) == (slow.max_input_tokens, slow.vocab_size)
+    long_text = " ".join(["paris"] * 40) + " end"
+    for side in ("left", "right"):
+        a = fast.embed([long_text, "short"], truncate=True, max_length=8, truncation_side=side)
+        b = slow.embed([long_text, "short"], truncate=True, max_length=8, truncation_side=side)
+        assert a[1].tolist() == b[1].tolist() and np.allclose(a[0], b[0], atol=1e-4)
+    with pytest.raises(InvalidInput, match="limit of 8"):
+        fast.embed([long_text], truncate=False, max_length=8)
+
+
+def test_auto_runs_an_architecture_onnx_cannot_export_on_torch(tmp_path):
+    """The export child tells an architecture optimum cannot export (ExportUnsupported, which
+    the model server answers under `auto` by loading the model on torch) from a failure."""
+    from deployments.backends.ort_embedder import ExportUnsupported, export_entry
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(ExportUnsupported, match="no-such-architecture"):
+        export_entry(LoadSpec(folder, "base", model_id="x/y", revision="r", cache_dir=tmp_path / "c"), False)
 
 
 def test_exports_are_cached_and_broken_entries_rebuilt(runner):

@@ -1,0 +1,195 @@
+"""Token embeddings on ONNX Runtime without PyTorch (``x-compute-type: cpu+optimized``).
+
+The embedding tasks need only a tokenizer and one forward pass, so a replica that
+serves them imports ``onnxruntime`` and ``tokenizers`` (about 50 MB and a quarter of a
+second) instead of torch, transformers and optimum (about 400 MB and 5 s). The model's
+``tokenizer.json`` is read with ``tokenizers``, which is what transformers' fast
+tokenizers run, with the padding and truncation transformers would apply. The ONNX
+export itself needs torch once per model revision: it runs in a child process
+(``python -m deployments.backends.onnx_export``) and is kept on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from hubserve.errors import InvalidInput, ModelLoadError
+
+from .base import LoadSpec
+from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, is_complete
+
+logger = logging.getLogger(__name__)
+
+#: How long one export may take (a model of a few GB exports in minutes).
+EXPORT_TIMEOUT_S = 1800
+
+
+class ExportUnsupported(ModelLoadError):
+    """The model cannot run on this backend (no ``tokenizer.json``, or an architecture
+    optimum cannot export); ``backend: auto`` then runs it on PyTorch."""
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _token(value) -> Optional[str]:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def export_entry(spec: LoadSpec, quantize: bool) -> Path:
+    """The complete ONNX export of ``spec``'s model, made in a child process if missing.
+
+    Raises:
+        ExportUnsupported: optimum has no ONNX export of this architecture.
+        ModelLoadError: the export failed.
+    """
+    if spec.cache_dir is None:
+        raise ModelLoadError("the onnx backends need a cache folder for their exports")
+    model_key = (spec.model_id or spec.path.name).replace("/", "--")
+    entry = entry_dir(spec.cache_dir, model_key, spec.revision or "local", "int8" if quantize else "fp32")
+    if is_complete(entry):
+        return entry
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
+           "OMP_NUM_THREADS": str(spec.threads or 1)}
+    cmd = [sys.executable, "-m", "deployments.backends.onnx_export", str(spec.path), str(entry), spec.model_kind]
+    if quantize:
+        cmd.append("--int8")
+    logger.info("exporting %s to ONNX (a child process; once per revision)", spec.model_id or spec.path)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"the ONNX export of {spec.model_id} took more than {EXPORT_TIMEOUT_S}s") from None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    reason = lines[-1] if lines else f"exit status {done.returncode}"
+    if done.returncode == EXPORT_UNSUPPORTED:
+        raise ExportUnsupported(reason)
+    if done.returncode != 0 or not is_complete(entry):
+        raise ModelLoadError(f"the ONNX export of {spec.model_id or spec.path.name} failed: {reason}")
+    return entry
+
+
+class OrtEmbedder:
+    """Runs the base model of an embedding task with ONNX Runtime and ``tokenizers``.
+
+    Args:
+        quantize: load the int8 (dynamic, MatMul, per-channel) export.
+    """
+
+    def __init__(self, quantize: bool = False) -> None:
+        self.quantize = quantize
+        self.compute_type = "cpu+optimized"
+        self.mask_token: Optional[str] = None
+        self.max_input_tokens = 512
+        self.vocab_size = 0
+        self.session: Optional[ort.InferenceSession] = None
+        self.tokenizer = None
+        self._lock = threading.Lock()
+
+    def load(self, spec: LoadSpec) -> None:
+        if spec.model_kind != "base":
+            raise ModelLoadError(f"the torch-free ONNX backend runs embedding models, not {spec.model_kind}")
+        if spec.device != "cpu" or spec.dtype != "float32":
+            raise ExportUnsupported("the torch-free ONNX backend runs float32 models on the CPU")
+        if not (spec.path / "tokenizer.json").is_file():
+            raise ExportUnsupported("the model has no tokenizer.json (a fast tokenizer)")
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(spec.path / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 - a malformed tokenizer is the model's fault
+            raise ModelLoadError(f"tokenizer.json cannot be read: {exc}") from None
+        entry = export_entry(spec, self.quantize)
+        options = ort.SessionOptions()
+        if spec.threads:
+            options.intra_op_num_threads = spec.threads
+            options.inter_op_num_threads = 1
+        # NOTE(hubserve): idle ORT workers spin by default, taking the cores from the event loop.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model_file = entry / (QUANTIZED_FILE if self.quantize else "model.onnx")
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"ONNX Runtime cannot load {model_file.name}: {exc}") from None
+        self._inputs = [node.name for node in self.session.get_inputs()]
+        outputs = [node.name for node in self.session.get_outputs()]
+        self._output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
+
+        tok_cfg = _json(spec.path / "tokenizer_config.json")
+        special = _json(spec.path / "special_tokens_map.json")
+        model_cfg = _json(spec.path / "config.json")
+        limit = tok_cfg.get("model_max_length")
+        if isinstance(limit, (int, float)) and 0 < limit < 1_000_000:
+            self.max_input_tokens = int(limit)
+        else:
+            self.max_input_tokens = int(model_cfg.get("max_position_embeddings") or 512)
+        pad = _token(tok_cfg.get("pad_token")) or _token(special.get("pad_token"))
+        pad = pad or _token(tok_cfg.get("eos_token")) or _token(special.get("eos_token"))
+        pad_id = tokenizer.token_to_id(pad) if pad else None
+        tokenizer.no_truncation()
+        tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad or "[PAD]",
+                                 direction=tok_cfg.get("padding_side", "right"))
+        self.mask_token = _token(tok_cfg.get("mask_token")) or _token(special.get("mask_token"))
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.tokenizer = tokenizer
+
+    def embed(self, texts: Sequence[str], *, truncate: bool, max_length: Optional[int] = None,
+              truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:
+        limit = min(max_length or self.max_input_tokens, self.max_input_tokens)
+        with self._lock:  # the truncation settings are the tokenizer's state
+            if not truncate:
+                self.tokenizer.no_truncation()
+                longest = max(len(e.ids) for e in self.tokenizer.encode_batch(list(texts)))
+                if longest > limit:
+                    raise InvalidInput(
+                        f"Input validation error: an input has {longest} tokens, more than the model's "
+                        f"limit of {limit}; send `truncate: true` to cut it"
+                    )
+            self.tokenizer.enable_truncation(max_length=limit, direction=truncation_side)
+            encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        columns = {"input_ids": ids, "attention_mask": mask}
+        feeds = {}
+        for name in self._inputs:
+            if name in columns:
+                feeds[name] = columns[name]
+            elif name == "token_type_ids":
+                feeds[name] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+            else:
+                raise ModelLoadError(f"the ONNX model takes an input `{name}` this backend does not provide")
+        hidden = self.session.run([self._output], feeds)[0]
+        return hidden.astype(np.float32, copy=False), mask
+
+    def forward(self, *args, **kwargs):
+        raise ModelLoadError("the torch-free ONNX backend computes embeddings only")
+
+    def chat_prompt(self, messages):
+        raise ModelLoadError("the torch-free ONNX backend computes embeddings only")
+
+    def generate(self, prompt, params, *, want_tokens=False):
+        raise ModelLoadError("the torch-free ONNX backend computes embeddings only")
+
+    def stream(self, prompt, params):
+        raise ModelLoadError("the torch-free ONNX backend computes embeddings only")
+
+    def close(self) -> None:
+        self.session = None
+        self.tokenizer = None
