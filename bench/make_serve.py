@@ -12,8 +12,9 @@ hubserve:
 
 - the cached-answer rate: c=32 on one repeated body with the cache on;
 - idle memory of the whole server process tree after start-up, RSS and PSS;
-- cold starts of a MiniLM-size model: one copied into the store, on the
-  sentence-similarity replica that is already up; and a MiniLM-size text classifier
+- cold starts of a MiniLM-size model copied into the store, on the ingress replica
+  that is already up (it runs sentence-similarity inline): one whose ONNX export exists
+  (the same files), and one never exported; and a MiniLM-size text classifier
   (MiniLM's weights under a fresh head), whose task deployment has ``min_replicas: 0``.
 
 Every request must succeed (200), or the run stops.
@@ -86,9 +87,12 @@ def extras(target: Target, store: Path, model_path: str, args) -> dict:
             raise RuntimeError(f"cached phase: {len(result.failures)} failures, first: {result.failures[0]}")
         rates.append(result.rps)
     out["cached_rps"] = statistics.median(rates)
-    copy = store / "bench" / "minilm-copy"
-    shutil.copytree(model_path, copy)
+    # NOTE(hubserve): a copy keeping the files' times has MiniLM's revision, so its ONNX export
+    # exists (as after an eviction or a restart); fresh times make a revision never exported.
+    shutil.copytree(model_path, store / "bench" / "minilm-copy")
     out["cold_up_s"] = timed_first_request(f"{base}/models/bench/minilm-copy", orjson.dumps({"inputs": SENTENCE}))
+    shutil.copytree(model_path, store / "bench" / "minilm-new", copy_function=shutil.copy)
+    out["cold_new_s"] = timed_first_request(f"{base}/models/bench/minilm-new", orjson.dumps({"inputs": SENTENCE}))
     classifier_of(model_path, store / "bench" / "minilm-classifier")
     out["cold_zero_s"] = timed_first_request(f"{base}/models/bench/minilm-classifier",
                                              orjson.dumps({"inputs": SENTENCE}))
@@ -169,7 +173,8 @@ def report(results: dict, idle: dict, more: dict, limit: dict, args) -> None:
     print(f"  cached answers, c=32:                  {more['cached_rps']:7.0f} rps  (target >= 1000)")
     print(f"  idle memory of the server tree:        {idle['rss_mb']:7.0f} MB RSS, {idle['pss_mb']:.0f} MB PSS"
           "  (target < 1500 MB RSS)")
-    print(f"  cold start, MiniLM copy, replica up:   {more['cold_up_s']:7.2f} s  (target < 3)")
+    print(f"  cold start, MiniLM copy, replica up:   {more['cold_up_s']:7.2f} s  (target < 3; its export exists)")
+    print(f"  cold start, never exported, replica up: {more['cold_new_s']:6.2f} s  (the ONNX export included)")
     print(f"  cold start, MiniLM-size classifier, min_replicas 0: {more['cold_zero_s']:.2f} s  (target < 10)")
     print(f"  in-process int8 list32:                {limit['sentences_s']:7.0f} sentences/s")
 

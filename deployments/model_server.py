@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ray import serve
 
@@ -32,6 +33,11 @@ from .tasks.base import TaskRequest
 
 logger = logging.getLogger(__name__)
 _END = object()
+
+
+class NeedsTorch(ModelLoadError):
+    """A model server that runs without torch (inside the ingress) was asked for a model
+    that needs it; the caller sends the request to the task's own deployment."""
 
 
 @dataclass
@@ -91,13 +97,51 @@ def check_model_files(ref: ModelRef, trust_pickle: bool) -> FolderReport:
     return report
 
 
-class LoadedModel:
-    """A model revision loaded for one task: its backend plus task state."""
+class SharedBackends:
+    """Backends shared by the task servers of one process: tasks that load the same model
+    revision with the same head (sentence-similarity and feature-extraction) hold its
+    weights once. A backend closes when its last holder lets it go."""
 
-    def __init__(self, ref: ModelRef, backend, state: Any) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple, list] = {}
+
+    def acquire(self, key: tuple, load: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
+        """The backend of ``key`` (``load()`` makes it the first time) and its release."""
+        with self._lock:
+            entry = self._held.get(key)
+            if entry is None:
+                entry = self._held[key] = [load(), 0]
+            entry[1] += 1
+            return entry[0], lambda: self._release(key)
+
+    def _release(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._held.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._held[key]
+        entry[0].close()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class LoadedModel:
+    """A model revision loaded for one task: its backend plus task state.
+
+    Args:
+        release: lets a shared backend go (default: close the backend).
+    """
+
+    def __init__(self, ref: ModelRef, backend, state: Any, release: Optional[Callable[[], None]] = None) -> None:
         self.ref = ref
         self.backend = backend
         self.state = state
+        self._release = release
 
     @property
     def compute_type(self) -> str:
@@ -106,7 +150,10 @@ class LoadedModel:
     def __del__(self) -> None:
         # NOTE(hubserve): the multiplexer calls __del__ on LRU eviction; free the weights now.
         backend, self.backend = getattr(self, "backend", None), None
-        if backend is not None:
+        release, self._release = getattr(self, "_release", None), None
+        if release is not None:
+            release()
+        elif backend is not None:
             backend.close()
 
 
@@ -116,14 +163,21 @@ class ModelServer:
     Args:
         task: the task name.
         config: the application config (``AppConfig`` as a dict).
+        torch: whether models may load on PyTorch; without it (the ingress) a model that
+            needs torch raises ``NeedsTorch``.
+        backends: backends shared with the other task servers of this process.
+        threads: torch/ORT threads (default: the task deployment's).
     """
 
-    async def __init__(self, task: str, config: dict) -> None:
+    def __init__(self, task: str, config: dict, *, torch: bool = True,
+                 backends: Optional[SharedBackends] = None, threads: Optional[int] = None) -> None:
         self.task = get_task(task)
         self.config = AppConfig.model_validate(config)
         self.options = self.config.deployment_for(task)
         self.store = open_store(self.config)
-        self.threads = self.options.threads or max(1, int(round(self.options.num_cpus or 1)))
+        self.torch = torch
+        self.backends = backends or SharedBackends()
+        self.threads = threads or self.options.threads or max(1, int(round(self.options.num_cpus or 1)))
         self.failures: dict[str, tuple[ApiError, float]] = {}
         self.loads: Counter = Counter()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -138,19 +192,24 @@ class ModelServer:
         )
         self.run_batch.set_max_batch_size(self.options.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(self.options.batch_wait_timeout_s)
+
+    async def start(self, preload: bool = True) -> None:
+        """Imports the framework and loads the config's preloaded models of this task."""
         # NOTE(hubserve): a replica exists only when its task has traffic (or min_replicas > 0),
         # so paying the framework import here takes it off the first request's latency; an
         # embedding replica on ONNX never imports torch unless a model needs it.
-        if needs_torch(self.options.backend, self.task.model_kind, self.options.device):
+        if self.torch and needs_torch(self.options.backend, self.task.model_kind, self.options.device):
             await asyncio.to_thread(import_framework, self.options.backend)
+        if not preload:
+            return
         for model_id, entry in self.config.models.items():
             if not entry.preload:
                 continue
             ref = self.store.resolve(model_id)
-            if task in entry.preload_tasks(entry.task or infer_task(ref)):
+            if self.task.name in entry.preload_tasks(entry.task or infer_task(ref)):
                 start = time.perf_counter()
                 await self.get_model(ref.revision_id)
-                logger.info("preloaded %s for %s in %.2fs", model_id, task, time.perf_counter() - start)
+                logger.info("preloaded %s for %s in %.2fs", model_id, self.task.name, time.perf_counter() - start)
 
     # -- the resident models ---------------------------------------------------------
 
@@ -219,24 +278,40 @@ class ModelServer:
             else:
                 backend.load(spec)
 
-        def _load() -> LoadedModel:
-            report = check_model_files(ref, trust_pickle)
+        def _new_backend(report: FolderReport):
             kind = self.task.model_kind
-            backend = create_backend(resolve_backend(configured, ref.model_type, kind, spec.device), kind, spec.device)
+            name = resolve_backend(configured, ref.model_type, kind, spec.device)
+            if not self.torch and needs_torch(name, kind, spec.device):
+                raise NeedsTorch(f"{ref.model_id} needs torch ({name} backend, {kind} head)")
+            backend = create_backend(name, kind, spec.device)
             try:
                 _load_with(backend, report)
             except ExportUnsupported as exc:
                 if configured != "auto":
                     raise
+                if not self.torch:
+                    raise NeedsTorch(f"{ref.model_id} needs torch: {exc}") from None
                 logger.info("%s runs on PyTorch: %s", ref.model_id, exc)
                 backend = create_backend("torch")
                 _load_with(backend, report)
-            return LoadedModel(ref, backend, self.task.prepare(ref, backend))
+            return backend
+
+        def _load() -> LoadedModel:
+            report = check_model_files(ref, trust_pickle)
+            key = (revision_id, self.task.model_kind, configured, spec.device, spec.dtype)
+            backend, release = self.backends.acquire(key, lambda: _new_backend(report))
+            try:
+                return LoadedModel(ref, backend, self.task.prepare(ref, backend), release)
+            except BaseException:
+                release()
+                raise
 
         start = time.perf_counter()
         self.loads[revision_id] += 1
         try:
             model = await asyncio.to_thread(_load)
+        except NeedsTorch:
+            raise  # not a failure: the caller runs the model elsewhere
         except Exception as exc:  # noqa: BLE001 - a load failure is reported, never crashes the replica
             if not isinstance(exc, ApiError):
                 logger.exception("loading %s failed", revision_id)
@@ -347,14 +422,22 @@ def _close_when_idle(generator, wait_s: float = 10.0) -> None:
             time.sleep(0.01)
 
 
-def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = None, cls: type = ModelServer):
+class ModelServerDeployment(ModelServer):
+    """A task's model server as a Serve deployment of its own (``build_model_server``)."""
+
+    async def __init__(self, task: str, config: dict) -> None:
+        super().__init__(task, config)
+        # NOTE(hubserve): the ingress runs its inline tasks' models; this deployment gets only
+        # those that need torch, so preloading them here would hold a second copy.
+        await self.start(preload=task not in self.config.ingress.inline)
+
+
+def build_model_server(task: str, config: AppConfig):
     """The bound Serve deployment of ``task``, with the config's replica options.
 
     Args:
         task: a registered task name.
         config: the application config.
-        name: the deployment name (default: the task name).
-        cls: the deployment class (``ModelServer`` or a subclass).
 
     Returns:
         A bound ``Application`` for the ingress to hold a handle to.
@@ -362,8 +445,8 @@ def build_model_server(task: str, config: AppConfig, *, name: Optional[str] = No
     opts = config.deployment_for(task)
     autoscaling = opts.autoscaling
     deployment = serve.deployment(
-        cls,
-        name=name or task,
+        ModelServerDeployment,
+        name=task,
         ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus or 0},
         max_ongoing_requests=opts.max_ongoing_requests,
         max_queued_requests=opts.max_queued_requests,

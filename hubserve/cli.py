@@ -1,8 +1,8 @@
 """The ``hubserve`` command line.
 
 ``hubserve serve FILE`` runs a Serve config (``make serve`` uses it);
-``hubserve config check FILE`` validates a Serve config's hubserve args and
-endpoint applications; ``hubserve config render FILE --host H --port P`` writes a
+``hubserve config check FILE`` validates a Serve config's hubserve args;
+``hubserve config render FILE --host H --port P`` writes a
 copy with another listen address.
 
 ``hubserve token create|list|revoke`` act on the configured token store directly
@@ -41,7 +41,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 def _check(args: argparse.Namespace) -> int:
     config = check_serve_config(load_yaml(args.config))
     print(f"ok: model store {config.model_store}, {len(config.models)} pinned model(s), "
-          f"endpoints: {', '.join(config.endpoints) or 'none'}")
+          f"inline in the ingress: {', '.join(config.ingress.inline) or 'none'}")
     return 0
 
 

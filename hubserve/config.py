@@ -114,11 +114,20 @@ class ModelEntry(StrictModel):
 
 
 class IngressDeployment(StrictModel):
-    """The HTTP ingress deployment."""
+    """The HTTP ingress deployment.
+
+    Tasks in ``inline`` run in the ingress replicas themselves when the model runs
+    without torch (embedding models on ONNX Runtime): a request then takes one Python
+    hop instead of two. Their other models (e.g. an architecture ONNX cannot export)
+    go to the task's own deployment.
+    """
 
     num_cpus: float = Field(0.1, ge=0)
-    num_replicas: int = Field(1, ge=1)
+    num_replicas: int = Field(1, ge=1, description="replicas when autoscaling is not set")
+    autoscaling: Optional[Autoscaling] = None
     max_ongoing_requests: int = Field(512, ge=1)
+    inline: list[str] = Field(default_factory=list, description="embedding tasks the ingress runs itself")
+    threads: int = Field(1, ge=1, description="ONNX Runtime threads per ingress replica for inline models")
 
 
 class CacheConfig(StrictModel):
@@ -207,11 +216,6 @@ class AppConfig(StrictModel):
     serve_tasks: Optional[list[str]] = Field(
         None, description="deploy only these tasks (default: every registered task)"
     )
-    endpoints: list[str] = Field(
-        default_factory=list,
-        description="tasks whose deployment also answers /pipeline/<task>/<model id> itself (one hop); "
-                    "each needs its application in the Serve config (see ENDPOINT_IMPORT_PATH)",
-    )
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
@@ -276,13 +280,13 @@ class AppConfig(StrictModel):
         Raises:
             ValueError: naming each unknown task and the known ones.
         """
-        bad = sorted({t for t in [*self.tasks, *(self.serve_tasks or []), *self.endpoints] if t not in known})
+        bad = sorted({t for t in [*self.tasks, *(self.serve_tasks or []), *self.ingress.inline] if t not in known})
         for mid, entry in self.models.items():
             bad += [f"{mid}: {t}" for t in [entry.task, *entry.preload_tasks(None)] if t and t not in known]
         if bad:
             raise ValueError(f"unknown task(s) {bad}; known tasks: {sorted(known)}")
-        if self.serve_tasks is not None and (missing := set(self.endpoints) - set(self.serve_tasks)):
-            raise ValueError(f"endpoints {sorted(missing)} are not in serve_tasks")
+        if self.serve_tasks is not None and (missing := set(self.ingress.inline) - set(self.serve_tasks)):
+            raise ValueError(f"ingress.inline {sorted(missing)} are not in serve_tasks")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -310,14 +314,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
         return yaml.load(fh, Loader=_UniqueKeyLoader) or {}
 
 
-#: The builders of the main application and of a task endpoint application.
+#: The builder of the hubserve application.
 APP_IMPORT_PATH = "serve_app.app:build_app"
-ENDPOINT_IMPORT_PATH = "serve_app.app:build_endpoint"
-
-
-def endpoint_app(task: str) -> tuple[str, str]:
-    """The application name and route prefix of ``task``'s endpoint."""
-    return f"pipeline-{task}", f"/pipeline/{task}"
 
 
 def hubserve_args(serve_config: Mapping[str, Any]) -> dict:
@@ -329,30 +327,9 @@ def hubserve_args(serve_config: Mapping[str, Any]) -> dict:
 
 
 def check_serve_config(serve_config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> AppConfig:
-    """Validates a whole Serve config: the hubserve args, and one endpoint application
-    (name, route prefix, task, the same args) per task in ``endpoints``.
+    """Validates the hubserve application's args inside a whole Serve config.
 
     Raises:
         ValueError: naming what is wrong.
     """
-    args = hubserve_args(serve_config)
-    config = AppConfig.from_args(args, env)
-    apps = {app.get("name"): app for app in serve_config.get("applications") or []}
-    expected = set()
-    for task in config.endpoints:
-        name, prefix = endpoint_app(task)
-        expected.add(name)
-        app = apps.get(name)
-        if app is None:
-            raise ValueError(f"endpoint {task}: the Serve config needs an application named {name} "
-                             f"(import_path {ENDPOINT_IMPORT_PATH}, route_prefix {prefix})")
-        got = (app.get("import_path"), app.get("route_prefix"), (app.get("args") or {}).get("task"))
-        if got != (ENDPOINT_IMPORT_PATH, prefix, task):
-            raise ValueError(f"application {name}: import_path, route_prefix and args.task must be "
-                             f"{(ENDPOINT_IMPORT_PATH, prefix, task)}, not {got}")
-        if (app.get("args") or {}).get("config") != args:
-            raise ValueError(f"application {name}: args.config must be the hubserve application's args")
-    for name, app in apps.items():
-        if app.get("import_path") == ENDPOINT_IMPORT_PATH and name not in expected:
-            raise ValueError(f"application {name} is an endpoint, but its task is not in endpoints")
-    return config
+    return AppConfig.from_args(hubserve_args(serve_config), env)

@@ -1,8 +1,8 @@
-"""The inference request path, shared by the ingress and the task endpoints.
+"""The inference request path of the ingress.
 
 Resolve the model, pick its task, read and validate the body, answer from the
-cache or from the model server (remote behind a ``DeploymentHandle`` for the
-ingress, this very replica for an endpoint), format the output, set the headers.
+cache or from the model server (this very replica for an inline task, else the
+task's deployment behind a ``DeploymentHandle``), format the output, set the headers.
 Every failure becomes a JSON error.
 """
 

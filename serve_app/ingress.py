@@ -7,7 +7,6 @@ deployment with ``multiplexed_model_id=<id>@<sha>``, format). It never imports t
 # NOTE(hubserve): no `from __future__ import annotations` here: FastAPI must see the
 # real `Request` annotation on the methods that @serve.ingress rewrites.
 import logging
-from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -15,6 +14,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from deployments.model_server import ModelServer, SharedBackends
 from deployments.tasks import infer_task, task_names, task_or_none
 from hubserve import __version__
 from hubserve.config import AppConfig
@@ -23,7 +23,7 @@ from hubserve.store import ModelRef, open_store
 
 from .cache import make_cache
 from .inference import EXPOSED_HEADERS, Inference
-from .lifecycle import ModelGate, RemoteModels
+from .lifecycle import ModelGate, TaskModels
 from .management import ModelAdmin
 from .responses import error_response, json_response, request_id_of
 from .security import Guard
@@ -58,14 +58,18 @@ class Ingress:
     Args:
         handles: task name to the ``DeploymentHandle`` of its model server.
         config: the application config as a dict.
-        endpoints: task name to ``(app name, deployment name)`` of the task endpoint
-            applications, whose deployments serve those tasks here too.
     """
 
-    def __init__(self, handles: dict, config: dict, endpoints: Optional[dict] = None) -> None:
+    async def __init__(self, handles: dict, config: dict) -> None:
         self.config = AppConfig.model_validate(config)
         self.store = open_store(self.config)
-        self.gate = ModelGate(RemoteModels(handles, endpoints), self.config)
+        # NOTE(hubserve): inline tasks share one loaded backend per model in this replica.
+        backends = SharedBackends()
+        local = {}
+        for task in self.config.ingress.inline:
+            local[task] = ModelServer(task, config, torch=False, backends=backends, threads=self.config.ingress.threads)
+            await local[task].start()
+        self.gate = ModelGate(TaskModels(handles, local), self.config)
         self.guard = Guard(self.config)
         cache = make_cache(self.config.cache)
         self.inference = Inference(self.config, self.store, self.gate, cache, self.guard)

@@ -13,8 +13,8 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
-from deployments.model_server import too_large
-from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound, ServiceUnavailable
+from deployments.model_server import NeedsTorch, too_large
+from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound
 from hubserve.store import ModelRef
 
 logger = logging.getLogger(__name__)
@@ -112,64 +112,81 @@ class ModelTracker:
         await asyncio.wait_for(asyncio.shield(self.start(key, ref, load)), timeout)
 
 
-class RemoteModels:
-    """Task model servers reached through Serve ``DeploymentHandle``s.
+class TaskModels:
+    """Where each task's models run: this replica's own model servers (the ingress's
+    inline tasks), else the task's deployment behind a Serve ``DeploymentHandle``.
+
+    A model an inline server cannot run without torch (``NeedsTorch``) goes to the
+    task's deployment from then on.
 
     Args:
-        handles: task name to the model server's handle; a task named in ``endpoints``
-            is served by its own application and looked up by name on first use.
-        endpoints: task name to ``(app name, deployment name)`` of endpoint applications.
+        handles: task name to the ``DeploymentHandle`` of its model server.
+        local: task name to a ``ModelServer`` running in this replica.
     """
 
-    def __init__(self, handles: dict, endpoints: Optional[dict] = None) -> None:
+    def __init__(self, handles: dict, local: Optional[dict] = None) -> None:
         self.handles = dict(handles)
-        self.endpoints = dict(endpoints or {})
+        self.local = dict(local or {})
+        self.elsewhere: set[tuple[str, str]] = set()
 
     def deployed(self, task: str) -> bool:
-        return task in self.handles or task in self.endpoints
+        return task in self.handles or task in self.local
 
     def tasks(self) -> list[str]:
-        return sorted({*self.handles, *self.endpoints})
+        return sorted({*self.handles, *self.local})
 
     def handle(self, task: str, ref: ModelRef):
         """The model server handle of ``task``, routed to replicas holding ``ref``."""
         if task not in self.handles:
-            if task not in self.endpoints:
-                raise RouteNotFound(f"The task `{task}` is not deployed on this server")
-            from ray import serve
-
-            app_name, deployment = self.endpoints[task]
-            try:
-                self.handles[task] = serve.get_deployment_handle(deployment, app_name=app_name)
-            except Exception as exc:  # noqa: BLE001 - e.g. the endpoint application is not up yet
-                raise ServiceUnavailable(f"The {task} endpoint is not running ({exc})",
-                                         headers={"Retry-After": "1"}) from None
+            raise RouteNotFound(f"The task `{task}` is not deployed on this server")
         return self.handles[task].options(multiplexed_model_id=ref.revision_id)
 
+    def _server(self, task: str, ref: ModelRef):
+        server = self.local.get(task)
+        if server is None or (task, ref.revision_id) in self.elsewhere:
+            return None
+        return server
+
+    async def _route(self, task: str, ref: ModelRef, here: Callable, there: Callable):
+        server = self._server(task, ref)
+        if server is not None:
+            try:
+                return await here(server)
+            except NeedsTorch as exc:
+                if task not in self.handles:
+                    raise ModelLoadError(str(exc)) from None
+                logger.info("%s goes to the %s deployment: %s", ref.model_id, task, exc)
+                self.elsewhere.add((task, ref.revision_id))
+        return await there()
+
     async def load_model(self, task: str, ref: ModelRef) -> dict:
-        return await self.handle(task, ref).load_model.remote(ref.revision_id)
+        return await self._route(task, ref, lambda s: s.load_model(ref.revision_id),
+                                 lambda: self.handle(task, ref).load_model.remote(ref.revision_id))
 
     async def model_status(self, task: str, ref: ModelRef) -> dict:
-        """What a replica says of ``ref`` (the router sends this to one holding it, if any)."""
+        """What a replica says of ``ref`` (the router asks one holding it, if any)."""
+        server = self._server(task, ref)
+        if server is not None:
+            return await server.model_status(ref.revision_id)
         return await self.handle(task, ref).model_status.remote(ref.revision_id)
 
     def running_replicas(self) -> dict[str, int]:
-        """Running replicas per deployed task, from one question to the Serve controller."""
+        """Running replicas per task deployment, from one question to the Serve controller."""
         from ray import serve
 
-        own_app = serve.get_replica_context().app_name
-        applications = serve.status().applications
+        app = serve.status().applications.get(serve.get_replica_context().app_name)
         counts = {}
-        for task in self.tasks():
-            app, name = self.endpoints.get(task, (own_app, task))
-            deployment = applications[app].deployments.get(name) if app in applications else None
+        for task in self.handles:
+            deployment = app.deployments.get(task) if app else None
             counts[task] = int(deployment.replica_states.get("RUNNING", 0)) if deployment else 0
         return counts
 
     async def unload(self, ref: ModelRef) -> int:
-        """Unloads ``ref``'s model from every running replica of every task (none is started
-        for it): the router sends each call to a replica holding the model, until none does."""
+        """Unloads ``ref``'s model here and from every running replica of every task (none is
+        started for it): the router sends each call to a replica holding the model, until none does."""
         done = 0
+        for server in self.local.values():
+            done += int(await server.unload(ref.model_id))
         for task, running in (await asyncio.to_thread(self.running_replicas)).items():
             for _ in range(running):
                 try:
@@ -181,7 +198,7 @@ class RemoteModels:
                 done += 1
         return done
 
-    async def infer(self, task: str, ref: ModelRef, item):
+    async def _remote_infer(self, task: str, ref: ModelRef, item):
         response = self.handle(task, ref).infer.remote(item)
         try:
             return await response
@@ -189,48 +206,21 @@ class RemoteModels:
             response.cancel()
             raise
 
-    def stream(self, task: str, ref: ModelRef, item):
-        return self.handle(task, ref).options(stream=True).generate_stream.remote(item)
-
-
-class LocalModels:
-    """The task model server of this very replica (an endpoint application)."""
-
-    def __init__(self, server) -> None:
-        self.server = server
-
-    def deployed(self, task: str) -> bool:
-        return task == self.server.task.name
-
-    def _check(self, task: str) -> None:
-        if not self.deployed(task):
-            raise RouteNotFound(f"The task `{task}` is not served by this endpoint")
-
-    async def load_model(self, task: str, ref: ModelRef) -> dict:
-        self._check(task)
-        return await self.server.load_model(ref.revision_id)
-
-    async def model_status(self, task: str, ref: ModelRef) -> dict:
-        self._check(task)
-        return await self.server.model_status(ref.revision_id)
-
     async def infer(self, task: str, ref: ModelRef, item):
-        self._check(task)
-        return await self.server.infer(item)
+        return await self._route(task, ref, lambda s: s.infer(item), lambda: self._remote_infer(task, ref, item))
 
     def stream(self, task: str, ref: ModelRef, item):
-        self._check(task)
-        return self.server.generate_stream(item)
-
-    async def unload(self, ref: ModelRef) -> int:
-        return int(await self.server.unload(ref.model_id))
+        server = self._server(task, ref)
+        if server is not None:
+            return server.generate_stream(item)
+        return self.handle(task, ref).options(stream=True).generate_stream.remote(item)
 
 
 class ModelGate:
     """Decides, per request, whether a model is ready, loads it, or answers 503.
 
     Args:
-        models: where the task model servers are (``RemoteModels`` or ``LocalModels``).
+        models: where the task model servers are (``TaskModels``).
         config: the application config.
     """
 

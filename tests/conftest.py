@@ -47,14 +47,14 @@ def free_port() -> int:
 
 def server_args(store: Path) -> dict:
     """The hubserve config of the test graph: every task warm, MiniLM preloaded,
-    feature-extraction served by its own endpoint application."""
+    feature-extraction run inline by the ingress."""
     return {
         "model_store": str(store),
         "data_dir": str(store.parent / "data"),
         "auth": {"cache_ttl_s": 0},
         "hf_cache": None,
         "request_timeout_s": 120,
-        "endpoints": ["feature-extraction"],
+        "ingress": {"num_cpus": 0, "num_replicas": 1, "inline": ["feature-extraction"]},
         "deployment_defaults": {
             "num_cpus": 0,
             "threads": 1,
@@ -85,7 +85,6 @@ def legacy_args(store: Path, redis_url: str) -> dict:
         ingress={"num_cpus": 0, "num_replicas": 2},
         limits={"max_upload_bytes": 4096},
         models={},
-        endpoints=[],
     )
     return args
 
@@ -158,7 +157,7 @@ def server(tiny_store, redis_url) -> Server:
     import ray
     from ray import serve
 
-    from serve_app.app import build_app, build_endpoint
+    from serve_app.app import build_app
 
     ray_tmp = tempfile.mkdtemp(prefix="hsray-")
     os.environ["RAY_TMPDIR"] = ray_tmp
@@ -171,8 +170,6 @@ def server(tiny_store, redis_url) -> Server:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started = time.perf_counter()
     args = server_args(tiny_store)
-    serve.run(build_endpoint({"task": "feature-extraction", "config": args}),
-              name="pipeline-feature-extraction", route_prefix="/pipeline/feature-extraction")
     serve.run(build_app(args), name="hubserve", route_prefix="/")
     serve.run(build_app(legacy_args(tiny_store, redis_url)), name="legacy", route_prefix="/legacy")
     url = f"http://127.0.0.1:{port}"

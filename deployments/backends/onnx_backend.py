@@ -16,7 +16,7 @@ import onnxruntime as ort
 from hubserve.errors import ModelLoadError
 
 from .base import LoadSpec
-from .onnx_export import GENERATIVE, QUANTIZED_FILE, ensure_export, entry_dir, export_model, ort_class
+from .onnx_export import GENERATIVE, QUANTIZED_FILE, ensure_export, entry_dir, export_model, export_revision, ort_class
 from .torch_backend import TorchBackend
 
 
@@ -50,8 +50,7 @@ class OnnxBackend(TorchBackend):
 
     def _load_model(self, spec: LoadSpec):
         cls = ort_class(spec.model_kind)
-        model_key = (spec.model_id or spec.path.name).replace("/", "--")
-        entry = entry_dir(spec.cache_dir, model_key, spec.revision or "local", "int8" if self.quantize else "fp32")
+        entry = entry_dir(spec.cache_dir, export_revision(spec), spec.model_kind, self.quantize)
         ensure_export(entry, lambda folder: export_model(spec.path, folder, spec.model_kind, self.quantize))
         options = ort.SessionOptions()
         if spec.threads:

@@ -1,8 +1,9 @@
 """ONNX exports of model revisions, made once and kept on disk.
 
-An export lives at ``<cache>/<org>--<name>/<sha>/<variant>-<versions>/`` where the
-variant is ``fp32`` or ``int8`` and ``versions`` digests the library versions that
-made it, so an upgrade never reuses a stale export. A file lock keeps replicas
+An export lives at ``<cache>/<sha>/<kind>-<variant>-<versions>/``: the model's
+revision (a digest of its files, so two ids holding the same files share one
+export), the head it was exported with, ``fp32`` or ``int8``, and a digest of the
+library versions that made it, so an upgrade never reuses a stale export. A file lock keeps replicas
 from exporting the same entry at once; an entry is built in a temporary folder,
 described by a manifest of its files and sizes, and renamed into place, so a
 crashed export leaves nothing that looks complete. A broken entry (missing
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "hubserve-export.json"
 #: Bumped when the layout of an export changes.
-FORMAT = 1
+FORMAT = 2
 _LIBRARIES = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "transformers", "torch")
 #: The int8 export's file name.
 QUANTIZED_FILE = "model_quantized.onnx"
@@ -66,9 +67,14 @@ def versions_digest() -> str:
     return hashlib.sha1(";".join(parts).encode()).hexdigest()[:12]
 
 
-def entry_dir(cache_root: Path, model_key: str, revision: str, variant: str) -> Path:
-    """Where the export of one model revision and variant lives."""
-    return cache_root / model_key / revision / f"{variant}-{versions_digest()}"
+def entry_dir(cache_root: Path, revision: str, model_kind: str, quantize: bool) -> Path:
+    """Where the export of one model revision, head and variant lives."""
+    return cache_root / revision / f"{model_kind}-{'int8' if quantize else 'fp32'}-{versions_digest()}"
+
+
+def export_revision(spec) -> str:
+    """The revision that keys a ``LoadSpec``'s export (its sha, else its folder's name)."""
+    return spec.revision or f"local-{spec.path.name}"
 
 
 def is_complete(entry: Path) -> bool:

@@ -26,7 +26,7 @@ import onnxruntime as ort
 from hubserve.errors import InvalidInput, ModelLoadError
 
 from .base import LoadSpec
-from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, is_complete
+from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, export_revision, is_complete
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ def export_entry(spec: LoadSpec, quantize: bool) -> Path:
     """
     if spec.cache_dir is None:
         raise ModelLoadError("the onnx backends need a cache folder for their exports")
-    model_key = (spec.model_id or spec.path.name).replace("/", "--")
-    entry = entry_dir(spec.cache_dir, model_key, spec.revision or "local", "int8" if quantize else "fp32")
+    entry = entry_dir(spec.cache_dir, export_revision(spec), spec.model_kind, quantize)
     if is_complete(entry):
         return entry
     root = Path(__file__).resolve().parents[2]

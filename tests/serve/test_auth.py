@@ -106,7 +106,7 @@ def test_private_cache_entries_are_never_served_to_other_tokens(http, world, ser
     assert public.status_code == 200
 
 
-def test_a_private_model_on_the_task_endpoint_is_missing_to_others(http, world, server):
+def test_a_private_model_on_the_pipeline_route_is_missing_to_others(http, world, server):
     server.copy_model("tiny/sentence-bert", "acme/secret-st")
     AuthStore(server.auth_db).set_private("acme/secret-st", True)
     body = {"inputs": "x"}

@@ -347,36 +347,57 @@ def test_read_routes_answer_404_for_unknown_models(http):
     fail(http.get("/status/a%5Cb"), 400)
 
 
-# -- the feature-extraction endpoint application (one hop) ---------------------------
+# -- feature-extraction runs inline in the ingress (one hop) ---------------------------
 
-def test_the_task_endpoint_answers_like_the_ingress(http, tiny_models):
-    model_id = tiny_models["feature-extraction"]
+def held_by_the_task_deployment(task: str, revision_id: str) -> bool:
+    from ray import serve
+
+    handle = serve.get_deployment_handle(task, app_name="hubserve").options(multiplexed_model_id=revision_id)
+    return handle.model_status.remote(revision_id).result(timeout_s=60)["loaded"]
+
+
+def test_an_onnx_embedding_model_runs_in_the_ingress(http):
+    model_id = "optimized/sentence-int8"
     body = {"inputs": ["a first sentence", "another one"], "options": {"use_cache": False}}
-    direct = post(http, f"/pipeline/feature-extraction/{model_id}", body)
-    via_ingress = post(http, f"/models/{model_id}/pipeline/feature-extraction", body)
-    pairs = list(zip(ok(direct), ok(via_ingress), strict=True))
+    answers = [post(http, path, body) for path in (f"/pipeline/feature-extraction/{model_id}",
+                                                   f"/models/{model_id}/pipeline/feature-extraction")]
+    pairs = list(zip(*[ok(a) for a in answers], strict=True))
     assert len(pairs) == 2 and all(np.allclose(a, b, atol=1e-6) for a, b in pairs)
-    for resp in (direct, via_ingress):
-        assert resp.headers["x-compute-type"] == "cpu"
+    for resp in answers:
+        assert resp.headers["x-compute-type"] == "cpu+optimized"
         assert len(resp.headers["x-sha"]) == 40 and resp.headers["x-compute-characters"] == "27"
-    # the ingress reaches the endpoint's deployment: /status sees the model it loaded
+    sha = answers[0].headers["x-sha"]
+    assert not held_by_the_task_deployment("feature-extraction", f"{model_id}@{sha}")
     status = http.get(f"/status/{model_id}").json()
     assert status["loaded"] is True and status["state"] == "Loaded"
 
 
-def test_the_task_endpoint_maps_errors_and_cors(http, tiny_models):
+def test_an_inline_task_sends_a_model_that_needs_torch_to_its_deployment(http, tiny_models):
+    model_id = tiny_models["feature-extraction"]  # the test graph's default backend is torch
+    body = {"inputs": ["a first sentence", "another one"], "options": {"use_cache": False}}
+    direct = post(http, f"/pipeline/feature-extraction/{model_id}", body)
+    via_model = post(http, f"/models/{model_id}/pipeline/feature-extraction", body)
+    pairs = list(zip(ok(direct), ok(via_model), strict=True))
+    assert len(pairs) == 2 and all(np.allclose(a, b, atol=1e-6) for a, b in pairs)
+    assert direct.headers["x-compute-type"] == via_model.headers["x-compute-type"] == "cpu"
+    assert held_by_the_task_deployment("feature-extraction", f"{model_id}@{direct.headers['x-sha']}")
+    status = http.get(f"/status/{model_id}").json()
+    assert status["loaded"] is True and status["state"] == "Loaded"
+
+
+def test_the_pipeline_route_maps_errors_and_cors(http, tiny_models):
     model_id = tiny_models["sentence-similarity"]
     missing = fail(post(http, "/pipeline/feature-extraction/nobody/nothing", {"inputs": "x"}), 404)
     assert missing == fail(post(http, "/models/nobody/nothing/pipeline/feature-extraction", {"inputs": "x"}), 404)
     assert "nobody/nothing" in missing["error"]
-    fail(post(http, "/pipeline/feature-extraction/", {"inputs": "x"}), 404)
+    assert "empty" in fail(post(http, "/pipeline/feature-extraction/", {"inputs": "x"}), 400)["error"]
     fail(http.get(f"/pipeline/feature-extraction/{model_id}"), 405)
     fail(post(http, f"/pipeline/feature-extraction/{model_id}", raw=b'{"inputs": ', headers={"content-type": JSON_CT}), 400)
     fail(post(http, f"/pipeline/feature-extraction/{model_id}", {"input": "x"}), 400)
     fail(post(http, f"/pipeline/feature-extraction/{model_id}", raw=b"x" * 2_100_000), 413)
     preflight = http.options(f"/pipeline/feature-extraction/{model_id}",
                              headers={"origin": "http://app.example", "access-control-request-method": "POST"})
-    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "*"
     answer = post(http, f"/pipeline/feature-extraction/{model_id}", {"inputs": "x"},
                   headers={"origin": "http://app.example"})
     assert answer.headers["access-control-allow-origin"] == "*"

@@ -1,6 +1,5 @@
 """The config schema (no Ray)."""
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -74,26 +73,21 @@ def test_hubserve_args_needs_the_application():
         hubserve_args({"applications": [{"import_path": "other:app"}]})
 
 
-def test_every_endpoint_needs_its_application_with_the_same_args():
-    serve_config = load_yaml(ROOT / "configs" / "default.yaml")
-    assert check_serve_config(serve_config, env={}).endpoints == ["sentence-similarity", "feature-extraction"]
-
-    def broken(edit):
-        data = copy.deepcopy(serve_config)
-        edit(data["applications"])
-        with pytest.raises(ValueError) as err:
-            check_serve_config(data, env={})
-        return str(err.value)
-
-    assert "needs an application named pipeline-feature-extraction" in broken(lambda apps: apps.pop())
-    assert "route_prefix" in broken(lambda apps: apps[-1].update(route_prefix="/fe"))
-    assert "args.config" in broken(lambda apps: apps[-1]["args"].update(config={"models": {}}))
-    assert "not in endpoints" in broken(lambda apps: apps[0]["args"].update(endpoints=["sentence-similarity"]))
+def test_the_default_config_runs_the_embedding_tasks_in_the_ingress():
+    config = check_serve_config(load_yaml(ROOT / "configs" / "default.yaml"), env={})
+    assert config.ingress.inline == ["sentence-similarity", "feature-extraction"]
+    assert config.ingress.autoscaling.min_replicas == 1
+    assert all(config.deployment_for(t).autoscaling.min_replicas == 0 for t in config.ingress.inline)
 
 
-def test_endpoints_must_be_served_tasks():
+def test_inline_tasks_are_served_embedding_tasks():
+    from serve_app.app import _config
+
     with pytest.raises(ValueError, match="not in serve_tasks"):
-        AppConfig.from_args({"serve_tasks": ["fill-mask"], "endpoints": ["feature-extraction"]},
+        AppConfig.from_args({"serve_tasks": ["fill-mask"], "ingress": {"inline": ["feature-extraction"]}},
                             env={}).check_tasks(set(task_names()))
     with pytest.raises(ValueError, match="unknown task"):
-        AppConfig.from_args({"endpoints": ["embeddings"]}, env={}).check_tasks(set(task_names()))
+        AppConfig.from_args({"ingress": {"inline": ["embeddings"]}}, env={}).check_tasks(set(task_names()))
+    with pytest.raises(ValueError, match="embedding tasks only"):
+        _config({"ingress": {"inline": ["feature-extraction", "fill-mask"]}})
+    assert _config({"ingress": {"inline": ["sentence-similarity"]}}).ingress.inline == ["sentence-similarity"]

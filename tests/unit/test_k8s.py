@@ -39,7 +39,7 @@ def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest):
     ServeDeploySchema.model_validate(serve_config)
     config = check_serve_config(serve_config, env={})
     config.check_tasks(set(task_names()))
-    assert config.endpoints
+    assert config.ingress.inline
     assert serve_config["http_options"]["host"] == "0.0.0.0"
 
 

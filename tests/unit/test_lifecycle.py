@@ -100,3 +100,104 @@ def test_a_slow_load_times_out_but_goes_on():
 
     asyncio.run(scenario())
     assert "t|k" in tracker.loaded
+
+
+# -- where a task's models run ----------------------------------------------------------
+
+class FakeBackend:
+    def __init__(self):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_tasks_of_one_process_share_a_backend_until_the_last_lets_go():
+    from deployments.model_server import LoadedModel, SharedBackends
+
+    shared, made = SharedBackends(), []
+
+    def load():
+        made.append(FakeBackend())
+        return made[-1]
+
+    model = ref()
+    key = (model.revision_id, "base", "auto", "cpu", "float32")
+    first = LoadedModel(model, *shared.acquire(key, load)[:1], None)
+    first._release = lambda: shared._release(key)
+    backend, release = shared.acquire(key, load)
+    second = LoadedModel(model, backend, None, release)
+    assert second.backend is first.backend and len(made) == 1 and len(shared) == 1
+    first.__del__()
+    assert not made[0].closed  # the other task still holds it
+    second.__del__()
+    assert made[0].closed and len(shared) == 0
+    shared.acquire(key, load)
+    other = shared.acquire((model.revision_id, "masked-lm", "auto", "cpu", "float32"), load)[0]
+    assert other is made[2] and len(made) == 3  # another head is another backend
+
+
+class FakeCall:
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        async def done():
+            return self.value
+        return done().__await__()
+
+
+class FakeHandle:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def options(self, **kwargs):
+        return self
+
+    def __getattr__(self, method):
+        calls = self.calls
+
+        class Method:
+            def remote(self, *args):
+                calls.append(method)
+                return FakeCall({"where": "deployment"} if method == "infer" else {"loaded": True, "cached": False,
+                                                                                  "seconds": 0.1})
+        return Method()
+
+
+class FakeLocal:
+    def __init__(self, needs_torch):
+        self.needs_torch = needs_torch
+        self.calls = []
+
+    async def infer(self, item):
+        from deployments.model_server import NeedsTorch
+
+        self.calls.append("infer")
+        if self.needs_torch:
+            raise NeedsTorch("this one needs torch")
+        return {"where": "ingress"}
+
+    async def model_status(self, revision_id):
+        return {"loaded": False, "failed": False}
+
+
+def test_an_inline_task_runs_here_unless_the_model_needs_torch():
+    from serve_app.lifecycle import TaskModels
+
+    remote_calls = []
+    model = ref()
+    here = TaskModels({"feature-extraction": FakeHandle(remote_calls)}, {"feature-extraction": FakeLocal(False)})
+    assert asyncio.run(here.infer("feature-extraction", model, None)) == {"where": "ingress"} and not remote_calls
+
+    local = FakeLocal(True)
+    models = TaskModels({"feature-extraction": FakeHandle(remote_calls)}, {"feature-extraction": local})
+    for _ in range(2):
+        assert asyncio.run(models.infer("feature-extraction", model, None)) == {"where": "deployment"}
+    assert local.calls == ["infer"]  # asked once; then the deployment is where this model runs
+    assert remote_calls == ["infer", "infer"]
+    assert asyncio.run(models.model_status("feature-extraction", model))["loaded"] is True
+
+    alone = TaskModels({}, {"feature-extraction": FakeLocal(True)})
+    with pytest.raises(ModelLoadError, match="needs torch"):
+        asyncio.run(alone.infer("feature-extraction", model, None))

@@ -175,7 +175,7 @@ def test_exports_are_cached_and_broken_entries_rebuilt(runner):
     body = {"inputs": "cache me"}
     runner("tiny/bert-sentiment", body, "onnx")
     ref = runner.store.resolve("tiny/bert-sentiment")
-    entry = entry_dir(runner.cache, "tiny--bert-sentiment", ref.sha, "fp32")
+    entry = entry_dir(runner.cache, ref.sha, "sequence-classification", False)
     assert is_complete(entry)
     stamp = (entry / "model.onnx").stat().st_mtime_ns
     runner("tiny/bert-sentiment", body, "onnx")
