@@ -208,7 +208,11 @@ class ModelServer:
             ref = self.store.resolve(model_id)
             if self.task.name in entry.preload_tasks(entry.task or infer_task(ref)):
                 start = time.perf_counter()
-                await self.get_model(ref.revision_id)
+                try:
+                    await self.get_model(ref.revision_id)
+                except NeedsTorch as exc:  # the task's deployment loads it on its first request
+                    logger.info("not preloading %s here: %s", model_id, exc)
+                    continue
                 logger.info("preloaded %s for %s in %.2fs", model_id, self.task.name, time.perf_counter() - start)
 
     # -- the resident models ---------------------------------------------------------
