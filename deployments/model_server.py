@@ -447,20 +447,12 @@ def build_model_server(task: str, config: AppConfig):
         A bound ``Application`` for the ingress to hold a handle to.
     """
     opts = config.deployment_for(task)
-    autoscaling = opts.autoscaling
     deployment = serve.deployment(
         ModelServerDeployment,
         name=task,
         ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus or 0},
         max_ongoing_requests=opts.max_ongoing_requests,
         max_queued_requests=opts.max_queued_requests,
-        autoscaling_config={
-            "min_replicas": autoscaling.min_replicas,
-            "initial_replicas": autoscaling.min_replicas,
-            "max_replicas": autoscaling.max_replicas,
-            "target_ongoing_requests": autoscaling.target_ongoing_requests,
-            "upscale_delay_s": autoscaling.upscale_delay_s,
-            "downscale_delay_s": autoscaling.downscale_delay_s,
-        },
+        autoscaling_config=opts.autoscaling.serve_config(),
     )
     return deployment.bind(task, config.model_dump(mode="json"))

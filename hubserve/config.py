@@ -40,6 +40,12 @@ class Autoscaling(StrictModel):
     upscale_delay_s: float = Field(5.0, ge=0)
     downscale_delay_s: float = Field(60.0, ge=0)
 
+    def serve_config(self) -> dict:
+        """Ray Serve's ``autoscaling_config`` (starting at ``min_replicas``)."""
+        return {"min_replicas": self.min_replicas, "initial_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas, "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s}
+
     @model_validator(mode="after")
     def _bounds(self):
         if self.max_replicas < max(self.min_replicas, 1):

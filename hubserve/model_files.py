@@ -161,3 +161,12 @@ def without_pickles(folder: Path, report: FolderReport) -> tempfile.TemporaryDir
             if rel not in skip:
                 os.symlink(os.path.realpath(Path(current, name)), Path(view.name, rel_dir, name))
     return view
+
+
+def read_json_object(path: Path) -> dict:
+    """A model file's JSON object, or ``{}`` when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -48,11 +48,8 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     tasks = config.serve_tasks or task_names()
     handles = {task: build_model_server(task, config) for task in tasks}
     scaling = config.ingress.autoscaling
-    replicas = {"num_replicas": config.ingress.num_replicas} if scaling is None else {"autoscaling_config": {
-        "min_replicas": scaling.min_replicas, "initial_replicas": scaling.min_replicas,
-        "max_replicas": scaling.max_replicas, "target_ongoing_requests": scaling.target_ongoing_requests,
-        "upscale_delay_s": scaling.upscale_delay_s, "downscale_delay_s": scaling.downscale_delay_s,
-    }}
+    replicas = ({"num_replicas": config.ingress.num_replicas} if scaling is None
+                else {"autoscaling_config": scaling.serve_config()})
     ingress = serve.deployment(
         Ingress,
         name="ingress",

@@ -11,7 +11,6 @@ export itself needs torch once per model revision: it runs in a child process
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -24,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from hubserve.errors import InvalidInput, ModelLoadError
+from hubserve.model_files import read_json_object
 
 from .base import LoadSpec
 from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, export_revision, is_complete
@@ -38,13 +38,6 @@ class ExportUnsupported(ModelLoadError):
     """The model cannot run on this backend (no ``tokenizer.json``, or an architecture
     optimum cannot export); ``backend: auto`` then runs it on PyTorch."""
 
-
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _token(value) -> Optional[str]:
@@ -131,9 +124,9 @@ class OrtEmbedder:
         outputs = [node.name for node in self.session.get_outputs()]
         self._output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
 
-        tok_cfg = _json(spec.path / "tokenizer_config.json")
-        special = _json(spec.path / "special_tokens_map.json")
-        model_cfg = _json(spec.path / "config.json")
+        tok_cfg = read_json_object(spec.path / "tokenizer_config.json")
+        special = read_json_object(spec.path / "special_tokens_map.json")
+        model_cfg = read_json_object(spec.path / "config.json")
         limit = tok_cfg.get("model_max_length")
         if isinstance(limit, (int, float)) and 0 < limit < 1_000_000:
             self.max_input_tokens = int(limit)

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hubserve.errors import InvalidInput, ModelLoadError
+from hubserve.model_files import read_json_object
 
 _MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "lasttoken")
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
@@ -33,13 +34,6 @@ class Pooling:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: Optional[str] = None
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def load_pooling(folder: Path) -> Pooling:
@@ -63,12 +57,12 @@ def load_pooling(folder: Path) -> Pooling:
         if kind not in _SUPPORTED_MODULES:
             raise ModelLoadError(f"sentence-transformers module {module.get('type')} is not supported")
         if kind == "Pooling":
-            cfg = _read_json(folder / module.get("path", "") / "config.json")
+            cfg = read_json_object(folder / module.get("path", "") / "config.json")
             modes = tuple(m for m in _MODES if cfg.get(f"pooling_mode_{m}")) or modes
         elif kind == "Normalize":
             normalize = True
-    bert_cfg = _read_json(folder / "sentence_bert_config.json")
-    st_cfg = _read_json(folder / "config_sentence_transformers.json")
+    bert_cfg = read_json_object(folder / "sentence_bert_config.json")
+    st_cfg = read_json_object(folder / "config_sentence_transformers.json")
     return Pooling(
         sentence_transformers=True,
         modes=modes,
