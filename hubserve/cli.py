@@ -129,89 +129,100 @@ def processes_with_env(name: str, value: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
-#: How long a stopping server has after SIGINT before SIGTERM, and then before SIGKILL.
-STOP_GRACE_S = 12.0
-KILL_GRACE_S = 5.0
+#: How long Serve has to shut down when the server stops, and then each Ray process after SIGTERM.
+STOP_GRACE_S = 15.0
+KILL_GRACE_S = 2.0
 
 
 def _default_sigint() -> None:
     # NOTE(hubserve): a program started in the background of a non-interactive shell inherits
-    # SIGINT ignored, and Python then never raises KeyboardInterrupt: `serve run` would ignore
-    # the SIGINT it is stopped with.
+    # SIGINT ignored; the deploy child must stop on the SIGINT it is sent.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def _become_subreaper() -> None:
+    """Ray's node processes, orphaned when the deploy child exits, become this process's
+    children (Linux ``PR_SET_CHILD_SUBREAPER``): the server stays one process tree."""
     try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
         pass
 
 
-def _group_alive(pgid: int) -> bool:
+def _reap() -> None:
+    """Collects exited children (the orphans this process adopted included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 
-def _supervise(proc: subprocess.Popen) -> int:
-    """Waits for the server; on SIGINT or SIGTERM stops it: SIGINT, then SIGTERM and SIGKILL to
-    its whole process group if it has not stopped within the grace periods."""
-    asked: list[float] = []
+def _stop_leftovers(first: list[int], rest: list[int]) -> None:
+    """Stops what the server left: SIGTERM to ``first`` (Ray's raylet, so that it exits before
+    the processes it talks to, as Ray stops a node), then to ``rest``; SIGKILL to what is left
+    after each grace."""
+    def alive(pids: list[int]) -> list[int]:
+        _reap()
+        return [pid for pid in pids if _alive(pid)]
 
-    def stop(signum, _frame):
-        print(f"hubserve: stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-        if not asked:
-            asked.append(time.monotonic())
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    escalated = 0
-    while True:
-        try:
-            code = proc.wait(timeout=0.5)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        except KeyboardInterrupt:
-            stop(signal.SIGINT, None)
-            continue
-        waited = time.monotonic() - asked[0] if asked else 0.0
-        if escalated == 0 and waited > STOP_GRACE_S:
-            print("hubserve: still running, sending SIGTERM", file=sys.stderr, flush=True)
-            _signal_group(proc.pid, signal.SIGTERM)
-            escalated = 1
-        elif escalated == 1 and waited > STOP_GRACE_S + KILL_GRACE_S:
-            print("hubserve: still running, sending SIGKILL", file=sys.stderr, flush=True)
-            _signal_group(proc.pid, signal.SIGKILL)
-            escalated = 2
-    return code
-
-
-def _stop_leftovers(pgid: int, pids: list[int]) -> None:
-    """SIGTERM, then after a grace SIGKILL, to what the server left: its process group and ``pids``."""
-    def alive() -> bool:
-        return _group_alive(pgid) or any(Path(f"/proc/{pid}").exists() for pid in pids)
-
-    def send(signum: int) -> None:
-        _signal_group(pgid, signum)
+    def send(pids: list[int], signum: int) -> None:
         for pid in pids:
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    if not alive():
-        return
-    send(signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE_S
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    send(signal.SIGKILL)
+    for pids in (first, rest):
+        send(alive(pids), signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while alive(pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        send(alive(pids), signal.SIGKILL)
+
+
+class _Stop:
+    """Set by SIGINT or SIGTERM."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+
+    def __call__(self, signum, _frame) -> None:
+        if not self.asked:
+            print(f"hubserve: stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+        self.asked = True
+
+
+def _run_child(argv: list[str], env: dict, stop: Optional[_Stop], timeout_s: Optional[float] = None) -> Optional[int]:
+    """Runs a ``python -m hubserve.serve_run`` child; its exit code, or None when ``stop`` was
+    asked (or ``timeout_s`` passed) first, after stopping it."""
+    proc = subprocess.Popen([sys.executable, "-m", "hubserve.serve_run", *argv], env=env,
+                            start_new_session=True, preexec_fn=_default_sigint)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        except KeyboardInterrupt:
+            stop.asked = True
+        if (stop is not None and stop.asked) or (deadline is not None and time.monotonic() > deadline):
+            proc.kill()
+            proc.wait()
+            return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -220,6 +231,8 @@ def _serve(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     rendered = state / "serve.yaml"
     rendered.write_text(render(args.config, args.host, args.port), encoding="utf-8")
+    ray_state = state / "ray.json"
+    ray_state.unlink(missing_ok=True)
     env = dict(os.environ)
     # The server never downloads: models come from the store, the HF cache or packages.
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
@@ -236,15 +249,33 @@ def _serve(args: argparse.Namespace) -> int:
         # NOTE(hubserve): a stopping replica of that preset keeps taking requests for 30 s, so that a
         # cluster's load balancer notices; one local HAProxy notices at once.
         env.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-    # NOTE(hubserve): `serve run` shuts Serve and its local Ray down on SIGINT.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hubserve.serve_run", str(rendered), *(["--dashboard"] if args.dashboard else [])],
-        env=env, start_new_session=True, preexec_fn=_default_sigint)
-    code = _supervise(proc)
-    _stop_leftovers(proc.pid, processes_with_env(SERVE_ID_ENV, env[SERVE_ID_ENV]))
+    _become_subreaper()
+    stop = _Stop()
+    code = _run_child(["deploy", str(rendered), str(ray_state), *(["--dashboard"] if args.dashboard else [])],
+                      env, stop)
+    node = json.loads(ray_state.read_text(encoding="utf-8")) if ray_state.exists() else {}
+    if code == 0:
+        print(f"hubserve: serving on {_listen_url(rendered)}" +
+              (f" (Serve's logs: {node['logs']})" if node.get("logs") else ""), file=sys.stderr, flush=True)
+        while not stop.asked:
+            _reap()
+            if not all(_alive(pid) for pids in node["pids"].values() for pid in pids):
+                print("hubserve: a Ray process of the server exited; stopping", file=sys.stderr, flush=True)
+                code = 1
+                break
+            time.sleep(0.5)
+    if node:
+        _run_child(["shutdown", node["address"]], env, None, timeout_s=STOP_GRACE_S)
+    raylet = node.get("pids", {}).get("raylet", [])
+    _stop_leftovers(raylet, [pid for pid in processes_with_env(SERVE_ID_ENV, env[SERVE_ID_ENV]) if pid not in raylet])
     if haproxy_dir is not None:
         shutil.rmtree(haproxy_dir, ignore_errors=True)
-    return code
+    return 0 if code is None else code
+
+
+def _listen_url(rendered: Path) -> str:
+    http = load_yaml(str(rendered)).get("http_options") or {}
+    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
 
 
 def _app_config(path: str) -> AppConfig:

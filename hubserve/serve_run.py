@@ -1,36 +1,119 @@
-"""``serve run CONFIG`` on a local Ray that this process starts, with the dashboard optional.
+"""Deploys a Serve config onto Ray and returns once its applications run; shuts Serve down.
 
-``serve run`` starts a local Ray with the dashboard, whose module processes take about 1 GB of
-memory on a single machine. ``hubserve serve`` runs this module instead: it starts Ray itself
-(without the dashboard unless ``--dashboard``), then hands over to Ray's own ``serve run``, which
-keeps a Ray it finds initialized. With ``RAY_ADDRESS`` set (other than ``local``), it joins that
-cluster as is; otherwise it never joins a Ray that happens to run on the machine.
+``hubserve serve`` runs this module as a short-lived child, so that no Ray driver stays up
+next to the server (a driver is about 150 MB of memory, doing nothing):
 
-    python -m hubserve.serve_run CONFIG [--dashboard]
+    python -m hubserve.serve_run deploy CONFIG STATE_FILE [--dashboard]
+    python -m hubserve.serve_run shutdown ADDRESS
+
+``deploy`` starts a Ray head node of its own (unless ``RAY_ADDRESS`` names a cluster, which
+it then joins as is; it never joins a Ray that happens to run on the machine), without what a
+single local server has no use for: the dashboard (unless ``--dashboard``), the cluster
+autoscaler's monitor, the log monitor (it streams worker output to drivers, and there is
+none) and the Ray Client server. It deploys the config's applications like ``serve run``,
+writes ``{"address", "pids" (by process kind), "logs"}`` to STATE_FILE, and exits 0 once every application is
+RUNNING, or 1 with Serve's message when one fails. The node outlives it: its processes are
+stopped by ``shutdown`` and then by PID (see ``hubserve.cli``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubserve.serve_run", description=__doc__.splitlines()[0])
-    parser.add_argument("config")
-    parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (port 8265)")
-    args = parser.parse_args(argv)
+#: The Ray release whose private node API (``ray._private.node``, ``RayParams``) this module
+#: uses to start a head without the processes above; another release fails here, loudly.
+RAY_VERSION = "2.60.0"
 
+
+def _start_head(dashboard: bool):
+    """A local Ray head node, left running when this process exits."""
+    import ray
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    if ray.__version__ != RAY_VERSION:
+        raise SystemExit(f"hubserve.serve_run needs ray=={RAY_VERSION} (found {ray.__version__})")
+    ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+    params = RayParams(include_dashboard=dashboard, include_log_monitor=False, no_monitor=True)
+    # NOTE(hubserve): no reaper and no fate sharing (spawn_reaper=False): the node's processes
+    # must survive this process; ``hubserve serve`` stops them.
+    return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=False, ray_init_cluster=True)
+
+
+def _wait_running(names: list[str]) -> Optional[str]:
+    """None once every application in ``names`` runs; the failure message if one fails."""
+    from ray import serve
+
+    while True:
+        apps = serve.status().applications
+        states = {name: apps.get(name) for name in names}
+        for name, app in states.items():
+            if app is not None and app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                # NOTE(hubserve): the application's message names the deployments; theirs holds
+                # the replica's traceback, whose last line is the error.
+                causes = [f"{dep}: {info.message.strip().splitlines()[-1]}"
+                          for dep, info in app.deployments.items() if info.message.strip()]
+                return "; ".join([f"application {name!r} failed to deploy: {app.message}", *causes])
+        if all(app is not None and app.status == "RUNNING" for app in states.values()):
+            return None
+        time.sleep(0.5)
+
+
+def deploy(config: str, state_file: str, dashboard: bool) -> int:
     import ray
     from ray.serve._private.constants import SERVE_NAMESPACE
     from ray.serve.scripts import cli
 
     address = os.environ.get("RAY_ADDRESS", "")
-    local = {} if address not in ("", "local") else {"address": "local", "include_dashboard": args.dashboard}
-    ray.init(namespace=SERVE_NAMESPACE, **local)
-    return cli.main(["run", args.config], prog_name="serve", standalone_mode=True)
+    pids, logs = {}, None
+    if address in ("", "local"):
+        node = _start_head(dashboard)
+        address = node.address
+        pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+        logs = str(Path(node.get_logs_dir_path()) / "serve")
+    ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
+    Path(state_file).write_text(json.dumps({"address": address, "pids": pids, "logs": logs}), encoding="utf-8")
+    cli.main(["run", config, "--non-blocking"], prog_name="serve", standalone_mode=False)
+    names = [app["name"] for app in yaml.safe_load(Path(config).read_text(encoding="utf-8"))["applications"]]
+    failure = _wait_running(names)
+    if failure:
+        print(f"hubserve: {failure}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def shutdown(address: str) -> int:
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
+    serve.shutdown()
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hubserve.serve_run", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("deploy")
+    run.add_argument("config")
+    run.add_argument("state_file")
+    run.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (port 8265)")
+    stop = sub.add_parser("shutdown")
+    stop.add_argument("address")
+    args = parser.parse_args(argv)
+    if args.action == "deploy":
+        return deploy(args.config, args.state_file, args.dashboard)
+    return shutdown(args.address)
 
 
 if __name__ == "__main__":
