@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Optional
 
 import orjson
 from fastapi.responses import Response, StreamingResponse
@@ -41,8 +42,94 @@ EXPOSED_HEADERS = (
 )
 
 
+@dataclass
+class Plan:
+    """What a route made of a request: the model, its task and the task's validated request;
+    ``finish`` turns the task's output into the response body, ``render`` turns stream events
+    into the response's bytes (None: TGI's server-sent events)."""
+
+    ref: ModelRef
+    task: Task
+    task_request: Any
+    control: Control
+    finish: Callable[[Any], Any]
+    render: Optional[Callable[[AsyncIterator[dict]], AsyncIterator[bytes]]] = None
+
+    @property
+    def stream(self) -> bool:
+        return bool(getattr(self.task_request, "stream", False))
+
+
+class TaskRoute:
+    """A task request on ``/models/{id}`` (``task_name`` None: the model's own task) or on a
+    pipeline route (``task_name`` given)."""
+
+    def __init__(self, task_name: Optional[str] = None) -> None:
+        self.task_name = task_name
+
+    async def plan(self, inference: "Inference", request: Request, model_id: str, principal: Principal) -> Plan:
+        ref = await inference.resolve(model_id, principal)
+        task = get_task(self.task_name or infer_task(ref))
+        check_can_run(task, ref)
+        payload = decode_body(await inference.body(request), request.headers.get("content-type", ""),
+                              request.query_params)
+        check_inputs(payload.inputs, inference.config.limits)
+        check_inputs(payload.parameters, inference.config.limits, "parameters")
+        task, payload, finish = self.adapt(task, payload)
+        task_request = task.parse(payload, inference.config.limits)
+        context = Context(user_agent=request.headers.get("user-agent", ""),
+                          zero_shot_format=inference.config.zero_shot_format)
+        return Plan(ref, task, task_request, control_from(payload, request.headers),
+                    lambda output: finish(task.format(task_request, output, context)))
+
+    def adapt(self, task: Task, payload: Payload) -> tuple[Task, Payload, Callable[[Any], Any]]:
+        """The task and payload to run, and what turns the formatted output into the body."""
+        if self.task_name is None and (other := task.redirect(payload)):
+            task = get_task(other)
+        return task, payload, _same
+
+
+class CompletionsRoute(TaskRoute):
+    """``/models/{id}/v1/completions``: an OpenAI completions body run as the model's
+    generation task, answered as a ``text_completion``."""
+
+    def adapt(self, task: Task, payload: Payload) -> tuple[Task, Payload, Callable[[Any], Any]]:
+        payload, client_model = completion_payload(task, payload)
+        return task, payload, lambda output: completion_response(output, client_model)
+
+
+class ChatRoute:
+    """An OpenAI chat completion (on ``/v1/chat/completions`` the model is the body's ``model``)."""
+
+    async def plan(self, inference: "Inference", request: Request, model_id: Optional[str],
+                   principal: Principal) -> Plan:
+        body = orjson.loads(await inference.body(request))
+        if not isinstance(body, dict):
+            raise InvalidInput("A chat completion body is a JSON object with `messages`")
+        if model_id is None:
+            model_id = body.get("model")
+            if not isinstance(model_id, str):
+                raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
+        ref = await inference.resolve(model_id, principal)
+        task = get_task(infer_task(ref))
+        if not hasattr(task, "parse_chat"):
+            raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
+        check_inputs(body, inference.config.limits, "body")
+        chat_request = task.parse_chat(body, inference.config.limits)
+        include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
+        return Plan(ref, task, chat_request, control_from(Payload(), request.headers),
+                    lambda output: chat_response(output, ref.model_id),
+                    lambda events: chat_chunks(events, ref.model_id, include_usage, dumps))
+
+
+def _same(output: Any) -> Any:
+    return output
+
+
 class Inference:
-    """Answers inference requests.
+    """Answers inference requests: every route runs the same stages (admit the caller, the
+    route's plan: model, task and validated request; then the cache or the model server, the
+    body, the headers), and every failure becomes a JSON error.
 
     Args:
         config: the application config.
@@ -65,74 +152,30 @@ class Inference:
         """The model's revision, if ``principal`` may see it (``resolve_visible``)."""
         return await resolve_visible(self.store, self.access, principal, model_id)
 
+    async def body(self, request: Request) -> bytes:
+        return await read_body(request, self.config.max_body_bytes)
+
     def scope(self, principal: Principal, ref: ModelRef) -> str:
         """Who may read cache entries of ``ref``: everyone, or this caller for a private model."""
         return principal.key if self.access.is_private(ref.model_id) else ""
 
-    async def serve(self, request: Request, model_id: str, task_name: Optional[str],
-                    completions: bool = False) -> Response:
-        """A task request (``task_name`` None: the model's own task)."""
+    async def handle(self, request: Request, route, model_id: Optional[str]) -> Response:
+        """The answer of ``route`` (a ``TaskRoute``, ``CompletionsRoute`` or ``ChatRoute``)."""
         start = time.perf_counter()
         try:
             principal = self.guard.admit(request)
-            ref = await self.resolve(model_id, principal)
-            task = get_task(task_name or infer_task(ref))
-            check_can_run(task, ref)
-            body = await read_body(request, self.config.max_body_bytes)
-            payload = decode_body(body, request.headers.get("content-type", ""), request.query_params)
-            check_inputs(payload.inputs, self.config.limits)
-            check_inputs(payload.parameters, self.config.limits, "parameters")
-            if completions:
-                payload, client_model = completion_payload(task, payload)
-            elif task_name is None and (other := task.redirect(payload)):
-                task = get_task(other)
-            control = control_from(payload, request.headers)
-            task_request = task.parse(payload, self.config.limits)
-            if getattr(task_request, "stream", False):
-                await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
-                return await self.stream(task, ref, task_request, start)
-            answer = await self.call(task, ref, task_request, control, self.scope(principal, ref))
-            context = Context(user_agent=request.headers.get("user-agent", ""),
-                              zero_shot_format=self.config.zero_shot_format)
-            output = task.format(task_request, answer.output, context)
-            if completions:
-                output = completion_response(output, client_model)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            return error_response(exc, request_id_of(request))
-        return json_response(output, headers=self.headers(answer.compute_type, answer.sha, start, task_request))
-
-    async def chat(self, request: Request, model_id: Optional[str]) -> Response:
-        """An OpenAI chat completion (``model_id`` None: the body's ``model``)."""
-        start = time.perf_counter()
-        try:
-            principal = self.guard.admit(request)
-            body = orjson.loads(await read_body(request, self.config.max_body_bytes))
-            if not isinstance(body, dict):
-                raise InvalidInput("A chat completion body is a JSON object with `messages`")
-            if model_id is None:
-                model_id = body.get("model")
-                if not isinstance(model_id, str):
-                    raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
-            ref = await self.resolve(model_id, principal)
-            task = get_task(infer_task(ref))
-            if not hasattr(task, "parse_chat"):
-                raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
-            check_inputs(body, self.config.limits, "body")
-            chat_request = task.parse_chat(body, self.config.limits)
-            control = control_from(Payload(), request.headers)
-            if chat_request.stream:
-                await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
-                include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
-                return await self.stream(
-                    task, ref, chat_request, start,
-                    lambda events: chat_chunks(events, ref.model_id, include_usage, dumps))
-            answer = await self.call(task, ref, chat_request, control, self.scope(principal, ref))
+            plan = await route.plan(self, request, model_id, principal)
+            if plan.stream:
+                await self.gate.ready(plan.task.name, plan.ref, plan.control.wait_for_model, plan.control.load_model)
+                return await self.stream(plan, start)
+            answer = await self.call(plan.task, plan.ref, plan.task_request, plan.control,
+                                     self.scope(principal, plan.ref))
+            output = plan.finish(answer.output)
         except orjson.JSONDecodeError as exc:
             return error_response(InvalidInput(f"Malformed JSON body: {exc}"), request_id_of(request))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
             return error_response(exc, request_id_of(request))
-        return json_response(chat_response(answer.output, ref.model_id),
-                             headers=self.headers(answer.compute_type, answer.sha, start, chat_request))
+        return json_response(output, headers=self.headers(answer.compute_type, answer.sha, start, plan.task_request))
 
     @staticmethod
     def headers(compute_type: str, sha: str, start: float, task_request) -> dict:
@@ -173,11 +216,11 @@ class Inference:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
-    async def stream(self, task: Task, ref: ModelRef, task_request, start: float,
-                     render: Optional[Callable] = None) -> Response:
-        """Server-sent events (TGI's, or ``render``'s); errors before the first token are plain JSON."""
+    async def stream(self, plan: Plan, start: float) -> Response:
+        """Server-sent events (TGI's, or the plan's); errors before the first token are plain JSON."""
+        ref, task_request = plan.ref, plan.task_request
         task_request.set_deadline(time.time() + self.config.request_timeout_s)
-        events = self.models.stream(task.name, ref, WorkItem(ref.revision_id, task_request))
+        events = self.models.stream(plan.task.name, ref, WorkItem(ref.revision_id, task_request))
         meta = await events.__anext__()
         first = await events.__anext__()
 
@@ -199,5 +242,5 @@ class Inference:
 
         headers = self.headers(meta["compute_type"], meta["sha"], start, task_request)
         headers.update({"x-accel-buffering": "no", "cache-control": "no-cache"})
-        body = render(tokens()) if render else tgi()
+        body = plan.render(tokens()) if plan.render else tgi()
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)

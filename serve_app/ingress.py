@@ -22,11 +22,14 @@ from hubserve.errors import ApiError, RouteNotFound
 from hubserve.store import ModelRef, open_store
 
 from .cache import make_cache
-from .inference import EXPOSED_HEADERS, Inference
+from .inference import EXPOSED_HEADERS, ChatRoute, CompletionsRoute, Inference, TaskRoute
 from .lifecycle import ModelGate, TaskModels
 from .management import ModelAdmin
 from .responses import error_response, json_response, request_id_of
 from .security import Guard
+
+#: The routes whose requests need no state of their own.
+MODEL, COMPLETIONS, CHAT = TaskRoute(), CompletionsRoute(), ChatRoute()
 
 logger = logging.getLogger(__name__)
 
@@ -134,27 +137,27 @@ class Ingress:
 
     @app.post("/models/{model_id:path}/pipeline/{task}")
     async def model_pipeline(self, request: Request, model_id: str, task: str) -> Response:
-        return await self.inference.serve(request, model_id, task)
+        return await self.inference.handle(request, TaskRoute(task), model_id)
 
     @app.post("/pipeline/{task}/{model_id:path}")
     async def pipeline(self, request: Request, task: str, model_id: str) -> Response:
-        return await self.inference.serve(request, model_id, task)
+        return await self.inference.handle(request, TaskRoute(task), model_id)
 
     @app.post("/models/{model_id:path}/v1/completions")
     async def completions(self, request: Request, model_id: str) -> Response:
-        return await self.inference.serve(request, model_id, None, completions=True)
+        return await self.inference.handle(request, COMPLETIONS, model_id)
 
     @app.post("/models/{model_id:path}/v1/chat/completions")
     async def model_chat(self, request: Request, model_id: str) -> Response:
-        return await self.inference.chat(request, model_id)
+        return await self.inference.handle(request, CHAT, model_id)
 
     @app.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Response:
-        return await self.inference.chat(request, None)
+        return await self.inference.handle(request, CHAT, None)
 
     @app.post("/models/{model_id:path}")
     async def models(self, request: Request, model_id: str) -> Response:
-        return await self.inference.serve(request, model_id, None)
+        return await self.inference.handle(request, MODEL, model_id)
 
     def _info(self, ref: ModelRef) -> dict:
         return {
