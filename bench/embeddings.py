@@ -253,8 +253,8 @@ def in_process(model_path: str, duration_s: float, repeats: int) -> dict[str, fl
     config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
     ref = open_store(config).resolve(MODEL_ID)
     task = get_task("feature-extraction")
-    backend = create_backend("onnx-int8", task.model_kind)
-    backend.load(LoadSpec(path=ref.path, model_kind=task.model_kind, pipeline=task.pipeline, device="cpu",
+    backend = create_backend("onnx-int8", task.head)
+    backend.load(LoadSpec(path=ref.path, head=task.head, pipeline=task.pipeline, device="cpu",
                           threads=2, model_id=MODEL_ID, revision=ref.sha, cache_dir=Path(config.onnx_cache)))
     model = LoadedModel(ref, backend, task.prepare(ref, backend))
     batch = task.parse(Payload(inputs=BATCH))

@@ -198,7 +198,7 @@ class ModelServer:
         # NOTE(hubserve): a replica exists only when its task has traffic (or min_replicas > 0),
         # so paying the framework import here takes it off the first request's latency; an
         # embedding replica on ONNX never imports torch unless a model needs it.
-        if self.torch and needs_torch(self.options.backend, self.task.model_kind, self.options.device):
+        if self.torch and needs_torch(self.options.backend, self.task.head, self.options.device):
             await asyncio.to_thread(import_framework, self.options.backend)
         if not preload:
             return
@@ -260,7 +260,7 @@ class ModelServer:
         trust_pickle = bool(entry and entry.trust_pickle)
         spec = LoadSpec(
             path=ref.path,
-            model_kind=self.task.model_kind,
+            head=self.task.head,
             pipeline=self.task.pipeline,
             device=(entry and entry.device) or self.options.device,
             threads=self.threads,
@@ -268,6 +268,7 @@ class ModelServer:
             revision=ref.sha,
             cache_dir=Path(self.config.onnx_cache) if self.config.onnx_cache else None,
             dtype=(entry and entry.dtype) or self.options.dtype or "float32",
+            preprocessors=self.task.preprocessors,
         )
         configured = (entry and entry.backend) or self.options.backend
         if configured == "auto" and spec.dtype == "float16":
@@ -283,11 +284,11 @@ class ModelServer:
                 backend.load(spec)
 
         def _new_backend(report: FolderReport):
-            kind = self.task.model_kind
-            name = resolve_backend(configured, ref.model_type, kind, spec.device)
-            if not self.torch and needs_torch(name, kind, spec.device):
-                raise NeedsTorch(f"{ref.model_id} needs torch ({name} backend, {kind} head)")
-            backend = create_backend(name, kind, spec.device)
+            head = self.task.head
+            name = resolve_backend(configured, ref.model_type, head, spec.device)
+            if not self.torch and needs_torch(name, head, spec.device):
+                raise NeedsTorch(f"{ref.model_id} needs torch ({name} backend, {head.name} head)")
+            backend = create_backend(name, head, spec.device)
             try:
                 _load_with(backend, report)
             except ExportUnsupported as exc:
@@ -302,7 +303,7 @@ class ModelServer:
 
         def _load() -> LoadedModel:
             report = check_model_files(ref, trust_pickle)
-            key = (revision_id, self.task.model_kind, configured, spec.device, spec.dtype)
+            key = (revision_id, self.task.head.name, configured, spec.device, spec.dtype)
             backend, release = self.backends.acquire(key, lambda: _new_backend(report))
             try:
                 return LoadedModel(ref, backend, self.task.prepare(ref, backend), release)

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 from ray import serve
 from ray.serve import Application
 
-from deployments.backends import TORCH_FREE_KIND
+from deployments.backends import runs_without_torch
 from deployments.model_server import build_model_server
 from deployments.tasks import get_task, task_names
 from hubserve.auth import admin_token_hash
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def _config(args: Optional[Mapping[str, Any]]) -> AppConfig:
     config = AppConfig.from_args(args)
     config.check_tasks(set(task_names()))
-    heavy = [t for t in config.ingress.inline if get_task(t).model_kind != TORCH_FREE_KIND]
+    heavy = [t for t in config.ingress.inline if not runs_without_torch(get_task(t).head)]
     if heavy:
         raise ValueError(f"ingress.inline runs embedding tasks only (no torch in the ingress), not {heavy}")
     admin_token_hash()  # refuses to start with a short admin token

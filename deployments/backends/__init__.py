@@ -6,19 +6,24 @@ from typing import Optional
 
 from hubserve.errors import ModelLoadError
 
-from .base import Backend, Generation, LoadSpec
+from .base import Backend, Generation, Head, LoadSpec
 
-__all__ = ["Backend", "Generation", "LoadSpec", "create_backend", "import_framework", "needs_torch",
-           "resolve_backend"]
+__all__ = ["Backend", "Generation", "Head", "LoadSpec", "create_backend", "import_framework", "needs_torch",
+           "resolve_backend", "runs_without_torch"]
 
-#: The model kind that the torch-free ONNX backend runs on the CPU.
-TORCH_FREE_KIND = "base"
+#: The head that the torch-free ONNX backend runs on the CPU (the embedding tasks').
+TORCH_FREE_HEAD = "base"
 
 
-def needs_torch(name: str, model_kind: str, device: str = "cpu") -> bool:
-    """Whether a replica running ``model_kind`` models on backend ``name`` imports torch up front
+def runs_without_torch(head: Head) -> bool:
+    """Whether models of ``head`` can run on the CPU without torch (see ``needs_torch``)."""
+    return head.name == TORCH_FREE_HEAD
+
+
+def needs_torch(name: str, head: Head, device: str = "cpu") -> bool:
+    """Whether a replica running ``head`` models on backend ``name`` imports torch up front
     (``auto`` and the onnx backends run embedding models on the CPU without it)."""
-    return name == "torch" or model_kind != TORCH_FREE_KIND or device != "cpu"
+    return name == "torch" or not runs_without_torch(head) or device != "cpu"
 
 
 def import_framework(name: str) -> None:
@@ -37,26 +42,26 @@ def import_framework(name: str) -> None:
         import optimum.onnxruntime  # noqa: F401
 
 
-def resolve_backend(name: str, model_type: str, model_kind: str, device: str = "cpu") -> str:
+def resolve_backend(name: str, model_type: str, head: Head, device: str = "cpu") -> str:
     """The concrete backend of a configured name: ``auto`` is ``onnx`` when optimum's
     exporter supports the architecture for this head, else ``torch``. For embedding
     models on the CPU ``auto`` is ``onnx`` without asking optimum (which imports torch):
     the export says whether it can (``ExportUnsupported``)."""
     if name != "auto":
         return name
-    if not needs_torch(name, model_kind, device):
+    if not needs_torch(name, head, device):
         return "onnx"
     from .onnx_export import supports
 
-    return "onnx" if supports(model_type, model_kind) else "torch"
+    return "onnx" if supports(model_type, head) else "torch"
 
 
-def create_backend(name: str, model_kind: Optional[str] = None, device: str = "cpu") -> Backend:
+def create_backend(name: str, head: Optional[Head] = None, device: str = "cpu") -> Backend:
     """A new, unloaded backend.
 
     Args:
         name: ``torch``, ``onnx`` or ``onnx-int8`` (resolve ``auto`` first).
-        model_kind: the head it will load; embedding models on the CPU get the
+        head: the head it will load; embedding models on the CPU get the
             torch-free ``OrtEmbedder`` for the onnx backends.
         device: ``cpu`` or ``cuda``.
 
@@ -68,7 +73,7 @@ def create_backend(name: str, model_kind: Optional[str] = None, device: str = "c
 
         return TorchBackend()
     if name in ("onnx", "onnx-int8"):
-        if model_kind is not None and not needs_torch(name, model_kind, device):
+        if head is not None and not needs_torch(name, head, device):
             from .ort_embedder import OrtEmbedder
 
             return OrtEmbedder(quantize=name == "onnx-int8")

@@ -15,12 +15,42 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Head:
+    """A model head, as a task declares it (``Task.head``).
+
+    Attributes:
+        name: keys loaded models and exports (``base``, ``sequence-classification``, ...).
+        auto_class: the transformers class that loads it (``AutoModelForImageClassification``).
+        ort_class: optimum's ONNX Runtime class of its export, None where there is none.
+        export_task: optimum's exporter task of that export.
+        generative: whether it generates (int8 quantization does not apply).
+    """
+
+    name: str
+    auto_class: str
+    ort_class: Optional[str] = None
+    export_task: Optional[str] = None
+    generative: bool = False
+
+
+#: The preprocessors a task may load from a model folder (``Task.preprocessors``): transformers'
+#: ``AutoTokenizer``, ``AutoImageProcessor``, ``AutoFeatureExtractor`` and ``AutoProcessor``,
+#: handed to its pipeline under these keyword names.
+PREPROCESSORS = {
+    "tokenizer": "AutoTokenizer",
+    "image_processor": "AutoImageProcessor",
+    "feature_extractor": "AutoFeatureExtractor",
+    "processor": "AutoProcessor",
+}
+
+
+@dataclass(frozen=True)
 class LoadSpec:
     """What to load and where.
 
     Attributes:
         path: the model folder.
-        model_kind: the head to load (see ``Task.model_kind``).
+        head: the head to load (``Task.head``).
         pipeline: the transformers pipeline task ``forward`` runs, or None.
         device: ``cpu`` or ``cuda``.
         threads: intra-op threads for this replica (None: leave as is).
@@ -28,10 +58,11 @@ class LoadSpec:
         revision: the model's sha.
         cache_dir: where derived artefacts are kept.
         dtype: ``float32``, or ``float16`` (torch on cuda).
+        preprocessors: what to load beside the weights (keys of ``PREPROCESSORS``).
     """
 
     path: Path
-    model_kind: str
+    head: Head
     pipeline: Optional[str] = None
     device: str = "cpu"
     threads: Optional[int] = None
@@ -39,6 +70,7 @@ class LoadSpec:
     revision: str = ""
     cache_dir: Optional[Path] = None
     dtype: str = "float32"
+    preprocessors: tuple[str, ...] = ("tokenizer",)
 
 
 @dataclass

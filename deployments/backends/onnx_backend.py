@@ -16,7 +16,7 @@ import onnxruntime as ort
 from hubserve.errors import ModelLoadError
 
 from .base import LoadSpec
-from .onnx_export import GENERATIVE, QUANTIZED_FILE, ensure_export, entry_dir, export_model, export_revision, ort_class
+from .onnx_export import QUANTIZED_FILE, ensure_export, entry_dir, export_model, export_revision, ort_class
 from .torch_backend import TorchBackend
 
 
@@ -34,7 +34,9 @@ class OnnxBackend(TorchBackend):
         self.provider = "CPUExecutionProvider"
 
     def load(self, spec: LoadSpec) -> None:
-        if self.quantize and spec.model_kind in GENERATIVE:
+        if spec.head.ort_class is None:
+            raise ModelLoadError(f"the {spec.head.name} head has no ONNX export; run it on backend torch")
+        if self.quantize and spec.head.generative:
             raise ModelLoadError("backend onnx-int8 quantizes encoder models; run generation models on onnx or torch")
         if spec.cache_dir is None:
             raise ModelLoadError("the onnx backends need a cache folder for their exports")
@@ -49,9 +51,9 @@ class OnnxBackend(TorchBackend):
             self.compute_type = "gpu"
 
     def _load_model(self, spec: LoadSpec):
-        cls = ort_class(spec.model_kind)
-        entry = entry_dir(spec.cache_dir, export_revision(spec), spec.model_kind, self.quantize)
-        ensure_export(entry, lambda folder: export_model(spec.path, folder, spec.model_kind, self.quantize))
+        cls = ort_class(spec.head.ort_class)
+        entry = entry_dir(spec.cache_dir, export_revision(spec), spec.head, self.quantize)
+        ensure_export(entry, lambda folder: export_model(spec.path, folder, spec.head.ort_class, self.quantize))
         options = ort.SessionOptions()
         if spec.threads:
             options.intra_op_num_threads = spec.threads
@@ -62,7 +64,7 @@ class OnnxBackend(TorchBackend):
     def _build_pipeline(self):
         from optimum.onnxruntime.pipelines import pipeline
 
-        return pipeline(self.spec.pipeline, model=self.model, tokenizer=self.tokenizer)
+        return pipeline(self.spec.pipeline, model=self.model, **self.preprocessors)
 
     def _hidden_states(self, enc: dict) -> np.ndarray:
         session = self.model.session

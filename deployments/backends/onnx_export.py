@@ -1,6 +1,6 @@
 """ONNX exports of model revisions, made once and kept on disk.
 
-An export lives at ``<cache>/<sha>/<kind>-<variant>-<versions>/``: the model's
+An export lives at ``<cache>/<sha>/<head>-<variant>-<versions>/``: the model's
 revision (a digest of its files, so two ids holding the same files share one
 export), the head it was exported with, ``fp32`` or ``int8``, and a digest of the
 library versions that made it, so an upgrade never reuses a stale export. A file lock keeps replicas
@@ -12,7 +12,7 @@ manifest, missing or resized file) is removed and rebuilt.
 This module imports no framework: ``export_model`` imports optimum (and torch) when
 it runs, and a torch-free replica runs it in a child process:
 
-    python -m deployments.backends.onnx_export MODEL_FOLDER ENTRY_FOLDER KIND [--int8]
+    python -m deployments.backends.onnx_export MODEL_FOLDER ENTRY_FOLDER ORT_CLASS EXPORT_TASK [--int8]
 
 which exits with ``EXPORT_UNSUPPORTED`` when optimum cannot export the architecture.
 """
@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .base import Head
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "hubserve-export.json"
@@ -42,19 +44,6 @@ _LIBRARIES = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "transformers", 
 QUANTIZED_FILE = "model_quantized.onnx"
 #: The exit status of the export command for an architecture optimum cannot export.
 EXPORT_UNSUPPORTED = 3
-
-#: model kind -> (optimum ORT class, optimum exporter task)
-KINDS = {
-    "base": ("ORTModelForFeatureExtraction", "feature-extraction"),
-    "sequence-classification": ("ORTModelForSequenceClassification", "text-classification"),
-    "token-classification": ("ORTModelForTokenClassification", "token-classification"),
-    "question-answering": ("ORTModelForQuestionAnswering", "question-answering"),
-    "masked-lm": ("ORTModelForMaskedLM", "fill-mask"),
-    "seq2seq-lm": ("ORTModelForSeq2SeqLM", "text2text-generation"),
-    "causal-lm": ("ORTModelForCausalLM", "text-generation"),
-}
-GENERATIVE = frozenset({"seq2seq-lm", "causal-lm"})
-
 
 def versions_digest() -> str:
     """A short digest of the versions of every library that shapes an export."""
@@ -67,9 +56,9 @@ def versions_digest() -> str:
     return hashlib.sha1(";".join(parts).encode()).hexdigest()[:12]
 
 
-def entry_dir(cache_root: Path, revision: str, model_kind: str, quantize: bool) -> Path:
+def entry_dir(cache_root: Path, revision: str, head: Head, quantize: bool) -> Path:
     """Where the export of one model revision, head and variant lives."""
-    return cache_root / revision / f"{model_kind}-{'int8' if quantize else 'fp32'}-{versions_digest()}"
+    return cache_root / revision / f"{head.name}-{'int8' if quantize else 'fp32'}-{versions_digest()}"
 
 
 def export_revision(spec) -> str:
@@ -131,8 +120,13 @@ def ensure_export(entry: Path, build: Callable[[Path], None]) -> Path:
 
 
 
-def supports(model_type: str, model_kind: str) -> bool:
+def supports(model_type: str, head: Head) -> bool:
     """Whether optimum's ONNX exporter handles this architecture for this head (imports optimum)."""
+    return head.export_task is not None and exports(model_type, head.export_task)
+
+
+def exports(model_type: str, export_task: str) -> bool:
+    """Whether optimum's ONNX exporter handles ``model_type`` models for ``export_task``."""
     import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
     from optimum.exporters.tasks import TasksManager
 
@@ -141,21 +135,23 @@ def supports(model_type: str, model_kind: str) -> bool:
                                                                 library_name="transformers")
     except (KeyError, ValueError):
         return False
-    return KINDS[model_kind][1] in tasks
+    return export_task in tasks
 
 
-def ort_class(model_kind: str):
-    """optimum's ORT model class of a model kind (imports optimum)."""
+def ort_class(name: str):
+    """optimum's ONNX Runtime model class called ``name`` (imports optimum)."""
     import optimum.onnxruntime as ort_models
 
-    return getattr(ort_models, KINDS[model_kind][0])
+    if not name.startswith("ORTModel") or not hasattr(ort_models, name):
+        raise ValueError(f"optimum has no ONNX Runtime model class {name!r}")
+    return getattr(ort_models, name)
 
 
-def export_model(source: Path, folder: Path, model_kind: str, quantize: bool) -> None:
-    """Exports the model in ``source`` for ``model_kind`` into ``folder`` (int8: only the
-    quantized file is kept). Imports optimum and torch."""
-    exported = ort_class(model_kind).from_pretrained(source, export=True, local_files_only=True,
-                                                     trust_remote_code=False)
+def export_model(source: Path, folder: Path, ort_class_name: str, quantize: bool) -> None:
+    """Exports the model in ``source`` as optimum's ``ort_class_name`` into ``folder`` (int8:
+    only the quantized file is kept). Imports optimum and torch."""
+    exported = ort_class(ort_class_name).from_pretrained(source, export=True, local_files_only=True,
+                                                         trust_remote_code=False)
     exported.save_pretrained(folder)
     if quantize:
         from optimum.onnxruntime import ORTQuantizer
@@ -167,16 +163,23 @@ def export_model(source: Path, folder: Path, model_kind: str, quantize: bool) ->
         (folder / "model.onnx").unlink()
 
 
+def export_command(spec, entry: Path, quantize: bool) -> list[str]:
+    """The export command line of ``spec``'s model into ``entry`` (run with this Python)."""
+    head = spec.head
+    return [sys.executable, "-m", "deployments.backends.onnx_export", str(spec.path), str(entry),
+            head.ort_class, head.export_task, *(["--int8"] if quantize else [])]
+
+
 def main(argv=None) -> int:
     """The export command: builds ``ENTRY`` from ``MODEL_FOLDER`` unless it is complete."""
     args = list(sys.argv[1:] if argv is None else argv)
     quantize = "--int8" in args
     args = [a for a in args if a != "--int8"]
-    if len(args) != 3 or args[2] not in KINDS:
-        print(f"usage: python -m deployments.backends.onnx_export MODEL ENTRY {{{','.join(KINDS)}}} [--int8]",
+    if len(args) != 4:
+        print("usage: python -m deployments.backends.onnx_export MODEL ENTRY ORT_CLASS EXPORT_TASK [--int8]",
               file=sys.stderr)
         return 2
-    source, entry, kind = Path(args[0]), Path(args[1]), args[2]
+    source, entry, class_name, export_task = Path(args[0]), Path(args[1]), args[2], args[3]
     logging.basicConfig(level=logging.WARNING)
     config = {}
     try:
@@ -184,11 +187,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError):
         pass
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if not isinstance(model_type, str) or not supports(model_type, kind):
-        print(f"optimum has no ONNX export of `{model_type}` models for {KINDS[kind][1]}", file=sys.stderr)
+    if not isinstance(model_type, str) or not exports(model_type, export_task):
+        print(f"optimum has no ONNX export of `{model_type}` models for {export_task}", file=sys.stderr)
         return EXPORT_UNSUPPORTED
     try:
-        ensure_export(entry, lambda folder: export_model(source, folder, kind, quantize))
+        ensure_export(entry, lambda folder: export_model(source, folder, class_name, quantize))
     except Exception as exc:  # noqa: BLE001 - the parent reports the last line
         print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,8 +24,9 @@ import onnxruntime as ort
 from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.model_files import read_json_object
 
+from . import runs_without_torch
 from .base import LoadSpec
-from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, export_revision, is_complete
+from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, export_command, export_revision, is_complete
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,13 @@ def export_entry(spec: LoadSpec, quantize: bool) -> Path:
     """
     if spec.cache_dir is None:
         raise ModelLoadError("the onnx backends need a cache folder for their exports")
-    entry = entry_dir(spec.cache_dir, export_revision(spec), spec.model_kind, quantize)
+    entry = entry_dir(spec.cache_dir, export_revision(spec), spec.head, quantize)
     if is_complete(entry):
         return entry
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
            "OMP_NUM_THREADS": str(spec.threads or 1)}
-    cmd = [sys.executable, "-m", "deployments.backends.onnx_export", str(spec.path), str(entry), spec.model_kind]
-    if quantize:
-        cmd.append("--int8")
+    cmd = export_command(spec, entry, quantize)
     logger.info("exporting %s to ONNX (a child process; once per revision)", spec.model_id or spec.path)
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
@@ -96,8 +94,8 @@ class OrtEmbedder:
         self._lock = threading.Lock()
 
     def load(self, spec: LoadSpec) -> None:
-        if spec.model_kind != "base":
-            raise ModelLoadError(f"the torch-free ONNX backend runs embedding models, not {spec.model_kind}")
+        if not runs_without_torch(spec.head):
+            raise ModelLoadError(f"the torch-free ONNX backend runs embedding models, not {spec.head.name}")
         if spec.device != "cpu" or spec.dtype != "float32":
             raise ExportUnsupported("the torch-free ONNX backend runs float32 models on the CPU")
         if not (spec.path / "tokenizer.json").is_file():

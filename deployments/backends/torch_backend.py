@@ -13,23 +13,14 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 import transformers
-from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError, ServiceUnavailable
 
-from .base import Generation, LoadSpec
+from .base import PREPROCESSORS, Generation, LoadSpec
 
 logger = logging.getLogger(__name__)
 
-_MODEL_CLASSES = {
-    "base": "AutoModel",
-    "sequence-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "masked-lm": "AutoModelForMaskedLM",
-    "seq2seq-lm": "AutoModelForSeq2SeqLM",
-    "causal-lm": "AutoModelForCausalLM",
-}
 _UNUSED_KWARGS = "The following `model_kwargs` are not used by the model"
 _threads_set: Optional[int] = None
 _seed_lock = threading.Lock()
@@ -49,6 +40,7 @@ class TorchBackend:
     def __init__(self) -> None:
         self.model = None
         self.tokenizer = None
+        self.preprocessors: dict[str, Any] = {}
         self.spec: Optional[LoadSpec] = None
         self._pipe = None
         self.compute_type = "cpu"
@@ -67,7 +59,10 @@ class TorchBackend:
         if spec.dtype == "float16" and spec.device != "cuda":
             raise ModelLoadError("dtype float16 runs on device cuda; on the CPU use float32 (or backend onnx-int8)")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=False)
+            self.preprocessors = {
+                key: getattr(transformers, PREPROCESSORS[key]).from_pretrained(spec.path, trust_remote_code=False)
+                for key in spec.preprocessors
+            }
             self.model = self._load_model(spec)
         except ModelLoadError:
             raise
@@ -76,6 +71,10 @@ class TorchBackend:
         self.spec = spec
         # NOTE(hubserve): a tokenizer may add inputs the model does not take (token_type_ids for BART).
         self._forward_args = frozenset(inspect.signature(self.model.forward).parameters)
+        self.tokenizer = self.preprocessors.get("tokenizer") or getattr(self.preprocessors.get("processor"),
+                                                                        "tokenizer", None)
+        if self.tokenizer is None:
+            return
         self.mask_token = getattr(self.tokenizer, "mask_token", None)
         self._special_ids = frozenset(self.tokenizer.all_special_ids)
         self.vocab_size = len(self.tokenizer)
@@ -84,13 +83,12 @@ class TorchBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def _load_model(self, spec: LoadSpec):
-        cls = getattr(transformers, _MODEL_CLASSES[spec.model_kind])
+        cls = getattr(transformers, spec.head.auto_class)
         dtype = torch.float16 if spec.dtype == "float16" else torch.float32
         return cls.from_pretrained(spec.path, trust_remote_code=False, torch_dtype=dtype).to(self.device).eval()
 
     def _build_pipeline(self):
-        return transformers.pipeline(self.spec.pipeline, model=self.model, tokenizer=self.tokenizer,
-                                     device=self.device)
+        return transformers.pipeline(self.spec.pipeline, model=self.model, device=self.device, **self.preprocessors)
 
     def _hidden_states(self, enc: dict) -> np.ndarray:
         """Token embeddings ``[batch, tokens, hidden]`` of a tokenized batch."""
@@ -279,6 +277,7 @@ class TorchBackend:
         self._pipe = None
         self.model = None
         self.tokenizer = None
+        self.preprocessors = {}
         gc.collect()
 
     def __del__(self) -> None:

@@ -8,6 +8,7 @@ from pydantic import StrictBool, model_validator
 
 from hubserve.errors import InvalidInput
 
+from ._heads import SEQ2SEQ_LM
 from ._params import (
     Flag,
     GenLength,
@@ -144,7 +145,7 @@ class Seq2SeqTask(Task):
     """
 
     output_key: ClassVar[str]
-    model_kind = "seq2seq-lm"
+    head = SEQ2SEQ_LM
     loads_architectures = ("ForConditionalGeneration", "MTModel")
     completions = True
     request_model = Seq2SeqRequest

@@ -14,7 +14,10 @@ from typing import Any, ClassVar, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
+from deployments.backends.base import Head
 from hubserve.errors import ApiError, BackendFailure, InvalidInput
+
+from ._heads import BASE
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,12 @@ class TaskRequest(BaseModel):
 
     #: When the caller stops waiting (epoch seconds), set by the ingress; generation stops then.
     _deadline: Optional[float] = PrivateAttr(None)
+    #: The config's ``limits`` the request was parsed under (the replica bounds decoding by them).
+    _limits: Any = PrivateAttr(None)
+
+    @property
+    def limits(self) -> Any:
+        return self._limits
 
     @property
     def deadline(self) -> Optional[float]:
@@ -94,9 +103,13 @@ class Task:
     Class attributes:
         name: the task name (as in ``pipeline_tag``).
         pipeline: the transformers pipeline the backend's ``forward`` runs, if any.
-        model_kind: which model head the backend loads (``base``, ``sequence-classification``,
-            ``token-classification``, ``question-answering``, ``masked-lm``, ``seq2seq-lm``,
-            ``causal-lm``).
+        head: the model head the backend loads (``deployments.tasks._heads`` has the text
+            heads; a task with a head of its own declares it in its module).
+        preprocessors: what the backend loads beside the weights (``tokenizer``,
+            ``image_processor``, ``feature_extractor``, ``processor``).
+        input_kind: what the ingress reads from a body: ``text`` (JSON or raw text, see
+            ``serve_app.parsing``) or ``binary`` (the raw body of any content type, or
+            base64 in JSON; see ``Task.binary_field``). Decoding happens in the replica.
         native_architectures: ``config.json`` architecture suffixes that make this
             the default task of a model, in order of preference.
         loads_architectures: architecture suffixes this task can run; ``None`` means any.
@@ -106,7 +119,11 @@ class Task:
     """
 
     name: ClassVar[str]
-    model_kind: ClassVar[str] = "base"
+    head: ClassVar[Head] = BASE
+    preprocessors: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    input_kind: ClassVar[str] = "text"
+    #: The legacy top-level JSON field that may hold a binary input (``image``, ``audio``).
+    binary_field: ClassVar[Optional[str]] = None
     pipeline: ClassVar[Optional[str]] = None
     native_architectures: ClassVar[tuple[str, ...]] = ()
     loads_architectures: ClassVar[Optional[tuple[str, ...]]] = ()
@@ -135,6 +152,7 @@ class Task:
         """
         data = {k: v for k, v in self.request_data(payload).items() if v is not None}
         request = validate(self.request_model, data, limits)
+        request._limits = limits
         unknown = unknown_parameters(getattr(request, "parameters", None))
         if unknown:
             raise InvalidInput(unused_kwargs_message(unknown))

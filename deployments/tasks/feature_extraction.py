@@ -18,6 +18,7 @@ from pydantic import StrictStr
 from hubserve.errors import InvalidInput
 
 from . import register_task
+from ._heads import BASE
 from ._embedding import apply_prompt, l2_normalize, load_pooling, sentence_embeddings
 from ._params import Flag, Params, PositiveInt, TextOrTexts, as_list
 from .base import Payload, Task, TaskRequest
@@ -45,7 +46,7 @@ def _direction(params: Parameters) -> str:
 
 @register_task("feature-extraction")
 class FeatureExtraction(Task):
-    model_kind = "base"
+    head = BASE
     native_architectures = ("Model",)
     loads_architectures = None
     infer_priority = 90

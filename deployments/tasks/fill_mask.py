@@ -9,6 +9,7 @@ from pydantic import StrictStr
 from hubserve.errors import InvalidInput
 
 from . import register_task
+from ._heads import MASKED_LM
 from ._params import Limit, Params, TextOrTexts, TopK, as_list
 from .base import Task, TaskRequest
 
@@ -29,7 +30,7 @@ def _row(r: dict) -> dict:
 
 @register_task("fill-mask")
 class FillMask(Task):
-    model_kind = "masked-lm"
+    head = MASKED_LM
     pipeline = "fill-mask"
     native_architectures = ("ForMaskedLM",)
     loads_architectures = ("ForMaskedLM",)

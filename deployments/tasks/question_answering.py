@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 from hubserve.errors import InvalidInput
 
 from . import register_task
+from ._heads import QUESTION_ANSWERING
 from ._params import Flag, Params, QATokens, TopK
 from .base import Payload, Task, TaskRequest
 
@@ -46,7 +47,7 @@ def _answer(r: dict) -> dict:
 
 @register_task("question-answering")
 class QuestionAnswering(Task):
-    model_kind = "question-answering"
+    head = QUESTION_ANSWERING
     pipeline = "question-answering"
     native_architectures = ("ForQuestionAnswering",)
     loads_architectures = ("ForQuestionAnswering",)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from . import register_task
+from ._heads import BASE
 from ._embedding import load_pooling, sentence_embeddings
 from ._params import Flag, Limit, Params
 from .base import Payload, Task, TaskRequest
@@ -31,7 +32,7 @@ class Request(TaskRequest):
 
 @register_task("sentence-similarity")
 class SentenceSimilarity(Task):
-    model_kind = "base"
+    head = BASE
     loads_architectures = None
     infer_priority = 10
     request_model = Request

@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, StrictStr
 
 from . import register_task
+from ._heads import SEQUENCE_CLASSIFICATION
 from ._params import Params, TopK, as_list
 from .base import Task, TaskRequest
 
@@ -34,7 +35,7 @@ class Request(TaskRequest):
 
 @register_task("text-classification")
 class TextClassification(Task):
-    model_kind = "sequence-classification"
+    head = SEQUENCE_CLASSIFICATION
     pipeline = "text-classification"
     native_architectures = ("ForSequenceClassification",)
     loads_architectures = ("ForSequenceClassification",)

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional
 from pydantic import StrictBool
 
 from . import register_task
+from ._heads import CAUSAL_LM
 from deployments.backends.base import Generation
 from hubserve.errors import InvalidInput
 
@@ -80,7 +81,7 @@ class Request(TaskRequest):
 
 @register_task("text-generation")
 class TextGeneration(Task):
-    model_kind = "causal-lm"
+    head = CAUSAL_LM
     native_architectures = ("ForCausalLM", "LMHeadModel")
     loads_architectures = ("ForCausalLM", "LMHeadModel")
     infer_priority = 30

@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import StrictStr, model_validator
 
 from . import register_task
+from ._heads import TOKEN_CLASSIFICATION
 from ._params import Limit, NonNegativeInt, Params, TextOrTexts, as_list
 from hubserve.errors import InvalidInput
 
@@ -44,7 +45,7 @@ def _clean(entity: dict) -> dict:
 
 @register_task("token-classification")
 class TokenClassification(Task):
-    model_kind = "token-classification"
+    head = TOKEN_CLASSIFICATION
     pipeline = "token-classification"
     native_architectures = ("ForTokenClassification",)
     loads_architectures = ("ForTokenClassification",)

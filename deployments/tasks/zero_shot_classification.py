@@ -8,6 +8,7 @@ from typing import Optional, Union
 from pydantic import Field, StrictStr, ValidationInfo, field_validator
 
 from . import register_task
+from ._heads import SEQUENCE_CLASSIFICATION
 from ._params import Flag, Params, limits_of
 from .base import Context, Payload, Task, TaskRequest
 
@@ -55,7 +56,7 @@ def wants_dict(context: Context) -> bool:
 
 @register_task("zero-shot-classification")
 class ZeroShotClassification(Task):
-    model_kind = "sequence-classification"
+    head = SEQUENCE_CLASSIFICATION
     pipeline = "zero-shot-classification"
     native_architectures = ()
     loads_architectures = ("ForSequenceClassification",)

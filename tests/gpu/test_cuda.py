@@ -23,7 +23,7 @@ def loaded(store_root, model_id, task_name, backend, device, dtype="float32", tm
     ref = ModelStore(store_root).resolve(model_id)
     task = get_task(task_name)
     engine = create_backend(backend)
-    engine.load(LoadSpec(path=ref.path, model_kind=task.model_kind, pipeline=task.pipeline, device=device,
+    engine.load(LoadSpec(path=ref.path, head=task.head, pipeline=task.pipeline, device=device,
                          threads=1, model_id=model_id, revision=ref.sha, cache_dir=tmp, dtype=dtype))
     return task, LoadedModel(ref, engine, task.prepare(ref, engine))
 

@@ -38,6 +38,7 @@ def test_int8_keeps_fidelity_on_minilm(tmp_path):
     from deployments.backends import LoadSpec, create_backend
     from deployments.model_server import LoadedModel
     from deployments.tasks._embedding import load_pooling, sentence_embeddings
+    from deployments.tasks._heads import BASE
     from hubserve.store import ModelStore
     from hubserve.config import ModelEntry
 
@@ -47,8 +48,8 @@ def test_int8_keeps_fidelity_on_minilm(tmp_path):
                  "The new movie is awesome and I loved every minute of it."]
     vectors = {}
     for backend in ("torch", "onnx", "onnx-int8"):
-        b = create_backend(backend, "base")
-        b.load(LoadSpec(ref.path, "base", threads=2, model_id=MINILM_ID, revision=ref.sha, cache_dir=tmp_path / "c"))
+        b = create_backend(backend, BASE)
+        b.load(LoadSpec(ref.path, BASE, threads=2, model_id=MINILM_ID, revision=ref.sha, cache_dir=tmp_path / "c"))
         vectors[backend] = sentence_embeddings(LoadedModel(ref, b, load_pooling(ref.path)), sentences)
     for backend, bound in (("onnx", 0.9999), ("onnx-int8", 0.98)):
         cos = (vectors[backend] * vectors["torch"]).sum(axis=1)

@@ -11,10 +11,11 @@ import numpy as np
 import orjson
 import pytest
 
-from deployments.backends import LoadSpec, create_backend, resolve_backend
+from deployments.backends import Head, LoadSpec, create_backend, resolve_backend
 from deployments.backends.onnx_export import MANIFEST, entry_dir, is_complete
 from deployments.model_server import LoadedModel
 from deployments.tasks import get_task, infer_task
+from deployments.tasks._heads import BASE, CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.store import ModelStore
 from serve_app.parsing import decode_body
@@ -31,8 +32,8 @@ def runner(tiny_store, tmp_path_factory):
     def run(model_id, body, backend, task=None):
         ref = store.resolve(model_id)
         t = get_task(task or infer_task(ref))
-        b = create_backend(backend, t.model_kind)
-        b.load(LoadSpec(ref.path, t.model_kind, t.pipeline, threads=1, model_id=model_id, revision=ref.sha,
+        b = create_backend(backend, t.head)
+        b.load(LoadSpec(ref.path, t.head, t.pipeline, threads=1, model_id=model_id, revision=ref.sha,
                         cache_dir=cache))
         out = t.run(LoadedModel(ref, b, t.prepare(ref, b)), [t.parse(decode_body(orjson.dumps(body)))])[0]
         if isinstance(out, Exception):
@@ -107,13 +108,15 @@ def test_greedy_generation_matches_torch(runner, model_id, body):
 
 
 def test_auto_picks_onnx_where_the_exporter_supports_the_head():
-    assert resolve_backend("auto", "bert", "sequence-classification") == "onnx"
-    assert resolve_backend("auto", "gpt2", "causal-lm") == "onnx"
-    assert resolve_backend("auto", "bert", "causal-lm") == "torch"
-    assert resolve_backend("torch", "bert", "base") == "torch"
+    assert resolve_backend("auto", "bert", SEQUENCE_CLASSIFICATION) == "onnx"
+    assert resolve_backend("auto", "gpt2", CAUSAL_LM) == "onnx"
+    assert resolve_backend("auto", "bert", CAUSAL_LM) == "torch"
+    assert resolve_backend("torch", "bert", BASE) == "torch"
     # embedding models: the export decides (asking optimum would import torch)
-    assert resolve_backend("auto", "no-such-architecture", "base") == "onnx"
-    assert resolve_backend("auto", "bert", "base", device="cuda") == "onnx"
+    assert resolve_backend("auto", "no-such-architecture", BASE) == "onnx"
+    assert resolve_backend("auto", "bert", BASE, device="cuda") == "onnx"
+    # a head without an export runs on torch
+    assert resolve_backend("auto", "bert", Head("plain", "AutoModel")) == "torch"
 
 
 def test_embedding_models_run_on_onnx_without_torch(tiny_store, tmp_path):
@@ -122,10 +125,11 @@ def test_embedding_models_run_on_onnx_without_torch(tiny_store, tmp_path):
     script = f"""
 import sys, json
 from deployments.backends import LoadSpec, create_backend
+from deployments.tasks._heads import BASE
 from hubserve.store import ModelStore
 ref = ModelStore({str(tiny_store)!r}).resolve("tiny/sentence-bert")
-b = create_backend("onnx", "base")
-b.load(LoadSpec(ref.path, "base", threads=1, model_id=ref.model_id, revision=ref.sha, cache_dir=__import__("pathlib").Path({str(tmp_path)!r})))
+b = create_backend("onnx", BASE)
+b.load(LoadSpec(ref.path, BASE, threads=1, model_id=ref.model_id, revision=ref.sha, cache_dir=__import__("pathlib").Path({str(tmp_path)!r})))
 hidden, mask = b.embed(["hello world", "Paris is the capital of France."], truncate=True)
 print(json.dumps({{"type": type(b).__name__, "hidden": hidden.tolist(), "mask": mask.tolist(),
                   "loaded": sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)}}))
@@ -137,7 +141,7 @@ print(json.dumps({{"type": type(b).__name__, "hidden": hidden.tolist(), "mask": 
     assert out["type"] == "OrtEmbedder" and out["loaded"] == []
     ref = ModelStore(tiny_store).resolve("tiny/sentence-bert")
     torch_backend = create_backend("torch")
-    torch_backend.load(LoadSpec(ref.path, "base", threads=1))
+    torch_backend.load(LoadSpec(ref.path, BASE, threads=1))
     hidden, mask = torch_backend.embed(["hello world", "Paris is the capital of France."], truncate=True)
     assert out["mask"] == mask.tolist()
     assert np.allclose(np.array(out["hidden"]), hidden, atol=1e-4)
@@ -146,9 +150,9 @@ print(json.dumps({{"type": type(b).__name__, "hidden": hidden.tolist(), "mask": 
 def test_the_torch_free_backend_keeps_the_tokenizer_rules(runner):
     """Truncation side, the model's token limit and `truncate: false` as transformers does them."""
     ref = runner.store.resolve("tiny/sentence-bert")
-    fast, slow = create_backend("onnx", "base"), create_backend("torch")
-    fast.load(LoadSpec(ref.path, "base", threads=1, model_id=ref.model_id, revision=ref.sha, cache_dir=runner.cache))
-    slow.load(LoadSpec(ref.path, "base", threads=1))
+    fast, slow = create_backend("onnx", BASE), create_backend("torch")
+    fast.load(LoadSpec(ref.path, BASE, threads=1, model_id=ref.model_id, revision=ref.sha, cache_dir=runner.cache))
+    slow.load(LoadSpec(ref.path, BASE, threads=1))
     assert (fast.max_input_tokens, fast.vocab_size) == (slow.max_input_tokens, slow.vocab_size)
     long_text = " ".join(["paris"] * 40) + " end"
     for side in ("left", "right"):
@@ -168,14 +172,14 @@ def test_auto_runs_an_architecture_onnx_cannot_export_on_torch(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(ExportUnsupported, match="no-such-architecture"):
-        export_entry(LoadSpec(folder, "base", model_id="x/y", revision="r", cache_dir=tmp_path / "c"), False)
+        export_entry(LoadSpec(folder, BASE, model_id="x/y", revision="r", cache_dir=tmp_path / "c"), False)
 
 
 def test_exports_are_cached_and_broken_entries_rebuilt(runner):
     body = {"inputs": "cache me"}
     runner("tiny/bert-sentiment", body, "onnx")
     ref = runner.store.resolve("tiny/bert-sentiment")
-    entry = entry_dir(runner.cache, ref.sha, "sequence-classification", False)
+    entry = entry_dir(runner.cache, ref.sha, SEQUENCE_CLASSIFICATION, False)
     assert is_complete(entry)
     stamp = (entry / "model.onnx").stat().st_mtime_ns
     runner("tiny/bert-sentiment", body, "onnx")

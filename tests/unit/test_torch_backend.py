@@ -7,6 +7,7 @@ import pytest
 
 from deployments.backends import LoadSpec, create_backend
 from deployments.model_server import LoadedModel
+from deployments.tasks._heads import BASE, CAUSAL_LM, MASKED_LM
 from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.store import ModelStore
 
@@ -19,7 +20,7 @@ def store(tiny_store):
 def test_eviction_really_frees_the_weights(store, tiny_models):
     ref = store.resolve(tiny_models["fill-mask"])
     backend = create_backend("torch")
-    backend.load(LoadSpec(ref.path, "masked-lm", "fill-mask", threads=1))
+    backend.load(LoadSpec(ref.path, MASKED_LM, "fill-mask", threads=1))
     weights = weakref.ref(backend.model)
     model = LoadedModel(ref, backend, None)
     model.__del__()  # what the multiplexer calls on eviction
@@ -30,7 +31,7 @@ def test_eviction_really_frees_the_weights(store, tiny_models):
 def test_generation_clamps_to_the_position_table(store, tiny_models):
     ref = store.resolve(tiny_models["text-generation"])
     backend = create_backend("torch")
-    backend.load(LoadSpec(ref.path, "causal-lm", threads=1))
+    backend.load(LoadSpec(ref.path, CAUSAL_LM, threads=1))
     gen = backend.generate("hello", {"max_new_tokens": 1000, "do_sample": False})[0]
     assert gen.generated_tokens <= 128 - gen.prompt_tokens
     with pytest.raises(InvalidInput, match="prompt has"):
@@ -44,21 +45,21 @@ def test_cuda_without_a_gpu_is_a_load_error(store, tiny_models):
         pytest.skip("a GPU is visible here; this checks the error on machines without one")
     ref = store.resolve(tiny_models["fill-mask"])
     with pytest.raises(ModelLoadError, match="no GPU"):
-        create_backend("torch").load(LoadSpec(ref.path, "masked-lm", "fill-mask", device="cuda"))
+        create_backend("torch").load(LoadSpec(ref.path, MASKED_LM, "fill-mask", device="cuda"))
 
 
 def test_a_broken_folder_is_a_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="Failed to load"):
-        create_backend("torch").load(LoadSpec(tmp_path, "masked-lm", "fill-mask"))
+        create_backend("torch").load(LoadSpec(tmp_path, MASKED_LM, "fill-mask"))
 
 
 def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
     ref = store.resolve(tiny_models["sentence-similarity"])
     with pytest.raises(ModelLoadError, match="float16 runs on device cuda"):
-        create_backend("torch").load(LoadSpec(ref.path, "base", dtype="float16"))
+        create_backend("torch").load(LoadSpec(ref.path, BASE, dtype="float16"))
     with pytest.raises(ModelLoadError, match="torch backend"):
-        create_backend("onnx").load(LoadSpec(ref.path, "base", cache_dir=tmp_path, dtype="float16"))
+        create_backend("onnx").load(LoadSpec(ref.path, BASE, cache_dir=tmp_path, dtype="float16"))
 
 
 def test_pickle_only_weights_are_refused_at_load(tmp_path):
@@ -81,7 +82,7 @@ def test_a_generation_stops_at_its_deadline(store, tiny_models):
 
     ref = store.resolve(tiny_models["text-generation"])
     backend = create_backend("torch")
-    backend.load(LoadSpec(ref.path, "causal-lm", threads=1))
+    backend.load(LoadSpec(ref.path, CAUSAL_LM, threads=1))
     params = {"max_new_tokens": 100, "min_new_tokens": 100, "num_beams": 8, "do_sample": False}
     start = time.perf_counter()
     full = backend.generate("hello", params)[0]
@@ -104,7 +105,7 @@ def test_closing_a_stream_stops_its_generation(store, tiny_models, monkeypatch):
                         lambda self, ids, scores, **kw: checks.append(self.event.is_set()) or real(self, ids, scores))
     ref = store.resolve(tiny_models["text-generation"])
     backend = create_backend("torch")
-    backend.load(LoadSpec(ref.path, "causal-lm", threads=1))
+    backend.load(LoadSpec(ref.path, CAUSAL_LM, threads=1))
     events = backend.stream("hello", {"max_new_tokens": 100, "min_new_tokens": 100, "do_sample": False})
     next(events)
     events.close()
