@@ -196,6 +196,8 @@ class LimitsConfig(StrictModel):
     max_candidate_labels: int = Field(64, ge=1, description="candidate labels (or fill-mask targets) of one request")
     max_question_answering_tokens: int = Field(
         4096, ge=1, description="question-answering max_seq_len, max_question_len, max_answer_len and doc_stride")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="pixels (width x height) of one input image, checked before it is decoded")
     max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
     anonymous_rate: Optional[RateLimit] = Field(
         None, description="per client address, calls without a token (and failed authentications); "
@@ -216,7 +218,7 @@ class AppConfig(StrictModel):
     onnx_cache: Optional[str] = Field(
         None, description="where ONNX exports are kept (default: <model_store>/.onnx-cache)"
     )
-    max_body_bytes: int = Field(2_000_000, ge=1024)
+    max_body_bytes: int = Field(20_000_000, ge=1024, description="bytes of one request body (images and audio included)")
     request_timeout_s: float = Field(300.0, gt=0)
     zero_shot_format: Literal["auto", "dict", "list"] = "auto"
     serve_tasks: Optional[list[str]] = Field(

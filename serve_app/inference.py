@@ -30,7 +30,7 @@ from .cache import MemoryCache, cache_key, decode_entry, encode_entry
 from .chat import chat_chunks, chat_response
 from .completions import completion_payload, completion_response
 from .lifecycle import ModelGate
-from .parsing import Control, control_from, decode_body, read_body
+from .parsing import Control, control_from, decode_binary_body, decode_body, read_body
 from .responses import dumps, error_response, json_response, request_id_of, sse, unwrap
 from .security import Guard, check_inputs, resolve_visible
 
@@ -71,8 +71,11 @@ class TaskRoute:
         ref = await inference.resolve(model_id, principal)
         task = get_task(self.task_name or infer_task(ref))
         check_can_run(task, ref)
-        payload = decode_body(await inference.body(request), request.headers.get("content-type", ""),
-                              request.query_params)
+        body, content_type = await inference.body(request), request.headers.get("content-type", "")
+        if task.input_kind == "binary":
+            payload = decode_binary_body(body, content_type, request.query_params, task.binary_field)
+        else:
+            payload = decode_body(body, content_type, request.query_params)
         check_inputs(payload.inputs, inference.config.limits)
         check_inputs(payload.parameters, inference.config.limits, "parameters")
         task, payload, finish = self.adapt(task, payload)

@@ -1,12 +1,18 @@
 """Request bodies in every form the hosted API accepted, and the control options.
 
 Text tasks accept ``{"inputs", "parameters", "options"}``, a bare JSON string or
-number, a bare JSON list, or raw UTF-8 text that is not JSON. When a body has no
-``parameters``, URL query parameters stand in for them.
+number, a bare JSON list, or raw UTF-8 text that is not JSON. Tasks with binary
+inputs (images, audio) accept the raw bytes under any content type (or none), or
+JSON whose ``inputs`` (or legacy field, such as ``image``) is base64 or a base64
+``data:`` URL, or an object of such fields and text (``{"image", "question"}``). When a
+body has no ``parameters``, URL query parameters stand in for them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -15,6 +21,7 @@ from starlette.requests import Request
 
 from deployments.tasks.base import Options, Payload
 from hubserve.errors import InvalidInput, PayloadTooLarge
+from hubserve.media import sniff
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -73,6 +80,78 @@ def decode_body(body: bytes, content_type: str = "", query: Optional[Mapping[str
             target = payload.extra if key in Options.model_fields else payload.parameters
             target.setdefault(key, _query_value(value))
     return payload
+
+
+def decode_binary_body(body: bytes, content_type: str = "", query: Optional[Mapping[str, str]] = None,
+                       legacy_field: Optional[str] = None) -> Payload:
+    """Turns the body of a binary-input task into a ``Payload`` whose ``inputs`` are bytes (or
+    an object whose binary fields are bytes). Nothing is decoded here: the task's replica
+    decodes images and audio.
+
+    Raises:
+        InvalidInput: for an empty body, malformed JSON sent as ``application/json``, bad base64,
+            a URL (the server fetches nothing), or JSON without an input.
+    """
+    if not body:
+        raise InvalidInput("The request body is empty: send the file's bytes, or {\"inputs\": \"<base64>\"}")
+    data = None
+    if "json" in content_type.lower() or (sniff(body) is None and body.lstrip()[:1] == b"{"):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            if "json" in content_type.lower():
+                raise InvalidInput(f"Malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        if data is not None:
+            raise InvalidInput("A JSON body is an object: {\"inputs\": \"<base64>\", \"parameters\": {...}}")
+        payload = Payload(inputs=body, raw=True)
+    else:
+        rest = dict(data)
+        parameters = rest.pop("parameters", None) or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("`parameters` must be an object")
+        inputs = rest.pop("inputs", None)
+        if inputs is None and legacy_field:
+            inputs = rest.pop(legacy_field, None)
+        if inputs is None:
+            raise InvalidInput(f"The JSON body has no `inputs`{f' (or `{legacy_field}`)' if legacy_field else ''}: "
+                               "send it as base64, or send the file's bytes as the body")
+        payload = Payload(inputs=_binary_inputs(inputs), parameters=parameters, extra=rest)
+    if not payload.parameters and query:
+        for key, value in query.items():
+            target = payload.extra if key in Options.model_fields else payload.parameters
+            target.setdefault(key, _query_value(value))
+    return payload
+
+
+#: The fields of an object input that hold files (the others are text, such as ``question``).
+BINARY_FIELDS = frozenset({"image", "audio"})
+_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*;base64,", re.ASCII)
+
+
+def _binary_inputs(value: Any) -> Any:
+    if isinstance(value, str):
+        return b64_bytes(value, "inputs")
+    if isinstance(value, dict):
+        return {k: b64_bytes(v, k) if k in BINARY_FIELDS and isinstance(v, str) else v for k, v in value.items()}
+    raise InvalidInput("`inputs` must be base64 text (or an object of base64 and text fields)")
+
+
+def b64_bytes(text: str, name: str) -> bytes:
+    """The bytes of a base64 string or base64 ``data:`` URL; a 400 naming ``name`` otherwise."""
+    stripped = text.strip()
+    if stripped.lower().startswith(("http://", "https://")):
+        raise InvalidInput(f"`{name}` is a URL; this server fetches nothing: send the file's bytes or base64")
+    match = _DATA_URL.match(stripped)
+    if match:
+        stripped = stripped[match.end():]
+    try:
+        decoded = base64.b64decode("".join(stripped.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"`{name}` is not valid base64") from None
+    if not decoded:
+        raise InvalidInput(f"`{name}` is empty")
+    return decoded
 
 
 def _from_json(data: Any, text: str) -> Payload:

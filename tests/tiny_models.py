@@ -141,6 +141,23 @@ def build_bart(folder: Path, pipeline_tag: str | None = None) -> None:
     _save(BartForConditionalGeneration(config).eval(), tokenizer, folder, pipeline_tag)
 
 
+#: The labels of the tiny image classifier.
+IMAGE_LABELS = ["cat", "dog", "car"]
+
+
+def build_vit(folder: Path) -> None:
+    """A tiny ViT image classifier (32x32 pixels, patches of 8) with its image processor."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                       image_size=32, patch_size=8, num_labels=len(IMAGE_LABELS),
+                       id2label=dict(enumerate(IMAGE_LABELS)), label2id={l: i for i, l in enumerate(IMAGE_LABELS)})
+    ViTForImageClassification(config).eval().save_pretrained(folder, safe_serialization=True)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
 #: task -> (model id, builder)
 TINY_MODELS = {
     "text-classification": ("tiny/bert-sentiment",
@@ -157,6 +174,7 @@ TINY_MODELS = {
     "text2text-generation": ("tiny/bart", build_bart),
     "summarization": ("tiny/bart-summarizer", lambda f: build_bart(f, "summarization")),
     "translation": ("tiny/bart-translator", lambda f: build_bart(f, "translation")),
+    "image-classification": ("tiny/vit", build_vit),
 }
 
 

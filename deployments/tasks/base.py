@@ -61,7 +61,8 @@ class Context:
 class TaskRequest(BaseModel):
     """Base of each task's validated request (pickled to the replica)."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # NOTE(hubserve): binary inputs serialize as base64 (cache keys are made of the JSON form).
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, ser_json_bytes="base64")
 
     #: When the caller stops waiting (epoch seconds), set by the ingress; generation stops then.
     _deadline: Optional[float] = PrivateAttr(None)

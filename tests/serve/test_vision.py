@@ -1,0 +1,62 @@
+"""Image tasks over HTTP and through the real InferenceClient: every body form, and each bad
+input a 400 that leaves the replica serving."""
+
+import base64
+
+import pytest
+from huggingface_hub import InferenceClient
+
+from tests.tiny_models import IMAGE_LABELS
+from tests.unit.test_media import png, png_header_claiming
+
+MODEL = "tiny/vit"
+
+
+def labels(out) -> list[str]:
+    return [o["label"] for o in out]
+
+
+def test_image_classification_through_the_client(server):
+    client = InferenceClient(model=server.model_url(MODEL), timeout=120)
+    out = client.image_classification(png())
+    assert sorted(o.label for o in out) == sorted(IMAGE_LABELS)
+    assert abs(sum(o.score for o in out) - 1) < 1e-4 and out[0].score >= out[-1].score
+    assert len(client.image_classification(png(), top_k=1)) == 1
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", None])
+def test_the_raw_image_under_any_content_type(http, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    headers["x-use-cache"] = "false"
+    r = http.post(f"/models/{MODEL}", content=png(), headers=headers)
+    assert r.status_code == 200, r.text
+    assert sorted(labels(r.json())) == sorted(IMAGE_LABELS)
+    assert r.headers["x-compute-type"] in {"cpu", "cpu+optimized"}
+
+
+def test_base64_json_the_legacy_image_field_and_parameters(http):
+    b64 = base64.b64encode(png()).decode()
+    first = http.post(f"/models/{MODEL}", json={"inputs": b64, "parameters": {"top_k": 2}})
+    legacy = http.post(f"/models/{MODEL}", json={"image": b64, "parameters": {"top_k": 2}})
+    pipeline = http.post(f"/pipeline/image-classification/{MODEL}", content=png(), params={"top_k": 2})
+    assert first.status_code == legacy.status_code == pipeline.status_code == 200, (first.text, legacy.text)
+    assert first.json() == legacy.json() == pipeline.json() and len(first.json()) == 2
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"this is not an image", "the body is text"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\0" * 28, "audio/wav"),
+    (png_header_claiming(100_000, 100_000), "100000x100000 pixels"),
+    (b"", "body is empty"),
+])
+def test_bad_images_are_400s_and_the_replica_keeps_serving(http, body, message):
+    r = http.post(f"/models/{MODEL}", content=body, headers={"content-type": "image/png"})
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert http.post(f"/models/{MODEL}", content=png()).status_code == 200
+
+
+def test_unknown_parameters_and_a_text_model_are_refused(http, tiny_models):
+    r = http.post(f"/models/{MODEL}", content=png(), params={"custom_generate": "evil/repo"})
+    assert r.status_code == 400 and "model_kwargs" in r.json()["error"]
+    r = http.post(f"/pipeline/image-classification/{tiny_models['text-classification']}", content=png())
+    assert r.status_code == 400 and "cannot run `image-classification`" in r.json()["error"]
