@@ -54,6 +54,7 @@ def server_args(store: Path) -> dict:
         "auth": {"cache_ttl_s": 0},
         "hf_cache": None,
         "request_timeout_s": 120,
+        "max_body_bytes": 2_000_000,
         "ingress": {"num_cpus": 0, "num_replicas": 1, "inline": ["feature-extraction"]},
         "deployment_defaults": {
             "num_cpus": 0,

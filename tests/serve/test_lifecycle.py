@@ -1,11 +1,14 @@
 """Cold start, wait_for_model, the response cache, status, memory-bounded multiplexing."""
 
+import base64
 import os
 import threading
 import time
 
 import httpx
 import pytest
+
+from tests.unit.test_media import png
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +214,7 @@ BODIES = {
     "sentence-similarity": {"inputs": {"source_sentence": "a", "sentences": ["b"]}},
     "zero-shot-classification": {"inputs": "a", "parameters": {"candidate_labels": "x,y"}},
     "fill-mask": {"inputs": "a [MASK] b"},
+    "image-classification": {"inputs": base64.b64encode(png()).decode()},
 }
 
 
@@ -221,7 +225,7 @@ def test_compute_headers_on_every_task(http, tiny_models):
         for header in ("x-compute-type", "x-compute-time", "x-compute-characters", "x-sha", "x-request-id",
                        "access-control-expose-headers"):
             assert resp.headers.get(header), (task, header)
-        assert resp.headers["x-compute-type"] in ("cpu", "cache")
+        assert resp.headers["x-compute-type"] in ("cpu", "cpu+optimized", "cache")
 
 
 def test_two_ingress_replicas_share_the_redis_cache(legacy, tiny_models):

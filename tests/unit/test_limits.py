@@ -18,7 +18,9 @@ HOSTILE = {
 GENERATION_TASKS = ("text-generation", "text2text-generation", "summarization", "translation")
 
 
-def parse(task, parameters, limits=None, inputs="hello"):
+def parse(task, parameters, limits=None, inputs=None):
+    if inputs is None:
+        inputs = b"image bytes" if get_task(task).input_kind == "binary" else "hello"
     return get_task(task).parse(Payload(inputs=inputs, parameters=parameters), limits)
 
 

@@ -116,13 +116,15 @@ def test_pipeline_tag_wins_and_sentence_transformers_are_similarity(tmp_path):
 
 
 def test_unsettled_task_is_a_clear_400(tmp_path):
+    make_model(tmp_path / "o" / "unknown", ["FooForBarring"])
+    make_model(tmp_path / "o" / "tagged", ["Foo"], "---\npipeline_tag: depth-estimation\n---\n")
     make_model(tmp_path / "o" / "vision", ["ViTForImageClassification"])
-    make_model(tmp_path / "o" / "tagged", ["Foo"], "---\npipeline_tag: image-classification\n---\n")
     store = ModelStore(tmp_path)
-    with pytest.raises(InvalidInput, match="no pipeline_tag.*ViTForImageClassification"):
-        infer_task(store.resolve("o/vision"))
-    with pytest.raises(InvalidInput, match="pipeline_tag `image-classification`"):
+    with pytest.raises(InvalidInput, match="no pipeline_tag.*FooForBarring"):
+        infer_task(store.resolve("o/unknown"))
+    with pytest.raises(InvalidInput, match="pipeline_tag `depth-estimation`"):
         infer_task(store.resolve("o/tagged"))
+    assert infer_task(store.resolve("o/vision")) == "image-classification"
 
 
 def test_task_overrides_need_matching_weights(tmp_path):
