@@ -218,7 +218,8 @@ def _run_child(argv: list[str], env: dict, stop: Optional[_Stop], timeout_s: Opt
         except subprocess.TimeoutExpired:
             pass
         except KeyboardInterrupt:
-            stop.asked = True
+            if stop is not None:
+                stop.asked = True
         if (stop is not None and stop.asked) or (deadline is not None and time.monotonic() > deadline):
             proc.kill()
             proc.wait()

@@ -41,7 +41,7 @@ def test_an_internal_fault_is_a_generic_500_and_the_replica_keeps_serving(http, 
 def test_a_model_without_a_settled_task_is_a_400(http, server):
     folder = server.store / "vision" / "only"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text('{"architectures": ["ViTForImageClassification"]}')
+    (folder / "config.json").write_text('{"architectures": ["FooForBarring"]}')
     resp = http.post("/models/vision/only", content=b"x")
     assert resp.status_code == 400 and "Cannot tell the task" in resp.json()["error"]
 
