@@ -74,6 +74,11 @@ def decode_body(body: bytes, content_type: str = "", query: Optional[Mapping[str
         payload = Payload(inputs=text, raw=True)
     else:
         payload = _from_json(data, text)
+    return _with_query(payload, query)
+
+
+def _with_query(payload: Payload, query: Optional[Mapping[str, str]]) -> Payload:
+    """URL query parameters stand in for a body's missing ``parameters``."""
     if not payload.parameters and query:
         # NOTE(hubserve): the control options (?wait_for_model=true) are not model parameters.
         for key, value in query.items():
@@ -117,11 +122,7 @@ def decode_binary_body(body: bytes, content_type: str = "", query: Optional[Mapp
             raise InvalidInput(f"The JSON body has no `inputs`{f' (or `{legacy_field}`)' if legacy_field else ''}: "
                                "send it as base64, or send the file's bytes as the body")
         payload = Payload(inputs=_binary_inputs(inputs), parameters=parameters, extra=rest)
-    if not payload.parameters and query:
-        for key, value in query.items():
-            target = payload.extra if key in Options.model_fields else payload.parameters
-            target.setdefault(key, _query_value(value))
-    return payload
+    return _with_query(payload, query)
 
 
 #: The fields of an object input that hold files (the others are text, such as ``question``).

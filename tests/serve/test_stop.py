@@ -25,6 +25,16 @@ def leftovers(ray_tmp: str) -> list[int]:
     return processes_with_env("RAY_TMPDIR", ray_tmp)
 
 
+def kill_leftovers(ray_tmp: str) -> None:
+    """SIGKILL to whatever a failed test's server left, then its Ray folder removed."""
+    for leftover in leftovers(ray_tmp):
+        try:
+            os.kill(leftover, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def command(pid: int) -> str:
     try:
         return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
@@ -98,12 +108,7 @@ def test_a_background_server_stops_on_sigterm(tiny_store, tmp_path):
     finally:
         if shell.poll() is None:
             shell.kill()
-        for leftover in leftovers(ray_tmp):
-            try:
-                os.kill(leftover, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        kill_leftovers(ray_tmp)
 
 
 @pytest.mark.timeout(330)
@@ -126,9 +131,4 @@ def test_a_config_that_fails_to_deploy_exits_1_with_its_cause(tiny_store, tmp_pa
         time.sleep(1)
         assert leftovers(ray_tmp) == []
     finally:
-        for leftover in leftovers(ray_tmp):
-            try:
-                os.kill(leftover, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        kill_leftovers(ray_tmp)
