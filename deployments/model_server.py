@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,7 +29,7 @@ from hubserve.store import ModelRef, open_store
 from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
 from .backends.ort_embedder import ExportUnsupported
 from .tasks import get_task, infer_task
-from .tasks.base import TaskRequest
+from .tasks.base import Measured, TaskRequest
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -55,11 +55,19 @@ class WorkItem:
 
 @dataclass
 class Answer:
-    """A model server's answer: the output and what computed it."""
+    """A model server's answer: the output, what computed it, and the compute headers the
+    replica measured (``Measured``)."""
 
     output: Any
     compute_type: str
     sha: str
+    headers: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, output: Any, compute_type: str, sha: str) -> "Answer":
+        if isinstance(output, Measured):
+            return cls(output.value, compute_type, sha, output.headers)
+        return cls(output, compute_type, sha)
 
 
 def human_bytes(n: float) -> str:
@@ -260,7 +268,7 @@ class ModelServer:
         trust_pickle = bool(entry and entry.trust_pickle)
         spec = LoadSpec(
             path=ref.path,
-            head=self.task.head,
+            head=self.task.head_for(ref),
             pipeline=self.task.pipeline,
             device=(entry and entry.device) or self.options.device,
             threads=self.threads,
@@ -284,7 +292,7 @@ class ModelServer:
                 backend.load(spec)
 
         def _new_backend(report: FolderReport):
-            head = self.task.head
+            head = spec.head
             name = resolve_backend(configured, ref.model_type, head, spec.device)
             if not self.torch and needs_torch(name, head, spec.device):
                 raise NeedsTorch(f"{ref.model_id} needs torch ({name} backend, {head.name} head)")
@@ -303,7 +311,7 @@ class ModelServer:
 
         def _load() -> LoadedModel:
             report = check_model_files(ref, trust_pickle)
-            key = (revision_id, self.task.head.name, configured, spec.device, spec.dtype)
+            key = (revision_id, spec.head.name, configured, spec.device, spec.dtype)
             backend, release = self.backends.acquire(key, lambda: _new_backend(report))
             try:
                 return LoadedModel(ref, backend, self.task.prepare(ref, backend), release)
@@ -406,7 +414,7 @@ class ModelServer:
                 exc = BackendFailure("unknown error")
             return [exc]
         return [
-            o if isinstance(o, BaseException) else Answer(o, model.compute_type, model.ref.sha)
+            o if isinstance(o, BaseException) else Answer.of(o, model.compute_type, model.ref.sha)
             for o in outputs
         ]
 

@@ -198,6 +198,8 @@ class LimitsConfig(StrictModel):
         4096, ge=1, description="question-answering max_seq_len, max_question_len, max_answer_len and doc_stride")
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="pixels (width x height) of one input image, checked before it is decoded")
+    max_audio_seconds: float = Field(
+        600.0, gt=0, description="seconds of one input audio; decoding stops just past it")
     max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
     anonymous_rate: Optional[RateLimit] = Field(
         None, description="per client address, calls without a token (and failed authentications); "
@@ -264,9 +266,14 @@ class AppConfig(StrictModel):
         onnx_cache = Path(config.onnx_cache).expanduser().resolve() if config.onnx_cache else store / ".onnx-cache"
         data_dir = Path(config.data_dir).expanduser().resolve()
         db = Path(config.auth.db).expanduser().resolve() if config.auth.db else data_dir / "auth.sqlite"
+        models = {
+            model_id: entry if not entry.path or entry.path.startswith("pkg://") else
+            entry.model_copy(update={"path": str(Path(entry.path).expanduser().resolve())})
+            for model_id, entry in config.models.items()
+        }
         return config.model_copy(update={
             "model_store": str(store), "onnx_cache": str(onnx_cache), "data_dir": str(data_dir),
-            "auth": config.auth.model_copy(update={"db": str(db)}),
+            "auth": config.auth.model_copy(update={"db": str(db)}), "models": models,
         })
 
     @classmethod

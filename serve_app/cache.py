@@ -41,15 +41,16 @@ def model_prefix(model_id: str) -> str:
     return hashlib.sha256(model_id.encode()).hexdigest()[:16] + ":"
 
 
-def encode_entry(output: Any, compute_type: str) -> bytes:
-    """Cache value bytes (numpy arrays become lists, as on the wire)."""
-    return orjson.dumps({"o": output, "c": compute_type}, option=orjson.OPT_SERIALIZE_NUMPY)
+def encode_entry(output: Any, compute_type: str, headers: Optional[dict] = None) -> bytes:
+    """Cache value bytes (numpy arrays become lists, as on the wire); ``headers`` are the
+    compute headers the replica measured (``x-compute-audio-length``)."""
+    return orjson.dumps({"o": output, "c": compute_type, "h": headers or {}}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_entry(raw: bytes) -> tuple[Any, str]:
-    """``(output, compute_type)`` of a cache value."""
+def decode_entry(raw: bytes) -> tuple[Any, str, dict]:
+    """``(output, compute_type, headers)`` of a cache value."""
     data = orjson.loads(raw)
-    return data["o"], data["c"]
+    return data["o"], data["c"], data.get("h") or {}
 
 
 class CacheBackend(Protocol):

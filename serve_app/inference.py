@@ -37,8 +37,8 @@ from .security import Guard, check_inputs, resolve_visible
 logger = logging.getLogger(__name__)
 
 EXPOSED_HEADERS = (
-    "x-compute-type, x-compute-time, x-compute-characters, x-sha, x-request-id, "
-    "estimated_time, retry-after"
+    "x-compute-type, x-compute-time, x-compute-characters, x-compute-images, x-compute-audio-length, "
+    "x-sha, x-request-id, estimated_time, retry-after"
 )
 
 
@@ -178,7 +178,9 @@ class Inference:
             return error_response(InvalidInput(f"Malformed JSON body: {exc}"), request_id_of(request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
             return error_response(exc, request_id_of(request))
-        return json_response(output, headers=self.headers(answer.compute_type, answer.sha, start, plan.task_request))
+        headers = self.headers(answer.compute_type, answer.sha, start, plan.task_request)
+        headers.update(plan.task.compute_headers(plan.task_request), **answer.headers)
+        return json_response(output, headers=headers)
 
     @staticmethod
     def headers(compute_type: str, sha: str, start: float, task_request) -> dict:
@@ -198,8 +200,8 @@ class Inference:
             key = cache_key(ref.model_id, ref.sha, task.name, task_request, scope)
             hit = await self._cache_io(self.cache.get, key)
             if hit is not None:
-                output, _ = decode_entry(hit)
-                return Answer(output, "cache", ref.sha)
+                output, _, headers = decode_entry(hit)
+                return Answer(output, "cache", ref.sha, headers)
         await self.gate.ready(task.name, ref, control.wait_for_model, control.load_model)
         task_request.set_deadline(time.time() + self.config.request_timeout_s)
         try:
@@ -210,7 +212,7 @@ class Inference:
                 f"Request timed out after {self.config.request_timeout_s:g}s", headers={"Retry-After": "1"}
             ) from None
         if key is not None:
-            await self._cache_io(self.cache.set, key, encode_entry(answer.output, answer.compute_type))
+            await self._cache_io(self.cache.set, key, encode_entry(answer.output, answer.compute_type, answer.headers))
         return answer
 
     async def _cache_io(self, fn, *args):

@@ -158,6 +158,54 @@ def build_vit(folder: Path) -> None:
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
 
 
+#: The labels of the tiny audio classifier.
+AUDIO_LABELS = ["speech", "music", "noise"]
+#: The characters of the tiny CTC speech recognizer (``|`` separates words).
+CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
+
+def _wav2vec2_config(**kw):
+    from transformers import Wav2Vec2Config
+
+    return Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                          conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 8), num_feat_extract_layers=2,
+                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, do_stable_layer_norm=True,
+                          feat_extract_norm="layer", **kw)
+
+
+def _feature_extractor():
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                    return_attention_mask=True)
+
+
+def build_wav2vec2_ctc(folder: Path) -> None:
+    """A tiny wav2vec2 CTC speech recognizer over letters, with its tokenizer and feature extractor."""
+    import torch
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(CTC_VOCAB)}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|")
+    config = _wav2vec2_config(vocab_size=len(CTC_VOCAB), pad_token_id=0, ctc_loss_reduction="mean")
+    _save(Wav2Vec2ForCTC(config).eval(), tokenizer, folder)
+    _feature_extractor().save_pretrained(folder)
+
+
+def build_wav2vec2_classifier(folder: Path) -> None:
+    """A tiny wav2vec2 audio classifier (``AUDIO_LABELS``) with its feature extractor."""
+    import torch
+    from transformers import Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = _wav2vec2_config(num_labels=len(AUDIO_LABELS), classifier_proj_size=16,
+                              id2label=dict(enumerate(AUDIO_LABELS)), label2id={l: i for i, l in enumerate(AUDIO_LABELS)})
+    Wav2Vec2ForSequenceClassification(config).eval().save_pretrained(folder, safe_serialization=True)
+    _feature_extractor().save_pretrained(folder)
+
+
 #: task -> (model id, builder)
 TINY_MODELS = {
     "text-classification": ("tiny/bert-sentiment",
@@ -175,6 +223,8 @@ TINY_MODELS = {
     "summarization": ("tiny/bart-summarizer", lambda f: build_bart(f, "summarization")),
     "translation": ("tiny/bart-translator", lambda f: build_bart(f, "translation")),
     "image-classification": ("tiny/vit", build_vit),
+    "automatic-speech-recognition": ("tiny/wav2vec2-ctc", build_wav2vec2_ctc),
+    "audio-classification": ("tiny/wav2vec2-audio", build_wav2vec2_classifier),
 }
 
 

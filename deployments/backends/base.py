@@ -106,6 +106,8 @@ class Backend(Protocol):
     mask_token: Optional[str]
     max_input_tokens: int
     vocab_size: int
+    #: Samples per second the model's feature extractor takes (audio models), else None.
+    sampling_rate: Optional[int]
 
     def load(self, spec: LoadSpec) -> None:
         """Loads weights and tokenizer; raises ``ModelLoadError`` naming the cause."""

@@ -89,6 +89,7 @@ class OrtEmbedder:
         self.mask_token: Optional[str] = None
         self.max_input_tokens = 512
         self.vocab_size = 0
+        self.sampling_rate: Optional[int] = None
         self.session: Optional[ort.InferenceSession] = None
         self.tokenizer = None
         self._lock = threading.Lock()

@@ -47,6 +47,7 @@ class TorchBackend:
         self.mask_token: Optional[str] = None
         self.max_input_tokens = 512
         self.vocab_size = 0
+        self.sampling_rate: Optional[int] = None
         self.device = torch.device("cpu")
 
     def load(self, spec: LoadSpec) -> None:
@@ -71,8 +72,10 @@ class TorchBackend:
         self.spec = spec
         # NOTE(hubserve): a tokenizer may add inputs the model does not take (token_type_ids for BART).
         self._forward_args = frozenset(inspect.signature(self.model.forward).parameters)
-        self.tokenizer = self.preprocessors.get("tokenizer") or getattr(self.preprocessors.get("processor"),
-                                                                        "tokenizer", None)
+        processor = self.preprocessors.get("processor")
+        self.tokenizer = self.preprocessors.get("tokenizer") or getattr(processor, "tokenizer", None)
+        extractor = self.preprocessors.get("feature_extractor") or getattr(processor, "feature_extractor", None)
+        self.sampling_rate = getattr(extractor, "sampling_rate", None)
         if self.tokenizer is None:
             return
         self.mask_token = getattr(self.tokenizer, "mask_token", None)

@@ -85,6 +85,22 @@ class TaskRequest(BaseModel):
         return count_characters(getattr(self, "inputs", None))
 
 
+class BinaryRequest(TaskRequest):
+    """Base of the requests of binary-input tasks (``x-compute-characters: -1``, as the hosted API)."""
+
+    def characters(self) -> int:
+        return -1
+
+
+@dataclass
+class Measured:
+    """A replica's output with the compute headers only decoding could tell
+    (``x-compute-audio-length``)."""
+
+    value: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 def count_characters(value: Any) -> int:
     """Sums the lengths of the strings in ``value`` (recursing like the hosted API)."""
     if isinstance(value, str):
@@ -135,6 +151,16 @@ class Task:
     def claims(self, ref: Any) -> bool:
         """Whether this is a natural default task for the model ``ref`` (a ModelRef)."""
         return any(a.endswith(s) for a in ref.architectures for s in self.native_architectures)
+
+    def head_for(self, ref: Any) -> Head:
+        """The head to load for the model ``ref`` (a task whose models differ in heads, such as
+        CTC and sequence-to-sequence speech recognition, picks by architecture)."""
+        return self.head
+
+    def compute_headers(self, request: TaskRequest) -> dict[str, str]:
+        """Headers the ingress can tell from the request (``x-compute-images``); a replica adds
+        what decoding measured by returning ``Measured`` outputs."""
+        return {}
 
     def redirect(self, payload: Payload) -> Optional[str]:
         """Another task that should answer this body on the model's own route, if any."""

@@ -6,39 +6,24 @@ legacy ``image`` field). The replica decodes it (``_media.open_image``).
 
 from __future__ import annotations
 
-from typing import Literal, Optional
-
 from pydantic import StrictBytes
 
 from deployments.backends.base import Head
-from hubserve.errors import InvalidInput
 
 from . import register_task
-from ._media import open_image
-from ._params import Params, TopK
-from .base import Task, TaskRequest
-
-#: The pipeline's own default: the five best labels.
-DEFAULT_TOP_K = 5
+from ._binary import ClassifierParameters, ImageTask, classify
+from .base import BinaryRequest
 
 
-class Parameters(Params):
-    function_to_apply: Optional[Literal["sigmoid", "softmax", "none"]] = None
-    top_k: Optional[TopK] = None
-
-
-class Request(TaskRequest):
+class Request(BinaryRequest):
     inputs: StrictBytes
-    parameters: Parameters = Parameters()
+    parameters: ClassifierParameters = ClassifierParameters()
 
 
 @register_task("image-classification")
-class ImageClassification(Task):
+class ImageClassification(ImageTask):
     head = Head("image-classification", "AutoModelForImageClassification", "ORTModelForImageClassification",
                 "image-classification")
-    preprocessors = ("image_processor",)
-    input_kind = "binary"
-    binary_field = "image"
     pipeline = "image-classification"
     native_architectures = ("ForImageClassification",)
     loads_architectures = ("ForImageClassification",)
@@ -46,21 +31,4 @@ class ImageClassification(Task):
     request_model = Request
 
     def run(self, model, requests):
-        out: list = [None] * len(requests)
-        # NOTE(hubserve): one pipeline call per distinct parameter set; images that do not
-        # decode fail alone.
-        groups: dict[tuple, list[tuple[int, object]]] = {}
-        for i, req in enumerate(requests):
-            try:
-                image = open_image(req.inputs, req.limits)
-            except InvalidInput as exc:  # this request alone fails
-                out[i] = exc
-                continue
-            key = (req.parameters.function_to_apply, req.parameters.top_k or DEFAULT_TOP_K)
-            groups.setdefault(key, []).append((i, image))
-        for (fn, top_k), members in groups.items():
-            kwargs = {"top_k": top_k, **({"function_to_apply": fn} if fn else {})}
-            rows = model.backend.forward([image for _, image in members], **kwargs)
-            for (i, _), row in zip(members, rows):
-                out[i] = [{"label": r["label"], "score": float(r["score"])} for r in row]
-        return out
+        return classify(model, requests, lambda req: (self.image(req), {}))

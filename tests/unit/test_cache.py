@@ -23,7 +23,9 @@ def test_keys_depend_on_everything_that_changes_the_answer():
 
 def test_entries_round_trip_numpy_as_lists():
     raw = encode_entry(np.array([0.5, 0.25], dtype=np.float32), "cpu")
-    assert decode_entry(raw) == ([0.5, 0.25], "cpu")
+    assert decode_entry(raw) == ([0.5, 0.25], "cpu", {})
+    raw = encode_entry({"text": "hi"}, "cpu", {"x-compute-audio-length": "1.500"})
+    assert decode_entry(raw) == ({"text": "hi"}, "cpu", {"x-compute-audio-length": "1.500"})
 
 
 def test_memory_cache_is_an_lru_bounded_in_bytes():

@@ -1,0 +1,43 @@
+"""audio-classification: ``[{label, score}, ...]`` for one audio file (flat, like images).
+
+The body is the audio itself (wav, flac, mp3, ogg/opus, webm...; any content type), or JSON
+with base64 ``inputs`` (or the legacy ``audio`` field). The replica decodes it with ffmpeg
+at the feature extractor's rate (``_media.decode_audio``).
+"""
+
+from __future__ import annotations
+
+from pydantic import StrictBytes
+
+from deployments.backends.base import Head
+
+from . import register_task
+from ._binary import AudioTask, ClassifierParameters, classify
+from .base import BinaryRequest
+
+#: Model types whose ``...ForSequenceClassification`` heads classify audio, not text.
+AUDIO_ENCODERS = frozenset({"wav2vec2", "wav2vec2-bert", "wav2vec2-conformer", "hubert", "wavlm",
+                            "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d"})
+
+
+class Request(BinaryRequest):
+    inputs: StrictBytes
+    parameters: ClassifierParameters = ClassifierParameters()
+
+
+@register_task("audio-classification")
+class AudioClassification(AudioTask):
+    head = Head("audio-classification", "AutoModelForAudioClassification", "ORTModelForAudioClassification",
+                "audio-classification")
+    pipeline = "audio-classification"
+    native_architectures = ("ForAudioClassification",)
+    loads_architectures = ("ForAudioClassification", "ForSequenceClassification")
+    infer_priority = 15
+    request_model = Request
+
+    def claims(self, ref) -> bool:
+        return super().claims(ref) or (ref.model_type in AUDIO_ENCODERS and any(
+            a.endswith("ForSequenceClassification") for a in ref.architectures))
+
+    def run(self, model, requests):
+        return classify(model, requests, lambda req: self.audio(model, req))

@@ -1,0 +1,84 @@
+"""Audio inputs: every container decoded by ffmpeg in the replica, resampled and mixed down;
+long audio refused from limits after decoding no more than the bound; bad bytes named; the
+audio tasks' parameters allowlisted and bounded."""
+
+import numpy as np
+import pytest
+
+from deployments.tasks import get_task
+from deployments.tasks._media import decode_audio
+from deployments.tasks.base import Payload
+from hubserve.config import LimitsConfig
+from hubserve.errors import BackendFailure, InvalidInput
+from tests.media import FORMATS, silence, tone
+from tests.unit.test_media import png
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_container_decodes_to_mono_float_at_the_model_rate(fmt):
+    for rate in (16000, 8000):
+        samples = decode_audio(tone(1.0, fmt), rate)
+        assert samples.dtype.name == "float32" and samples.ndim == 1
+        # NOTE: mp3 (written to a pipe, so without its gapless header) and opus pad the edges.
+        assert abs(samples.size / rate - 1.0) < 0.1, (fmt, rate, samples.size)
+        # ffmpeg's sine source has an amplitude of 1/8; the resampled tone is still 440 Hz.
+        assert 0.1 < abs(samples).max() <= 1.0
+        spectrum = np.abs(np.fft.rfft(samples))
+        assert abs(np.argmax(spectrum) * rate / samples.size - 440) < 5
+
+
+def test_an_hour_of_audio_is_refused_from_limits():
+    hour = silence(3600.0)
+    assert len(hour) < 2_000_000  # small enough to pass the body limit: only the bound stops it
+    with pytest.raises(InvalidInput, match=r"longer than this server allows \(600s, limits.max_audio_seconds\)"):
+        decode_audio(hour, 16000)
+    with pytest.raises(InvalidInput, match=r"\(2s, limits.max_audio_seconds\)"):
+        decode_audio(tone(3.0), 16000, LimitsConfig(max_audio_seconds=2))
+    assert decode_audio(tone(1.5), 16000, LimitsConfig(max_audio_seconds=2)).size == 24000
+
+
+@pytest.mark.parametrize("body, named", [
+    (png(), "image/png"),
+    (b"hello, this is text", "text"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\0" * 28, "audio/wav"),
+    (bytes(range(256)) * 4, "unrecognised format"),
+])
+def test_undecodable_bytes_are_named(body, named):
+    with pytest.raises(InvalidInput, match="Could not decode the input as audio") as err:
+        decode_audio(body, 16000)
+    assert named in err.value.message
+
+
+def test_a_missing_ffmpeg_is_said_plainly(monkeypatch):
+    monkeypatch.setattr("deployments.tasks._media.shutil.which", lambda name: None)
+    with pytest.raises(BackendFailure, match="ffmpeg is not installed"):
+        decode_audio(tone(), 16000)
+
+
+def parse(task: str, parameters: dict, limits=None):
+    return get_task(task).parse(Payload(inputs=b"audio", parameters=parameters), limits)
+
+
+def test_speech_recognition_parameters_are_allowlisted_and_bounded():
+    request = parse("automatic-speech-recognition",
+                    {"return_timestamps": True, "generation_parameters": {"max_new_tokens": 20, "num_beams": 2}})
+    assert request.parameters.generation_parameters.known() == {"max_new_tokens": 20, "num_beams": 2}
+    assert request.characters() == -1
+    with pytest.raises(InvalidInput, match="model_kwargs"):
+        parse("automatic-speech-recognition", {"generation_parameters": {"custom_generate": "evil/repo"}})
+    with pytest.raises(InvalidInput, match="model_kwargs"):
+        parse("automatic-speech-recognition", {"generation_parameters": {"penalty_alpha": 0.6}})
+    with pytest.raises(InvalidInput, match="limits.max_new_tokens"):
+        parse("automatic-speech-recognition", {"generation_parameters": {"max_new_tokens": 10_000}})
+    with pytest.raises(InvalidInput, match="limits.max_num_beams"):
+        parse("automatic-speech-recognition", {"generate_kwargs": {"num_beams": 3}}, LimitsConfig(max_num_beams=2))
+    with pytest.raises(InvalidInput, match="return_timestamps"):
+        parse("automatic-speech-recognition", {"return_timestamps": "yes please"})
+
+
+def test_audio_classification_parameters():
+    assert parse("audio-classification", {"top_k": 2}).parameters.top_k == 2
+    with pytest.raises(InvalidInput, match="function_to_apply"):
+        parse("audio-classification", {"function_to_apply": "exp"})
+    with pytest.raises(InvalidInput, match="model_kwargs"):
+        parse("audio-classification", {"chunk_length_s": 10})
