@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from tests.media import tone
 from tests.unit.test_media import png
 
 
@@ -209,7 +210,10 @@ def test_a_failed_load_is_not_retried_during_its_back_off(legacy, server, tiny_m
 
 # -- headers on every task -----------------------------------------------------------------
 
+_TONE = base64.b64encode(tone(0.5)).decode()
 BODIES = {
+    "automatic-speech-recognition": {"inputs": _TONE},
+    "audio-classification": {"inputs": _TONE},
     "question-answering": {"inputs": {"question": "Where?", "context": "I live in Berlin"}},
     "sentence-similarity": {"inputs": {"source_sentence": "a", "sentences": ["b"]}},
     "zero-shot-classification": {"inputs": "a", "parameters": {"candidate_labels": "x,y"}},
