@@ -52,11 +52,15 @@ def open_image(data: bytes, limits: Any = None) -> Any:
 
 #: How long ffmpeg may take over one input (it decodes at hundreds of times real time).
 FFMPEG_TIMEOUT_S = 60
+#: The demuxers ffmpeg may pick for a body: audio containers only. Playlists (HLS, concat...)
+#: name other files or URLs, which ffmpeg would then read: the server's own files, or a fetch.
+AUDIO_DEMUXERS = "wav,w64,flac,mp3,ogg,matroska,mov,aac,aiff,caf,amr,au"
 
 
 def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndarray:
-    """Mono float32 samples of ``data`` (wav, flac, mp3, ogg/opus, webm, m4a: whatever ffmpeg
-    reads) at ``sampling_rate``, mixed down and resampled by ffmpeg.
+    """Mono float32 samples of ``data`` (wav, flac, mp3, ogg/opus, webm, m4a and the other
+    containers of ``AUDIO_DEMUXERS``) at ``sampling_rate``, mixed down and resampled by ffmpeg,
+    which reads nothing but the body.
 
     Raises:
         InvalidInput: for bytes ffmpeg cannot decode (naming what they look like), no sound in
@@ -73,7 +77,7 @@ def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndar
         source.write(data)
         source.flush()
         command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
-                   "-i", source.name, "-map", "0:a:0", "-t", f"{bound + 1.0 / sampling_rate:.6f}",
+                   "-protocol_whitelist", "file", "-format_whitelist", AUDIO_DEMUXERS, "-i", source.name, "-map", "0:a:0", "-t", f"{bound + 1.0 / sampling_rate:.6f}",
                    "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le", "-"]
         try:
             done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)

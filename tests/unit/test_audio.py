@@ -49,6 +49,18 @@ def test_undecodable_bytes_are_named(body, named):
     assert named in err.value.message
 
 
+@pytest.mark.parametrize("target", ["file", "http://169.254.169.254/latest/clip.mp3"])
+def test_a_playlist_naming_other_files_or_urls_is_not_followed(tmp_path, target):
+    """An HLS playlist probes as a container; followed, it would read the server's own files."""
+    secret = tmp_path / "secret.mp3"
+    secret.write_bytes(tone(1.0, "mp3"))
+    url = secret.as_uri() if target == "file" else target
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{url}\n#EXT-X-ENDLIST\n".encode()
+    with pytest.raises(InvalidInput, match="Could not decode the input as audio"):
+        decode_audio(playlist, 16000)
+    assert decode_audio(secret.read_bytes(), 16000).size > 0  # the file itself decodes
+
+
 def test_a_missing_ffmpeg_is_said_plainly(monkeypatch):
     monkeypatch.setattr("deployments.tasks._media.shutil.which", lambda name: None)
     with pytest.raises(BackendFailure, match="ffmpeg is not installed"):
