@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
+from pydantic import StrictBytes
 
 from hubserve.errors import InvalidInput
 
 from ._media import decode_audio, open_image
 from ._params import Params, TopK
-from .base import Measured, Task, TaskRequest
+from .base import BinaryRequest, Measured, Task, TaskRequest
 
 #: The classification pipelines' own default: the five best labels.
 DEFAULT_TOP_K = 5
@@ -22,6 +23,13 @@ class ClassifierParameters(Params):
 
     function_to_apply: Optional[Literal["sigmoid", "softmax", "none"]] = None
     top_k: Optional[TopK] = None
+
+
+class ClassifierRequest(BinaryRequest):
+    """The request of image- and audio-classification: the input's bytes and ``ClassifierParameters``."""
+
+    inputs: StrictBytes
+    parameters: ClassifierParameters = ClassifierParameters()
 
 
 def classify(model: Any, requests: Sequence[TaskRequest],

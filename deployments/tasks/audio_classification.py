@@ -7,22 +7,14 @@ at the feature extractor's rate (``_media.decode_audio``).
 
 from __future__ import annotations
 
-from pydantic import StrictBytes
-
 from deployments.backends.base import Head
 
 from . import register_task
-from ._binary import AudioTask, ClassifierParameters, classify
-from .base import BinaryRequest
+from ._binary import AudioTask, ClassifierRequest, classify
 
 #: Model types whose ``...ForSequenceClassification`` heads classify audio, not text.
 AUDIO_ENCODERS = frozenset({"wav2vec2", "wav2vec2-bert", "wav2vec2-conformer", "hubert", "wavlm",
                             "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d"})
-
-
-class Request(BinaryRequest):
-    inputs: StrictBytes
-    parameters: ClassifierParameters = ClassifierParameters()
 
 
 @register_task("audio-classification")
@@ -33,7 +25,7 @@ class AudioClassification(AudioTask):
     native_architectures = ("ForAudioClassification",)
     loads_architectures = ("ForAudioClassification", "ForSequenceClassification")
     infer_priority = 15
-    request_model = Request
+    request_model = ClassifierRequest
 
     def claims(self, ref) -> bool:
         return super().claims(ref) or (ref.model_type in AUDIO_ENCODERS and any(

@@ -9,16 +9,17 @@ the feature extractor's rate. Sequence-to-sequence models (Whisper, Speech2Text)
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Optional
 
-from pydantic import StrictBool, StrictBytes
+from pydantic import StrictBytes
 
 from deployments.backends.base import Head
 from hubserve.errors import InvalidInput
 
 from . import register_task
 from ._binary import AudioTask
-from ._params import Flag, GenLength, MaxNewTokens, NumBeams, Params, Temperature, TopK, TopP
+from ._generation import GenerateParameters
+from ._params import Flag, Params
 from .base import BinaryRequest, Measured
 
 SPEECH_SEQ2SEQ = Head("speech-seq2seq", "AutoModelForSpeechSeq2Seq", "ORTModelForSpeechSeq2Seq",
@@ -31,32 +32,12 @@ SPEECH_SEQ2SEQ_TYPES = frozenset({"whisper", "speech_to_text", "speech-encoder-d
 CHUNK_S = 30.0
 
 
-class GenerationParameters(Params):
-    """What a request may hand to ``generate`` (the hosted API's ``generation_parameters``),
-    each bounded by ``limits.*``; contrastive and group beam search are not offered (in this
-    transformers they run code from the Hub)."""
-
-    temperature: Optional[Temperature] = None
-    top_k: Optional[TopK] = None
-    top_p: Optional[TopP] = None
-    typical_p: Optional[TopP] = None
-    epsilon_cutoff: Optional[TopP] = None
-    eta_cutoff: Optional[TopP] = None
-    max_length: Optional[GenLength] = None
-    max_new_tokens: Optional[MaxNewTokens] = None
-    min_length: Optional[GenLength] = None
-    min_new_tokens: Optional[MaxNewTokens] = None
-    do_sample: Optional[StrictBool] = None
-    early_stopping: Optional[Union[StrictBool, Literal["never"]]] = None
-    num_beams: Optional[NumBeams] = None
-    use_cache: Optional[StrictBool] = None
-
-
 class Parameters(Params):
     return_timestamps: Optional[Flag] = None
-    generation_parameters: Optional[GenerationParameters] = None
+    #: The allowlist of summarization's ``generate_parameters`` (the same DOCS-2025 fields).
+    generation_parameters: Optional[GenerateParameters] = None
     #: The older name of ``generation_parameters``.
-    generate_kwargs: Optional[GenerationParameters] = None
+    generate_kwargs: Optional[GenerateParameters] = None
 
 
 class Request(BinaryRequest):
@@ -84,8 +65,9 @@ class AutomaticSpeechRecognition(AudioTask):
     def run_one(self, model, request):
         params = request.parameters
         generation = params.generation_parameters or params.generate_kwargs
+        generate_kwargs = generation.known() if generation is not None else {}
         ctc = self.head_for(model.ref) is CTC
-        if ctc and generation is not None and generation.known():
+        if ctc and generate_kwargs:
             raise InvalidInput("generation_parameters apply to sequence-to-sequence models (Whisper); "
                                f"{model.ref.model_id} is a CTC model")
         audio, headers = self.audio(model, request)
@@ -93,8 +75,8 @@ class AutomaticSpeechRecognition(AudioTask):
         if params.return_timestamps:
             # NOTE(hubserve): CTC pipelines time words (or characters), not segments.
             kwargs["return_timestamps"] = "word" if ctc else True
-        if generation is not None and generation.known():
-            kwargs["generate_kwargs"] = generation.known()
+        if generate_kwargs:
+            kwargs["generate_kwargs"] = generate_kwargs
         if audio["raw"].size > CHUNK_S * audio["sampling_rate"]:
             kwargs["chunk_length_s"] = CHUNK_S
         try:

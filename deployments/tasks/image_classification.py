@@ -6,18 +6,10 @@ legacy ``image`` field). The replica decodes it (``_media.open_image``).
 
 from __future__ import annotations
 
-from pydantic import StrictBytes
-
 from deployments.backends.base import Head
 
 from . import register_task
-from ._binary import ClassifierParameters, ImageTask, classify
-from .base import BinaryRequest
-
-
-class Request(BinaryRequest):
-    inputs: StrictBytes
-    parameters: ClassifierParameters = ClassifierParameters()
+from ._binary import ClassifierRequest, ImageTask, classify
 
 
 @register_task("image-classification")
@@ -28,7 +20,7 @@ class ImageClassification(ImageTask):
     native_architectures = ("ForImageClassification",)
     loads_architectures = ("ForImageClassification",)
     infer_priority = 20
-    request_model = Request
+    request_model = ClassifierRequest
 
     def run(self, model, requests):
         return classify(model, requests, lambda req: (self.image(req), {}))
