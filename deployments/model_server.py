@@ -277,6 +277,7 @@ class ModelServer:
             cache_dir=Path(self.config.onnx_cache) if self.config.onnx_cache else None,
             dtype=(entry and entry.dtype) or self.options.dtype or "float32",
             preprocessors=self.task.preprocessors,
+            optional_preprocessors=self.task.optional_preprocessors,
         )
         configured = (entry and entry.backend) or self.options.backend
         if configured == "auto" and spec.dtype == "float16":

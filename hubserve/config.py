@@ -196,6 +196,9 @@ class LimitsConfig(StrictModel):
     max_candidate_labels: int = Field(64, ge=1, description="candidate labels (or fill-mask targets) of one request")
     max_question_answering_tokens: int = Field(
         4096, ge=1, description="question-answering max_seq_len, max_question_len, max_answer_len and doc_stride")
+    max_document_words: int = Field(
+        10_000, ge=1, description="words (with their boxes) of one document-question-answering page")
+    max_table_cells: int = Field(10_000, ge=1, description="cells of one table-question-answering table")
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="pixels (width x height) of one input image, checked before it is decoded")
     max_audio_seconds: float = Field(

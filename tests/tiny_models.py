@@ -47,7 +47,7 @@ def wordpiece_tokenizer(max_length: int = 128):
     )
 
 
-def bpe_tokenizer(with_template: bool, max_length: int = 128):
+def bpe_tokenizer(with_template: bool, max_length: int = 128, **kw):
     """A byte-level BPE fast tokenizer (GPT-2 / BART style) trained on ``CORPUS``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -64,7 +64,7 @@ def bpe_tokenizer(with_template: bool, max_length: int = 128):
         )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        mask_token="<mask>", model_max_length=max_length,
+        mask_token="<mask>", model_max_length=max_length, **kw,
     )
 
 
@@ -148,14 +148,129 @@ IMAGE_LABELS = ["cat", "dog", "car"]
 def build_vit(folder: Path) -> None:
     """A tiny ViT image classifier (32x32 pixels, patches of 8) with its image processor."""
     import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    from transformers import ViTForImageClassification, ViTImageProcessor
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                       image_size=32, patch_size=8, num_labels=len(IMAGE_LABELS),
-                       id2label=dict(enumerate(IMAGE_LABELS)), label2id={l: i for i, l in enumerate(IMAGE_LABELS)})
+    config = _vit_config(num_labels=len(IMAGE_LABELS), **_labels(IMAGE_LABELS))
     ViTForImageClassification(config).eval().save_pretrained(folder, safe_serialization=True)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def _labels(labels: list[str]) -> dict:
+    return {"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+
+
+def build_yolos(folder: Path) -> None:
+    """A tiny YOLOS detector over ``IMAGE_LABELS`` (4 detection tokens)."""
+    import torch
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
+
+    torch.manual_seed(0)
+    config = YolosConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                         image_size=[32, 32], patch_size=8, num_detection_tokens=4, num_labels=len(IMAGE_LABELS),
+                         **_labels(IMAGE_LABELS))
+    YolosForObjectDetection(config).eval().save_pretrained(folder, safe_serialization=True)
+    YolosImageProcessor(size={"shortest_edge": 32, "longest_edge": 64}).save_pretrained(folder)
+
+
+def build_segformer(folder: Path) -> None:
+    """A tiny SegFormer semantic segmenter over ``IMAGE_LABELS``."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                             decoder_hidden_size=32, num_labels=len(IMAGE_LABELS), **_labels(IMAGE_LABELS))
+    SegformerForSemanticSegmentation(config).eval().save_pretrained(folder, safe_serialization=True)
+    SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def _vit_config(**kw):
+    from transformers import ViTConfig
+
+    return ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                     image_size=32, patch_size=8, **kw)
+
+
+def build_clip(folder: Path) -> None:
+    """A tiny CLIP (text and image towers) for zero-shot image classification."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    tokenizer = bpe_tokenizer(with_template=True, max_length=64, model_input_names=["input_ids", "attention_mask"])
+    tower = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id, **tower),
+        vision_config=dict(image_size=32, patch_size=8, **tower), projection_dim=16)
+    _save(CLIPModel(config).eval(), tokenizer, folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def build_vit_gpt2(folder: Path) -> None:
+    """A tiny image captioner: a ViT encoder and a GPT-2 decoder (``VisionEncoderDecoderModel``)."""
+    import torch
+    from transformers import GPT2Config, ViTImageProcessor, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+    torch.manual_seed(0)
+    tokenizer = bpe_tokenizer(with_template=False, max_length=64)
+    decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, add_cross_attention=True, is_decoder=True)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(_vit_config(), decoder)
+    config.decoder_start_token_id = tokenizer.bos_token_id
+    config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    _save(VisionEncoderDecoderModel(config).eval(), tokenizer, folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+#: The answers of the tiny visual question answerer.
+VQA_ANSWERS = ["yes", "no", "red", "two"]
+
+
+def build_vilt(folder: Path) -> None:
+    """A tiny ViLT visual question answerer choosing among ``VQA_ANSWERS``."""
+    import torch
+    from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor
+
+    torch.manual_seed(0)
+    tokenizer = wordpiece_tokenizer(max_length=40)
+    config = ViltConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, image_size=64, patch_size=32, max_position_embeddings=40,
+                        num_labels=len(VQA_ANSWERS), max_image_length=-1, **_labels(VQA_ANSWERS))
+    _save(ViltForQuestionAnswering(config).eval(), tokenizer, folder)
+    ViltImageProcessor(size={"shortest_edge": 64}, size_divisor=32).save_pretrained(folder)
+
+
+def build_layoutlm(folder: Path) -> None:
+    """A tiny LayoutLM document question answerer (it reads words and their boxes)."""
+    import torch
+    from transformers import LayoutLMConfig, LayoutLMForQuestionAnswering
+
+    torch.manual_seed(0)
+    tokenizer = wordpiece_tokenizer()
+    config = LayoutLMConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=37, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    _save(LayoutLMForQuestionAnswering(config).eval(), tokenizer, folder)
+
+
+def build_tapas(folder: Path) -> None:
+    """A tiny TAPAS table question answerer with an aggregation head (NONE, SUM, AVERAGE, COUNT)."""
+    import torch
+    from transformers import TapasConfig, TapasForQuestionAnswering, TapasTokenizer
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = sorted(wordpiece_tokenizer().get_vocab().items(), key=lambda item: item[1])
+    (folder / "vocab.txt").write_text("\n".join([token for token, _ in vocab] + ["[EMPTY]"]) + "\n")
+    tokenizer = TapasTokenizer(str(folder / "vocab.txt"), model_max_length=128)
+    config = TapasConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=128, num_aggregation_labels=4,
+                         aggregation_labels={0: "NONE", 1: "SUM", 2: "AVERAGE", 3: "COUNT"},
+                         no_aggregation_label_index=0, use_answer_as_supervision=True)
+    _save(TapasForQuestionAnswering(config).eval(), tokenizer, folder)
 
 
 #: The labels of the tiny audio classifier.
@@ -225,6 +340,13 @@ TINY_MODELS = {
     "image-classification": ("tiny/vit", build_vit),
     "automatic-speech-recognition": ("tiny/wav2vec2-ctc", build_wav2vec2_ctc),
     "audio-classification": ("tiny/wav2vec2-audio", build_wav2vec2_classifier),
+    "object-detection": ("tiny/yolos", build_yolos),
+    "image-segmentation": ("tiny/segformer", build_segformer),
+    "zero-shot-image-classification": ("tiny/clip", build_clip),
+    "image-to-text": ("tiny/vit-gpt2", build_vit_gpt2),
+    "visual-question-answering": ("tiny/vilt", build_vilt),
+    "document-question-answering": ("tiny/layoutlm", build_layoutlm),
+    "table-question-answering": ("tiny/tapas", build_tapas),
 }
 
 

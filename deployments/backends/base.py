@@ -59,6 +59,8 @@ class LoadSpec:
         cache_dir: where derived artefacts are kept.
         dtype: ``float32``, or ``float16`` (torch on cuda).
         preprocessors: what to load beside the weights (keys of ``PREPROCESSORS``).
+        optional_preprocessors: what to load when the folder has it (a document model's image
+            processor).
     """
 
     path: Path
@@ -71,6 +73,7 @@ class LoadSpec:
     cache_dir: Optional[Path] = None
     dtype: str = "float32"
     preprocessors: tuple[str, ...] = ("tokenizer",)
+    optional_preprocessors: tuple[str, ...] = ()
 
 
 @dataclass

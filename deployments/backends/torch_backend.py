@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -60,10 +61,12 @@ class TorchBackend:
         if spec.dtype == "float16" and spec.device != "cuda":
             raise ModelLoadError("dtype float16 runs on device cuda; on the CPU use float32 (or backend onnx-int8)")
         try:
-            self.preprocessors = {
-                key: getattr(transformers, PREPROCESSORS[key]).from_pretrained(spec.path, trust_remote_code=False)
-                for key in spec.preprocessors
-            }
+            self.preprocessors = {key: _preprocessor(key, spec.path) for key in spec.preprocessors}
+            for key in spec.optional_preprocessors:
+                try:
+                    self.preprocessors[key] = _preprocessor(key, spec.path)
+                except (OSError, ValueError, KeyError):  # the folder has none
+                    pass
             self.model = self._load_model(spec)
         except ModelLoadError:
             raise
@@ -114,7 +117,10 @@ class TorchBackend:
         return self._pipe
 
     def _max_positions(self) -> Optional[int]:
+        """The length of the position table of what generates (the decoder of a vision
+        encoder-decoder)."""
         cfg = self.model.config
+        cfg = getattr(cfg, "decoder", None) or cfg
         for name in ("max_position_embeddings", "n_positions", "max_target_positions"):
             value = getattr(cfg, name, None)
             if isinstance(value, int) and value > 0:
@@ -288,6 +294,10 @@ class TorchBackend:
 
 
 _DONE = object()
+
+
+def _preprocessor(key: str, path: Path) -> Any:
+    return getattr(transformers, PREPROCESSORS[key]).from_pretrained(path, trust_remote_code=False)
 
 
 def _apply_deadline(kwargs: dict) -> None:

@@ -3,16 +3,17 @@ they load, the compute headers, and decoding in the replica (``_media``)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import StrictBytes
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictStr
 
 from hubserve.errors import InvalidInput
 
 from ._media import decode_audio, open_image
 from ._params import Params, TopK
-from .base import BinaryRequest, Measured, Task, TaskRequest
+from .base import BinaryRequest, Measured, Payload, Task, TaskRequest
 
 #: The classification pipelines' own default: the five best labels.
 DEFAULT_TOP_K = 5
@@ -32,28 +33,60 @@ class ClassifierRequest(BinaryRequest):
     parameters: ClassifierParameters = ClassifierParameters()
 
 
-def classify(model: Any, requests: Sequence[TaskRequest],
-             decode: Callable[[TaskRequest], tuple[Any, dict[str, str]]]) -> list[Any]:
-    """``[{label, score}, ...]`` per request: one pipeline call per distinct parameter set over
-    the decoded inputs (``decode`` gives the pipeline input and its compute headers); an input
-    that does not decode fails alone."""
+def run_grouped(model: Any, requests: Sequence[TaskRequest],
+                decode: Callable[[TaskRequest], tuple[Any, dict[str, str]]],
+                kwargs_of: Callable[[TaskRequest], dict], shape: Callable[[Any], Any]) -> list[Any]:
+    """One pipeline call per distinct parameter set over the decoded inputs of a batch.
+
+    ``decode`` gives a request's pipeline input and its compute headers, ``kwargs_of`` its
+    pipeline keywords (JSON values), ``shape`` turns the pipeline's answer for one input into
+    the wire form. An input that does not decode fails alone.
+    """
     out: list[Any] = [None] * len(requests)
-    groups: dict[tuple, list[tuple[int, Any, dict]]] = {}
+    groups: dict[str, tuple[dict, list[tuple[int, Any, dict]]]] = {}
     for i, req in enumerate(requests):
         try:
             value, headers = decode(req)
         except InvalidInput as exc:
             out[i] = exc
             continue
-        key = (req.parameters.function_to_apply, req.parameters.top_k or DEFAULT_TOP_K)
-        groups.setdefault(key, []).append((i, value, headers))
-    for (fn, top_k), members in groups.items():
-        kwargs = {"top_k": top_k, **({"function_to_apply": fn} if fn else {})}
-        rows = model.backend.forward([value for _, value, _ in members], **kwargs)
+        kwargs = kwargs_of(req)
+        groups.setdefault(json.dumps(kwargs, sort_keys=True), (kwargs, []))[1].append((i, value, headers))
+    for kwargs, members in groups.values():
+        try:
+            rows = model.backend.forward([value for _, value, _ in members], **kwargs)
+        except ValueError as exc:  # transformers' word for a request the model cannot do
+            rows = [InvalidInput(str(exc))] * len(members)
         for (i, _, headers), row in zip(members, rows):
-            labels = [{"label": r["label"], "score": float(r["score"])} for r in row]
-            out[i] = Measured(labels, headers) if headers else labels
+            if isinstance(row, InvalidInput):
+                out[i] = row
+            else:
+                out[i] = Measured(shape(row), headers) if headers else shape(row)
     return out
+
+
+def classify(model: Any, requests: Sequence[TaskRequest],
+             decode: Callable[[TaskRequest], tuple[Any, dict[str, str]]]) -> list[Any]:
+    """``[{label, score}, ...]`` per request (``run_grouped`` over ``ClassifierParameters``)."""
+    def kwargs_of(req: TaskRequest) -> dict:
+        fn = req.parameters.function_to_apply
+        return {"top_k": req.parameters.top_k or DEFAULT_TOP_K, **({"function_to_apply": fn} if fn else {})}
+
+    return run_grouped(model, requests, decode, kwargs_of, labels_and_scores)
+
+
+def labels_and_scores(rows: Sequence[dict]) -> list[dict]:
+    """The flat ``[{label, score}]`` of a classification pipeline's answer."""
+    return [{"label": r["label"], "score": float(r["score"])} for r in rows]
+
+
+class ImageQuestion(BaseModel):
+    """``{"image": <bytes>, "question": str}``: the input of the visual QA tasks."""
+
+    # NOTE(hubserve): as TaskRequest's, so that cache keys hold the image as base64.
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64")
+    image: StrictBytes
+    question: StrictStr = Field(min_length=1)
 
 
 class ImageTask(Task):
@@ -70,7 +103,23 @@ class ImageTask(Task):
     def image(request: TaskRequest) -> Any:
         """The request's image, decoded (``InvalidInput`` for bytes that are not one)."""
         inputs = request.inputs
-        return open_image(inputs["image"] if isinstance(inputs, dict) else inputs, request.limits)
+        return open_image(inputs.image if isinstance(inputs, ImageQuestion) else inputs, request.limits)
+
+
+class ImageQuestionTask(ImageTask):
+    """A question about an image: ``{"inputs": {"image": <base64>, "question": str}}``, or the
+    client's ``{"inputs": <base64 image>, "question": str}`` (and the legacy top-level
+    ``image``), or the raw image with ``?question=`` in the query."""
+
+    preprocessors = ("tokenizer", "image_processor")
+
+    def request_data(self, payload: Payload) -> dict:
+        params = dict(payload.parameters)
+        inputs = payload.inputs
+        if not isinstance(inputs, dict):
+            question = payload.extra.get("question", params.pop("question", None))
+            inputs = {"image": inputs, **({"question": question} if question is not None else {})}
+        return {"inputs": inputs, "parameters": params}
 
 
 class AudioTask(Task):

@@ -61,7 +61,32 @@ def Limit(name: str, *, each: Optional[str] = None) -> AfterValidator:
 
 
 TopK = Annotated[StrictInt, Field(ge=1), Limit("max_top_k")]
-TopP = Annotated[Number, Field(ge=0, le=1)]
+
+def _candidate_labels(value: Union[str, list[str]], info: ValidationInfo) -> list[str]:
+    labels = [s.strip() for s in (value.split(",") if isinstance(value, str) else value)]
+    labels = [s for s in labels if s]
+    if not labels:
+        raise ValueError("at least one candidate label is required")
+    bound = limits_of(info).max_candidate_labels
+    if len(labels) > bound:
+        raise ValueError(f"`candidate_labels` has {len(labels)} items, more than this server allows "
+                         f"({bound}, limits.max_candidate_labels)")
+    return labels
+
+
+def _hypothesis_template(value: str) -> str:
+    if "{}" not in value:
+        raise ValueError("hypothesis_template must contain {} where the label goes")
+    return value
+
+
+#: A list of labels, or one comma-separated string of them (the legacy form), as a list.
+CandidateLabels = Annotated[Union[StrictStr, list[StrictStr]], AfterValidator(_candidate_labels)]
+#: The sentence a label is put into (``This example is {}.``).
+HypothesisTemplate = Annotated[StrictStr, AfterValidator(_hypothesis_template)]
+#: A probability (a threshold, ``top_p``).
+Probability = Annotated[Number, Field(ge=0, le=1)]
+TopP = Probability
 Temperature = Annotated[Number, Field(ge=0, le=100)]
 RepetitionPenalty = Annotated[Number, Field(ge=0, le=100)]
 MaxTime = Annotated[Number, Field(ge=0, le=120)]

@@ -124,6 +124,7 @@ class Task:
             heads; a task with a head of its own declares it in its module).
         preprocessors: what the backend loads beside the weights (``tokenizer``,
             ``image_processor``, ``feature_extractor``, ``processor``).
+        optional_preprocessors: what it loads when the model folder has it.
         input_kind: what the ingress reads from a body: ``text`` (JSON or raw text, see
             ``serve_app.parsing``) or ``binary`` (the raw body of any content type, or
             base64 in JSON; see ``Task.binary_field``). Decoding happens in the replica.
@@ -138,6 +139,7 @@ class Task:
     name: ClassVar[str]
     head: ClassVar[Head] = BASE
     preprocessors: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    optional_preprocessors: ClassVar[tuple[str, ...]] = ()
     input_kind: ClassVar[str] = "text"
     #: The legacy top-level JSON field that may hold a binary input (``image``, ``audio``).
     binary_field: ClassVar[Optional[str]] = None

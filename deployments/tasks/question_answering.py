@@ -20,14 +20,15 @@ class QAInput(BaseModel):
     context: StrictStr = Field(min_length=1)
 
 
-class Parameters(Params):
+class SpanParameters(Params):
+    """The parameters of extractive question answering, over text or a document page."""
+
     top_k: Optional[TopK] = None
     doc_stride: Optional[QATokens] = None
     max_answer_len: Optional[QATokens] = None
     max_seq_len: Optional[QATokens] = None
     max_question_len: Optional[QATokens] = None
     handle_impossible_answer: Optional[Flag] = None
-    align_to_words: Optional[Flag] = None
 
     @model_validator(mode="after")
     def _stride_fits(self):
@@ -36,9 +37,25 @@ class Parameters(Params):
         return self
 
 
+class Parameters(SpanParameters):
+    align_to_words: Optional[Flag] = None
+
+
 class Request(TaskRequest):
     inputs: Union[QAInput, list[QAInput]]
     parameters: Parameters = Parameters()
+
+
+def check_span_window(params: dict, limit: int) -> None:
+    """Refuses a ``max_seq_len`` over the model's input limit (``limit`` tokens), or a
+    ``doc_stride`` over half of it (the text is cut into windows every ``max_seq_len -
+    doc_stride`` tokens)."""
+    seq = params.get("max_seq_len", min(384, limit))
+    if seq > limit:
+        raise InvalidInput(f"`max_seq_len` ({seq}) is larger than the model's input limit ({limit} tokens)")
+    stride = params.get("doc_stride", min(seq // 2, 128))
+    if stride > seq // 2:
+        raise InvalidInput(f"`doc_stride` ({stride}) must be at most half of max_seq_len ({seq})")
 
 
 def _answer(r: dict) -> dict:
@@ -63,14 +80,7 @@ class QuestionAnswering(Task):
 
     def run_one(self, model, request):
         params = request.parameters.known()
-        limit = model.backend.max_input_tokens
-        seq = params.get("max_seq_len", min(384, limit))
-        if seq > limit:
-            raise InvalidInput(f"`max_seq_len` ({seq}) is larger than the model's input limit ({limit} tokens)")
-        stride = params.get("doc_stride", min(seq // 2, 128))
-        if stride > seq // 2:
-            # NOTE(hubserve): the context is cut into chunks every (max_seq_len - doc_stride) tokens.
-            raise InvalidInput(f"`doc_stride` ({stride}) must be at most half of max_seq_len ({seq})")
+        check_span_window(params, model.backend.max_input_tokens)
         top_k = params.get("top_k", 1)
         items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
         results = []

@@ -3,42 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Union
+from typing import Optional
 
-from pydantic import Field, StrictStr, ValidationInfo, field_validator
+from pydantic import Field, StrictStr
 
 from . import register_task
 from ._heads import SEQUENCE_CLASSIFICATION
-from ._params import Flag, Params, limits_of
+from ._params import CandidateLabels, Flag, HypothesisTemplate, Params
 from .base import Context, Payload, Task, TaskRequest
 
 _HUB_UA = re.compile(r"hf_hub/(\d+)\.(\d+)")
 
 
 class Parameters(Params):
-    candidate_labels: Union[StrictStr, list[StrictStr]]
+    candidate_labels: CandidateLabels
     multi_label: Optional[Flag] = None
-    hypothesis_template: Optional[StrictStr] = None
-
-    @field_validator("candidate_labels")
-    @classmethod
-    def _labels(cls, value, info: ValidationInfo):
-        labels = [s.strip() for s in value.split(",")] if isinstance(value, str) else [s.strip() for s in value]
-        labels = [s for s in labels if s]
-        if not labels:
-            raise ValueError("at least one candidate label is required")
-        bound = limits_of(info).max_candidate_labels
-        if len(labels) > bound:
-            raise ValueError(f"`candidate_labels` has {len(labels)} items, more than this server allows "
-                             f"({bound}, limits.max_candidate_labels)")
-        return labels
-
-    @field_validator("hypothesis_template")
-    @classmethod
-    def _template(cls, value):
-        if value is not None and "{}" not in value:
-            raise ValueError("hypothesis_template must contain {} where the label goes")
-        return value
+    hypothesis_template: Optional[HypothesisTemplate] = None
 
 
 class Request(TaskRequest):

@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deployments.backends import LoadSpec, create_backend
 from deployments.bootstrap import build_all
-from deployments.model_server import Answer, LoadedModel
-from deployments.tasks import get_task
-from deployments.tasks.base import Payload
-from hubserve.config import ModelEntry
-from hubserve.store import ModelStore
 from tests.media import speech
+from tests.replica import answer
+from tests.replica import load as load_folder
 
 pytestmark = pytest.mark.slow
 
@@ -28,21 +24,7 @@ def folders():
 
 
 def load(folders, model_id: str, task_name: str, tmp_path):
-    task = get_task(task_name)
-    store = ModelStore(tmp_path, entries={model_id: ModelEntry(path=str(folders[model_id]))})
-    ref = store.resolve(model_id)
-    head = task.head_for(ref)
-    backend = create_backend("torch", head)
-    backend.load(LoadSpec(ref.path, head, pipeline=task.pipeline, threads=2, model_id=model_id, revision=ref.sha,
-                          preprocessors=task.preprocessors))
-    return task, LoadedModel(ref, backend, task.prepare(ref, backend))
-
-
-def answer(task, model, inputs, **parameters):
-    request = task.parse(Payload(inputs=inputs, parameters=parameters))
-    (out,) = task.run(model, [request])
-    assert not isinstance(out, BaseException), out
-    return Answer.of(out, "cpu", model.ref.sha)
+    return load_folder(folders[model_id], model_id, task_name, tmp_path)
 
 
 def test_whisper_transcribes_speech(folders, tmp_path):

@@ -6,7 +6,7 @@ import base64
 import pytest
 from huggingface_hub import InferenceClient
 
-from tests.tiny_models import IMAGE_LABELS
+from tests.tiny_models import IMAGE_LABELS, VQA_ANSWERS
 from tests.unit.test_media import png, png_header_claiming
 
 MODEL = "tiny/vit"
@@ -60,3 +60,32 @@ def test_unknown_parameters_and_a_text_model_are_refused(http, tiny_models):
     assert r.status_code == 400 and "model_kwargs" in r.json()["error"]
     r = http.post(f"/pipeline/image-classification/{tiny_models['text-classification']}", content=png())
     assert r.status_code == 400 and "cannot run `image-classification`" in r.json()["error"]
+
+
+def test_every_image_task_through_the_client(server, tiny_models):
+    """The real InferenceClient parses each answer (its own types, its own body forms)."""
+    def client(task):
+        return InferenceClient(model=server.model_url(tiny_models[task]), timeout=120)
+
+    boxes = client("object-detection").object_detection(png(), threshold=0.0)
+    assert boxes and all(isinstance(b.box.xmin, int) and b.label in IMAGE_LABELS for b in boxes)
+    segments = client("image-segmentation").image_segmentation(png(40, 30))
+    assert segments and all(s.mask.size == (40, 30) and s.mask.mode == "L" for s in segments)
+    scored = client("zero-shot-image-classification").zero_shot_image_classification(
+        png(), candidate_labels=["a cat", "a dog"])
+    assert sorted(s.label for s in scored) == ["a cat", "a dog"]
+    assert isinstance(client("image-to-text").image_to_text(png()).generated_text, str)
+    answers = client("visual-question-answering").visual_question_answering(png(), "what color?", top_k=2)
+    assert len(answers) == 2 and all(a.answer in VQA_ANSWERS for a in answers)
+    words = [["total", [10, 60, 80, 90]], ["42", [90, 60, 130, 90]]]
+    doc = client("document-question-answering").document_question_answering(png(), "total?", word_boxes=words)
+    assert doc and doc[0].answer in {"total", "42", "total 42"}
+    table = {"Repository": ["Transformers", "Datasets"], "Stars": ["36542", "4512"]}
+    cell = client("table-question-answering").table_question_answering(table, "How many stars?")
+    assert cell.cells and set(cell.cells) <= {"Transformers", "Datasets", "36542", "4512"}
+
+
+def test_a_document_model_without_ocr_or_word_boxes_is_a_400(http, tiny_models, monkeypatch):
+    body = {"inputs": {"image": base64.b64encode(png()).decode(), "question": "total?"}}
+    r = http.post(f"/models/{tiny_models['document-question-answering']}", json=body)
+    assert r.status_code == 400 and "no OCR" in r.json()["error"], r.text

@@ -18,10 +18,20 @@ HOSTILE = {
 GENERATION_TASKS = ("text-generation", "text2text-generation", "summarization", "translation")
 
 
+#: A valid ``inputs`` of the tasks whose input is not one text or one file.
+INPUTS = {
+    "visual-question-answering": {"image": b"image bytes", "question": "what?"},
+    "document-question-answering": {"image": b"image bytes", "question": "what?"},
+    "table-question-answering": {"query": "how many?", "table": {"a": ["1"]}},
+}
+#: The parameters a task requires.
+REQUIRED = {"zero-shot-image-classification": {"candidate_labels": ["a", "b"]}}
+
+
 def parse(task, parameters, limits=None, inputs=None):
     if inputs is None:
-        inputs = b"image bytes" if get_task(task).input_kind == "binary" else "hello"
-    return get_task(task).parse(Payload(inputs=inputs, parameters=parameters), limits)
+        inputs = INPUTS.get(task, b"image bytes" if get_task(task).input_kind == "binary" else "hello")
+    return get_task(task).parse(Payload(inputs=inputs, parameters={**REQUIRED.get(task, {}), **parameters}), limits)
 
 
 @pytest.mark.parametrize("task", GENERATION_TASKS)

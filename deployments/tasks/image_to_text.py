@@ -1,0 +1,72 @@
+"""image-to-text: ``[{"generated_text": str}]``, a caption of one image.
+
+The body is the image itself (any content type), or JSON with base64 ``inputs`` (or the
+legacy ``image`` field) and ``parameters: {"max_new_tokens"?, "generation_parameters"?}``
+(the allowlisted generation fields of summarization, bounded by ``limits``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import StrictBytes
+
+from deployments.backends.base import Head
+
+from . import register_task
+from ._binary import ImageTask, run_grouped
+from ._generation import GenerateParameters
+from ._params import DEFAULT_LIMITS, MaxNewTokens, Params
+from .base import BinaryRequest
+
+#: The image-to-text pipeline's default length of a caption.
+PIPELINE_MAX_NEW_TOKENS = 256
+VISION2SEQ = Head("vision2seq", "AutoModelForVision2Seq", "ORTModelForVision2Seq", "image-to-text", generative=True)
+
+
+class Parameters(Params):
+    max_new_tokens: Optional[MaxNewTokens] = None
+    generation_parameters: Optional[GenerateParameters] = None
+    #: The older name of ``generation_parameters``.
+    generate_kwargs: Optional[GenerateParameters] = None
+
+    def generation(self) -> Optional[GenerateParameters]:
+        return self.generation_parameters or self.generate_kwargs
+
+
+class Request(BinaryRequest):
+    inputs: StrictBytes
+    parameters: Parameters = Parameters()
+
+
+@register_task("image-to-text")
+class ImageToText(ImageTask):
+    head = VISION2SEQ
+    preprocessors = ("tokenizer", "image_processor")
+    pipeline = "image-to-text"
+    native_architectures = ("VisionEncoderDecoderModel", "BlipForConditionalGeneration",
+                            "Blip2ForConditionalGeneration", "Pix2StructForConditionalGeneration")
+    loads_architectures = native_architectures
+    infer_priority = 15
+    request_model = Request
+
+    def run(self, model, requests):
+        def kwargs_of(req) -> dict:
+            generation = req.parameters.generation()
+            generate_kwargs = generation.known() if generation else {}
+            # NOTE(hubserve): the length always goes at the top as max_new_tokens (the pipeline
+            # sets 256 otherwise, over any max_length), where the backend fits it to the
+            # decoder's position table. max_length counts the decoder's start token.
+            max_new_tokens = req.parameters.max_new_tokens or generate_kwargs.pop("max_new_tokens", None)
+            max_length = generate_kwargs.pop("max_length", None)
+            if max_new_tokens is None:
+                max_new_tokens = max(max_length - 1, 1) if max_length else min(
+                    PIPELINE_MAX_NEW_TOKENS, (req.limits or DEFAULT_LIMITS).max_new_tokens)
+            return {"max_new_tokens": max_new_tokens, **({"generate_kwargs": generate_kwargs} if generate_kwargs else {})}
+
+        return run_grouped(model, requests, lambda req: (self.image(req), {}), kwargs_of,
+                           lambda rows: [{"generated_text": r["generated_text"]} for r in rows])
+
+    def cacheable(self, request) -> bool:
+        generation = request.parameters.generation()
+        return not (generation and generation.do_sample)

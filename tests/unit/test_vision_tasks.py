@@ -1,0 +1,175 @@
+"""The image, visual-QA and table tasks through their modules on the PyTorch backend, with tiny
+random models: wire shapes, parameters allowlisted and bounded, each bad input a 400 of its own."""
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from deployments.tasks import get_task
+from deployments.tasks.base import Payload
+from hubserve.config import LimitsConfig
+from hubserve.errors import InvalidInput
+from tests.replica import answer, load
+from tests.tiny_models import IMAGE_LABELS, TINY_MODELS, VQA_ANSWERS
+from tests.unit.test_media import png
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_store, tmp_path_factory):
+    cache = {}
+
+    def get(task_name: str):
+        if task_name not in cache:
+            model_id = TINY_MODELS[task_name][0]
+            cache[task_name] = load(tiny_store / model_id, model_id, task_name,
+                                    tmp_path_factory.mktemp(task_name.replace("-", "_")))
+        return cache[task_name]
+    return get
+
+
+def refused(task_name: str, inputs, extra=None, limits=None, **parameters) -> str:
+    with pytest.raises(InvalidInput) as err:
+        get_task(task_name).parse(Payload(inputs=inputs, parameters=parameters, extra=extra or {}), limits)
+    return err.value.message
+
+
+def test_object_detection_boxes_are_integer_corners_inside_the_image(loaded):
+    task, model = loaded("object-detection")
+    found = answer(task, model, png(40, 30), threshold=0.0).output
+    assert found and all(set(d) == {"score", "label", "box"} for d in found)
+    for d in found:
+        assert d["label"] in IMAGE_LABELS and 0 <= d["score"] <= 1
+        box = d["box"]
+        assert set(box) == {"xmin", "ymin", "xmax", "ymax"} and all(type(v) is int for v in box.values())
+        assert 0 <= box["xmin"] <= box["xmax"] <= 40 and 0 <= box["ymin"] <= box["ymax"] <= 30
+    assert answer(task, model, png(40, 30), threshold=1.0).output == []
+    assert "less than or equal to 1" in refused("object-detection", png(), threshold=2)
+
+
+def test_a_bad_image_fails_alone_in_its_batch(loaded):
+    task, model = loaded("object-detection")
+    good, bad = (task.parse(Payload(inputs=body)) for body in (png(), b"not an image"))
+    outs = task.run(model, [good, bad, good])
+    assert isinstance(outs[1], InvalidInput) and "Could not decode the input as an image" in outs[1].message
+    assert outs[0] == outs[2] and isinstance(outs[0], list)
+
+
+def test_segmentation_masks_are_single_channel_pngs_of_the_image_size(loaded):
+    task, model = loaded("image-segmentation")
+    segments = answer(task, model, png(40, 30)).output
+    assert segments and {s["label"] for s in segments} <= set(IMAGE_LABELS)
+    for s in segments:
+        assert s["score"] == 1.0  # a semantic model has no score; the JS client needs a number
+        mask = Image.open(io.BytesIO(base64.b64decode(s["mask"])))
+        assert mask.format == "PNG" and mask.mode == "L" and mask.size == (40, 30)
+        assert set(mask.tobytes()) <= {0, 255}
+    with pytest.raises(AssertionError, match="Subtask instance is not supported"):
+        answer(task, model, png(), subtask="instance")
+    assert "'instance', 'panoptic' or 'semantic'" in refused("image-segmentation", png(), subtask="everything")
+
+
+def test_zero_shot_image_classification_scores_the_candidate_labels(loaded):
+    task, model = loaded("zero-shot-image-classification")
+    out = answer(task, model, png(), candidate_labels=["a cat", "a dog", "a car"]).output
+    assert sorted(o["label"] for o in out) == ["a car", "a cat", "a dog"]
+    assert abs(sum(o["score"] for o in out) - 1) < 1e-4 and out[0]["score"] >= out[-1]["score"]
+    legacy = answer(task, model, png(), candidate_labels="a cat, a dog, a car").output
+    assert legacy == out
+    templated = answer(task, model, png(), candidate_labels=["cat", "dog"], hypothesis_template="a photo of a {}")
+    assert len(templated.output) == 2
+    assert "must contain {}" in refused("zero-shot-image-classification", png(), candidate_labels=["a"],
+                                        hypothesis_template="no slot")
+    assert "limits.max_candidate_labels" in refused("zero-shot-image-classification", png(),
+                                                    candidate_labels=[str(i) for i in range(65)])
+    assert "candidate_labels" in refused("zero-shot-image-classification", png())
+
+
+def test_image_to_text_writes_a_caption_within_its_bounds(loaded, monkeypatch):
+    task, model = loaded("image-to-text")
+    out = answer(task, model, png(), max_new_tokens=4).output
+    assert isinstance(out, list) and len(out) == 1 and set(out[0]) == {"generated_text"}
+    assert isinstance(out[0]["generated_text"], str)
+    calls = []
+    forward = model.backend.forward
+    monkeypatch.setattr(model.backend, "forward", lambda *a, **kw: calls.append(kw) or forward(*a, **kw))
+    forced = answer(task, model, png(), generation_parameters={"min_new_tokens": 3, "max_new_tokens": 3}).output
+    assert isinstance(forced[0]["generated_text"], str)
+    assert calls == [{"generate_kwargs": {"min_new_tokens": 3}, "max_new_tokens": 3}]
+    # Lengths past the decoder's position table (64) are fitted to it, the pipeline's default too.
+    for parameters in ({}, {"generation_parameters": {"max_length": 500}}, {"max_new_tokens": 300}):
+        assert isinstance(answer(task, model, png(), **parameters).output[0]["generated_text"], str)
+    assert "limits.max_new_tokens" in refused("image-to-text", png(), max_new_tokens=10**6)
+    assert "model_kwargs" in refused("image-to-text", png(), generation_parameters={"custom_generate": "evil/repo"})
+
+
+def test_visual_question_answering_reads_every_body_form(loaded):
+    task, model = loaded("visual-question-answering")
+    image, question = png(), "what color is it?"
+    nested = answer(task, model, {"image": image, "question": question}, top_k=2).output
+    client = answer(task, model, image, extra={"question": question}, top_k=2).output
+    query = answer(task, model, image, question=question, top_k=2).output
+    assert nested == client == query and len(nested) == 2
+    assert all(set(a) == {"answer", "score"} and a["answer"] in VQA_ANSWERS for a in nested)
+    assert len(answer(task, model, {"image": image, "question": question}).output) == 4  # top 5 of 4 answers
+    assert "question" in refused("visual-question-answering", image)
+    assert "question" in refused("visual-question-answering", {"image": image, "question": ""})
+
+
+WORDS = [["Invoice", [10, 10, 120, 40]], ["total", [10, 60, 80, 90]], ["42", [90, 60, 130, 90]]]
+
+
+def test_document_question_answering_with_word_boxes(loaded):
+    task, model = loaded("document-question-answering")
+    out = answer(task, model, {"image": png(200, 100), "question": "what is the total?"}, word_boxes=WORDS,
+                 top_k=2).output
+    assert 1 <= len(out) <= 2 and all(set(a) == {"answer", "score", "start", "end"} for a in out)
+    words = {w for w, _ in WORDS}
+    assert all(set(a["answer"].split()) <= words and 0 <= a["start"] <= a["end"] < len(WORDS) for a in out)
+
+
+def test_document_question_answering_without_ocr_is_a_clear_400(loaded, monkeypatch):
+    task, model = loaded("document-question-answering")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    request = task.parse(Payload(inputs={"image": png(), "question": "total?"}))
+    (out,) = task.run(model, [request])
+    assert isinstance(out, InvalidInput) and "no OCR" in out.message and "word_boxes" in out.message
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"lang": "eng --psm 0 -c tessedit_write_images=1"}, "should match pattern"),
+    ({"word_boxes": [["word", [1, 2, 3]]]}, "at least 4 items"),
+    ({"word_boxes": [["word", [1, 2, 3, 5000]]]}, "less than or equal to 1000"),
+    ({"word_boxes": [["w", [1, 2, 3, 4]]] * 11}, "limits.max_document_words"),
+    ({"tesseract_config": "--oem 0"}, "model_kwargs"),
+])
+def test_document_question_answering_parameters_are_bounded(parameters, message):
+    got = refused("document-question-answering", {"image": png(), "question": "q?"},
+                  limits=LimitsConfig(max_document_words=10), **parameters)
+    assert message in got
+
+
+TABLE = {"Repository": ["Transformers", "Datasets", "Tokenizers"], "Stars": [36542, 4512, 3934]}
+
+
+def test_table_question_answering_answers_from_the_cells(loaded):
+    task, model = loaded("table-question-answering")
+    out = answer(task, model, {"query": "How many stars does Transformers have?", "table": TABLE}).output
+    assert set(out) <= {"answer", "coordinates", "cells", "aggregator"} and {"answer", "coordinates", "cells"} <= set(out)
+    texts = {str(c) for column in TABLE.values() for c in column}
+    assert out["cells"] and set(out["cells"]) <= texts
+    assert all(type(r) is int and type(c) is int and 0 <= r < 3 and 0 <= c < 2 for r, c in out["coordinates"])
+    legacy = answer(task, model, None, extra={"query": "How many stars does Transformers have?", "table": TABLE})
+    assert legacy.output == out
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"query": "q", "table": {"a": ["1", "2"], "b": ["1"]}}, "same number of cells"),
+    ({"query": "q", "table": {}}, "no columns"),
+    ({"query": "q", "table": {"a": [[1]]}}, "table.a.0"),
+    ({"query": "q", "table": {"a": list(range(6)), "b": list(range(6))}}, "limits.max_table_cells"),
+    ({"query": "", "table": {"a": ["1"]}}, "query"),
+])
+def test_bad_tables_are_400s(inputs, message):
+    assert message in refused("table-question-answering", inputs, limits=LimitsConfig(max_table_cells=10))
