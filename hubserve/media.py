@@ -51,3 +51,46 @@ def describe(data: bytes) -> str:
     if text.lstrip().startswith(("{", "[")):
         return "JSON text"
     return "text"
+
+
+#: Other names clients use for the media types a task answers in.
+ALIASES = {
+    "audio/x-flac": "audio/flac", "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/vnd.wave": "audio/wav",
+    "audio/mp3": "audio/mpeg", "audio/x-mpeg": "audio/mpeg", "audio/vorbis": "audio/ogg", "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg", "image/x-png": "image/png",
+}
+
+
+def negotiate(accept: Optional[str], offered: tuple[str, ...]) -> str:
+    """The media type of ``offered`` (default first) that an ``Accept`` header prefers.
+
+    Ranges (``audio/*``, ``*/*``) and q-values count (``q=0`` refuses a type); a header that
+    accepts none of them gets the default, as the hosted API answers (it never sends a 406).
+    """
+    choices = []
+    for part in (accept or "").split(","):
+        fields = [f.strip() for f in part.split(";")]
+        kind = ALIASES.get(fields[0].lower(), fields[0].lower())
+        q = 1.0
+        for f in fields[1:]:
+            if f.lower().startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if kind:
+            choices.append((kind, q))
+    refused = {kind for kind, q in choices if q <= 0}
+    best, best_q = offered[0], -1.0
+    for kind, q in choices:
+        if q <= 0:
+            continue
+        if kind.endswith("/*"):
+            prefix = "" if kind == "*/*" else kind[:-1]
+            match = next((o for o in offered if o.startswith(prefix) and o not in refused), None)
+            q -= 0.0001  # a type named beats a range of the same q
+        else:
+            match = kind if kind in offered else None
+        if match is not None and q > best_q:
+            best, best_q = match, q
+    return best

@@ -9,6 +9,7 @@ per ingress replica) and Redis, shared by several ingress replicas.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import threading
@@ -42,15 +43,21 @@ def model_prefix(model_id: str) -> str:
 
 
 def encode_entry(output: Any, compute_type: str, headers: Optional[dict] = None) -> bytes:
-    """Cache value bytes (numpy arrays become lists, as on the wire); ``headers`` are the
-    compute headers the replica measured (``x-compute-audio-length``)."""
-    return orjson.dumps({"o": output, "c": compute_type, "h": headers or {}}, option=orjson.OPT_SERIALIZE_NUMPY)
+    """Cache value bytes (numpy arrays become lists, as on the wire; a file answer is kept as
+    base64); ``headers`` are the compute headers the replica measured (``x-compute-audio-length``)."""
+    entry = {"c": compute_type, "h": headers or {}}
+    if isinstance(output, bytes):
+        entry["b"] = base64.b64encode(output).decode("ascii")
+    else:
+        entry["o"] = output
+    return orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode_entry(raw: bytes) -> tuple[Any, str, dict]:
     """``(output, compute_type, headers)`` of a cache value."""
     data = orjson.loads(raw)
-    return data["o"], data["c"], data.get("h") or {}
+    output = base64.b64decode(data["b"]) if "b" in data else data["o"]
+    return output, data["c"], data.get("h") or {}
 
 
 class CacheBackend(Protocol):

@@ -24,6 +24,7 @@ from deployments.tasks.base import Context, Payload, Task
 from hubserve.auth import Principal
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, InvalidInput, ServiceUnavailable
+from hubserve.media import negotiate
 from hubserve.store import ModelRef, ModelStore
 
 from .cache import MemoryCache, cache_key, decode_entry, encode_entry
@@ -80,6 +81,8 @@ class TaskRoute:
         check_inputs(payload.parameters, inference.config.limits, "parameters")
         task, payload, finish = self.adapt(task, payload)
         task_request = task.parse(payload, inference.config.limits)
+        if task.media_types:
+            task_request.media_type = negotiate(request.headers.get("accept"), task.media_types)
         context = Context(user_agent=request.headers.get("user-agent", ""),
                           zero_shot_format=inference.config.zero_shot_format)
         return Plan(ref, task, task_request, control_from(payload, request.headers),
@@ -180,6 +183,8 @@ class Inference:
             return error_response(exc, request_id_of(request))
         headers = self.headers(answer.compute_type, answer.sha, start, plan.task_request)
         headers.update(plan.task.compute_headers(plan.task_request), **answer.headers)
+        if isinstance(output, bytes):
+            return Response(output, media_type=plan.task_request.media_type, headers=headers)
         return json_response(output, headers=headers)
 
     @staticmethod

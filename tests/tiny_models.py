@@ -273,6 +273,29 @@ def build_tapas(folder: Path) -> None:
     _save(TapasForQuestionAnswering(config).eval(), tokenizer, folder)
 
 
+#: The characters of the tiny speech synthesizer.
+TTS_CHARACTERS = list(" abcdefghijklmnopqrstuvwxyz'.,?!")
+
+
+def build_vits(folder: Path) -> None:
+    """A tiny VITS speech synthesizer over letters (16 kHz), as MMS-TTS models are laid out."""
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(["<pad>", "<unk>", *TTS_CHARACTERS])}))
+    tokenizer = VitsTokenizer(str(folder / "vocab.json"), pad_token="<pad>", unk_token="<unk>", phonemize=False)
+    config = VitsConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32,
+        flow_size=16, spectrogram_bins=17, upsample_initial_channel=16, upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        prior_encoder_num_flows=2, prior_encoder_num_wavenet_layers=1, posterior_encoder_num_wavenet_layers=1,
+        duration_predictor_num_flows=1, duration_predictor_filter_channels=16, depth_separable_num_layers=1,
+        sampling_rate=16000)
+    _save(VitsModel(config).eval(), tokenizer, folder)
+
+
 #: The labels of the tiny audio classifier.
 AUDIO_LABELS = ["speech", "music", "noise"]
 #: The characters of the tiny CTC speech recognizer (``|`` separates words).
@@ -347,6 +370,7 @@ TINY_MODELS = {
     "visual-question-answering": ("tiny/vilt", build_vilt),
     "document-question-answering": ("tiny/layoutlm", build_layoutlm),
     "table-question-answering": ("tiny/tapas", build_tapas),
+    "text-to-speech": ("tiny/vits", build_vits),
 }
 
 

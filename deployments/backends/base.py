@@ -111,6 +111,8 @@ class Backend(Protocol):
     vocab_size: int
     #: Samples per second the model's feature extractor takes (audio models), else None.
     sampling_rate: Optional[int]
+    #: Whether the model runs through ``generate`` (its pipeline then takes ``generate_kwargs``).
+    can_generate: bool
 
     def load(self, spec: LoadSpec) -> None:
         """Loads weights and tokenizer; raises ``ModelLoadError`` naming the cause."""

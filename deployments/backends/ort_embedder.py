@@ -90,6 +90,7 @@ class OrtEmbedder:
         self.max_input_tokens = 512
         self.vocab_size = 0
         self.sampling_rate: Optional[int] = None
+        self.can_generate = False
         self.session: Optional[ort.InferenceSession] = None
         self.tokenizer = None
         self._lock = threading.Lock()

@@ -49,6 +49,7 @@ class TorchBackend:
         self.max_input_tokens = 512
         self.vocab_size = 0
         self.sampling_rate: Optional[int] = None
+        self.can_generate = False
         self.device = torch.device("cpu")
 
     def load(self, spec: LoadSpec) -> None:
@@ -79,6 +80,7 @@ class TorchBackend:
         self.tokenizer = self.preprocessors.get("tokenizer") or getattr(processor, "tokenizer", None)
         extractor = self.preprocessors.get("feature_extractor") or getattr(processor, "feature_extractor", None)
         self.sampling_rate = getattr(extractor, "sampling_rate", None)
+        self.can_generate = bool(getattr(self.model, "can_generate", lambda: False)())
         if self.tokenizer is None:
             return
         self.mask_token = getattr(self.tokenizer, "mask_token", None)

@@ -57,6 +57,13 @@ FFMPEG_TIMEOUT_S = 60
 AUDIO_DEMUXERS = "wav,w64,flac,mp3,ogg,matroska,mov,aac,aiff,caf,amr,au"
 
 
+def _ffmpeg(purpose: str) -> str:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise BackendFailure(f"This server cannot {purpose} audio: ffmpeg is not installed (`make setup` installs it)")
+    return ffmpeg
+
+
 def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndarray:
     """Mono float32 samples of ``data`` (wav, flac, mp3, ogg/opus, webm, m4a and the other
     containers of ``AUDIO_DEMUXERS``) at ``sampling_rate``, mixed down and resampled by ffmpeg,
@@ -68,9 +75,7 @@ def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndar
             bound, so an hour of compressed silence costs no more than the bound).
         BackendFailure: when ffmpeg is not installed (``make setup`` installs it).
     """
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise BackendFailure("This server cannot decode audio: ffmpeg is not installed (`make setup` installs it)")
+    ffmpeg = _ffmpeg("decode")
     bound = (limits or DEFAULT_LIMITS).max_audio_seconds
     # NOTE(hubserve): a file, not a pipe: some containers (mp4/m4a) keep their index at the end.
     with tempfile.NamedTemporaryFile(prefix="hubserve-audio-") as source:
@@ -91,3 +96,35 @@ def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndar
     if samples.size > bound * sampling_rate:
         raise InvalidInput(f"The audio is longer than this server allows ({bound:g}s, limits.max_audio_seconds)")
     return samples
+
+
+#: The audio a task may answer in (default first): ffmpeg's muxer and encoder for each.
+AUDIO_FORMATS = {
+    "audio/flac": ("flac", ["-c:a", "flac"]),
+    "audio/wav": ("wav", ["-c:a", "pcm_s16le"]),
+    "audio/ogg": ("ogg", ["-c:a", "libvorbis", "-q:a", "5"]),
+    "audio/mpeg": ("mp3", ["-c:a", "libmp3lame", "-q:a", "2"]),
+    "audio/webm": ("webm", ["-c:a", "libopus", "-b:a", "64k", "-ar", "48000"]),
+}
+
+
+def encode_audio(samples: np.ndarray, sampling_rate: int, media_type: str) -> bytes:
+    """The mono float ``samples`` at ``sampling_rate`` as a file of ``media_type`` (one of
+    ``AUDIO_FORMATS``), encoded by ffmpeg from a pipe to a pipe.
+
+    Raises:
+        BackendFailure: when ffmpeg is not installed, or fails.
+    """
+    ffmpeg = _ffmpeg("encode")
+    muxer, codec = AUDIO_FORMATS[media_type]
+    pcm = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0).tobytes()
+    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1", "-protocol_whitelist", "pipe",
+               "-f", "f32le", "-ar", str(int(sampling_rate)), "-ac", "1", "-i", "pipe:0", *codec, "-f", muxer, "pipe:1"]
+    try:
+        done = subprocess.run(command, input=pcm, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise BackendFailure(f"Encoding the audio as {media_type} took longer than {FFMPEG_TIMEOUT_S}s") from None
+    if done.returncode != 0 or not done.stdout:
+        raise BackendFailure(f"Encoding the audio as {media_type} failed: "
+                             f"{done.stderr.decode(errors='replace').strip()[-300:]}")
+    return done.stdout

@@ -92,6 +92,13 @@ class BinaryRequest(TaskRequest):
         return -1
 
 
+class MediaRequest(TaskRequest):
+    """Base of the requests of tasks that answer a file (``Task.media_types``)."""
+
+    #: The answer's media type, negotiated by the ingress from ``Accept`` (never from the body).
+    media_type: Optional[str] = None
+
+
 @dataclass
 class Measured:
     """A replica's output with the compute headers only decoding could tell
@@ -133,6 +140,9 @@ class Task:
         loads_architectures: architecture suffixes this task can run; ``None`` means any.
         infer_priority: lower numbers win when several tasks claim an architecture.
         completions: whether ``/v1/completions`` may run this task.
+        media_types: what a task that answers a file (audio, an image) may answer in, the
+            default first; its ``run`` returns the file's bytes in ``request.media_type``.
+            Empty: the answer is JSON.
         request_model: the pydantic request class.
     """
 
@@ -148,6 +158,7 @@ class Task:
     loads_architectures: ClassVar[Optional[tuple[str, ...]]] = ()
     infer_priority: ClassVar[int] = 50
     completions: ClassVar[bool] = False
+    media_types: ClassVar[tuple[str, ...]] = ()
     request_model: ClassVar[type[TaskRequest]]
 
     def claims(self, ref: Any) -> bool:

@@ -76,3 +76,19 @@ def test_parameters_that_a_ctc_model_cannot_take_are_refused(http):
     assert r.status_code == 400 and "CTC model" in r.json()["error"], r.text
     r = http.post(f"/models/{ASR}", content=tone(0.5), params={"custom_generate": "evil/repo"})
     assert r.status_code == 400 and "model_kwargs" in r.json()["error"], r.text
+
+
+def test_text_to_speech_answers_audio_as_accept_asks(server, http, tiny_models):
+    model = tiny_models["text-to-speech"]
+    audio = InferenceClient(model=server.model_url(model), timeout=120).text_to_speech("hello world")
+    assert isinstance(audio, bytes) and audio.startswith(b"fLaC")
+    r = http.post(f"/models/{model}", json={"inputs": "hello world"}, headers={"accept": "audio/wav"})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav" and r.content.startswith(b"RIFF")
+    assert r.headers["x-compute-type"] in {"cpu", "cache"} and r.headers["x-sha"]
+    again = http.post(f"/models/{model}", json={"inputs": "hello world"}, headers={"accept": "audio/wav"})
+    assert again.headers["x-compute-type"] == "cache" and again.content == r.content
+    assert again.headers["content-type"] == "audio/wav"
+    mp3 = http.post(f"/models/{model}", content=b"hello world", headers={"accept": "audio/mpeg, */*;q=0.1"})
+    assert mp3.headers["content-type"] == "audio/mpeg" and mp3.content != r.content
+    bad = http.post(f"/models/{model}", json={"inputs": "hello", "parameters": {"temperature": 0.5}})
+    assert bad.status_code == 400 and "speaks in one pass" in bad.json()["error"]

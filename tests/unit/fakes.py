@@ -17,6 +17,7 @@ class FakeBackend:
     max_input_tokens = 16
     vocab_size = 100
     sampling_rate = None
+    can_generate = False
 
     def __init__(self, respond: Optional[Callable[..., Any]] = None, hidden: int = 4) -> None:
         self.respond = respond or (lambda *a, **k: None)

@@ -11,6 +11,8 @@ from deployments.tasks.base import Payload
 from hubserve.config import LimitsConfig
 from hubserve.errors import BackendFailure, InvalidInput
 from tests.media import FORMATS, silence, tone
+from tests.replica import load
+from tests.tiny_models import TINY_MODELS
 from tests.unit.test_media import png
 
 
@@ -94,3 +96,45 @@ def test_audio_classification_parameters():
         parse("audio-classification", {"function_to_apply": "exp"})
     with pytest.raises(InvalidInput, match="model_kwargs"):
         parse("audio-classification", {"chunk_length_s": 10})
+
+
+@pytest.fixture(scope="module")
+def speaker(tiny_store, tmp_path_factory):
+    model_id = TINY_MODELS["text-to-speech"][0]
+    return load(tiny_store / model_id, model_id, "text-to-speech", tmp_path_factory.mktemp("tts"))
+
+
+MAGIC = {"audio/flac": b"fLaC", "audio/wav": b"RIFF", "audio/ogg": b"OggS", "audio/mpeg": b"ID3",
+         "audio/webm": b"\x1aE\xdf\xa3"}
+
+
+def speak(task, model, text="hello world", media_type=None, **parameters) -> bytes:
+    request = task.parse(Payload(inputs=text, parameters=parameters))
+    request.media_type = media_type
+    (out,) = task.run(model, [request])
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def test_speech_is_encoded_in_every_offered_format(speaker):
+    task, model = speaker
+    assert task.media_types[0] == "audio/flac" and set(task.media_types) == set(MAGIC)
+    for media_type in task.media_types:
+        data = speak(task, model, media_type=media_type)
+        assert data.startswith(MAGIC[media_type]), media_type
+        samples = decode_audio(data, 16000)
+        assert samples.size > 1000, media_type  # about 0.05 s or more of sound per letter pair
+    assert speak(task, model).startswith(b"fLaC")  # no Accept: flac
+
+
+def test_speech_is_repeatable_by_seed_and_refuses_generation_parameters_on_vits(speaker):
+    task, model = speaker
+    first, again = speak(task, model, media_type="audio/wav"), speak(task, model, media_type="audio/wav")
+    assert first == again
+    assert speak(task, model, media_type="audio/wav", seed=7) != first
+    for parameters in ({"temperature": 0.5}, {"generation_parameters": {"max_new_tokens": 5}}):
+        with pytest.raises(InvalidInput, match="speaks in one pass"):
+            speak(task, model, **parameters)
+    with pytest.raises(InvalidInput, match=r"not used by the model: \['custom_generate'\]"):
+        speak(task, model, custom_generate="evil/repo")

@@ -28,6 +28,15 @@ def test_entries_round_trip_numpy_as_lists():
     assert decode_entry(raw) == ({"text": "hi"}, "cpu", {"x-compute-audio-length": "1.500"})
 
 
+def test_file_answers_round_trip_as_bytes_and_keys_depend_on_the_media_type():
+    audio = b"fLaC\x00\xff" * 100
+    assert decode_entry(encode_entry(audio, "cpu")) == (audio, "cpu", {})
+    task = get_task("text-to-speech")
+    flac, wav = (task.parse(decode_body(b'{"inputs": "hello"}')) for _ in range(2))
+    flac.media_type, wav.media_type = "audio/flac", "audio/wav"
+    assert cache_key("m/x", "1" * 40, task.name, flac) != cache_key("m/x", "1" * 40, task.name, wav)
+
+
 def test_memory_cache_is_an_lru_bounded_in_bytes():
     cache = MemoryCache(max_bytes=400)
     for i in range(10):

@@ -13,7 +13,7 @@ from deployments.tasks import get_task
 from deployments.tasks._media import open_image
 from hubserve.config import LimitsConfig
 from hubserve.errors import InvalidInput
-from hubserve.media import describe, sniff
+from hubserve.media import describe, negotiate, sniff
 from serve_app.parsing import decode_binary_body
 
 
@@ -127,3 +127,26 @@ def test_image_requests_have_cache_keys():
     red, blue = (task.parse(decode_binary_body(png(color=c), "image/png")) for c in ((255, 0, 0), (0, 0, 255)))
     keys = {cache_key("m/x", "sha", task.name, r) for r in (red, blue)}
     assert len(keys) == 2
+
+
+AUDIO = ("audio/flac", "audio/wav", "audio/ogg", "audio/mpeg")
+
+
+@pytest.mark.parametrize("accept, chosen", [
+    (None, "audio/flac"),
+    ("", "audio/flac"),
+    ("*/*", "audio/flac"),
+    ("audio/*", "audio/flac"),
+    ("audio/wav", "audio/wav"),
+    ("audio/x-wav", "audio/wav"),
+    ("audio/mp3", "audio/mpeg"),
+    ("application/json", "audio/flac"),  # accepts none: the default, never a 406
+    ("audio/ogg;q=0.5, audio/mpeg;q=0.9, */*;q=0.1", "audio/mpeg"),
+    ("audio/*;q=0.9, audio/ogg", "audio/ogg"),
+    ("audio/wav;q=0, audio/*", "audio/flac"),
+    ("audio/flac;q=0, audio/*", "audio/wav"),
+    ("AUDIO/WAV ; Q=1", "audio/wav"),
+    ("audio/wav;q=nonsense, audio/ogg", "audio/ogg"),
+])
+def test_accept_negotiation(accept, chosen):
+    assert negotiate(accept, AUDIO) == chosen
