@@ -199,6 +199,9 @@ class LimitsConfig(StrictModel):
     max_document_words: int = Field(
         10_000, ge=1, description="words (with their boxes) of one document-question-answering page")
     max_table_cells: int = Field(10_000, ge=1, description="cells of one table-question-answering table")
+    max_inference_steps: int = Field(100, ge=1, description="denoising steps of one text-to-image request")
+    max_output_pixels: int = Field(
+        1024 * 1024, ge=64 * 64, description="pixels (width x height) of one generated image")
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="pixels (width x height) of one input image, checked before it is decoded")
     max_audio_seconds: float = Field(

@@ -10,6 +10,8 @@ error for a folder copied into the store). Refused:
 - path fields that leave the folder: ``weight_map`` of a safetensors index, the
   ``*_file``/``*_files`` fields of tokenizer and processor configs, sentence-transformers
   ``modules.json`` paths;
+- a diffusers ``model_index.json`` naming a custom pipeline, a component from a module other
+  than diffusers or transformers, or a component folder outside the model folder;
 - pickle weights (``*.bin``, ``*.pt``...: unpickling runs code) unless the config trusts
   the model. A folder with safetensors beside them loads the safetensors only
   (``without_pickles``); one with pickle weights only is refused.
@@ -75,6 +77,31 @@ def _json_problems(rel: str, data: Any) -> list[str]:
     return found
 
 
+#: The libraries a diffusers pipeline's components may come from.
+PIPELINE_LIBRARIES = frozenset({"diffusers", "transformers"})
+
+
+def _pipeline_index_problems(rel: str, data: Any) -> list[str]:
+    """A diffusers ``model_index.json``: ``{"_class_name": "...Pipeline", "<folder>": [library, class]}``."""
+    if not isinstance(data, dict):
+        return [f"{rel} is not a JSON object"]
+    found = _json_problems(rel, data)
+    name = data.get("_class_name")
+    if not isinstance(name, str) or not name.isidentifier():
+        found.append(f"{rel}: `_class_name` {name!r} is not a diffusers pipeline class (a custom pipeline is code)")
+    for key, value in data.items():
+        if key.startswith("_") or not isinstance(value, list):
+            continue
+        if not key.isidentifier():
+            found.append(f"{rel}: component folder {key!r} is not a plain name inside the model folder")
+        library, cls = (value + [None, None])[:2]
+        if library is None and cls is None:
+            continue
+        if library not in PIPELINE_LIBRARIES or not isinstance(cls, str) or not cls.isidentifier():
+            found.append(f"{rel}: component `{key}` comes from {library!r}, not diffusers or transformers")
+    return found
+
+
 def _modules_problems(rel: str, data: Any) -> list[str]:
     modules = data if isinstance(data, list) else []
     return [f"{rel}: module path {m.get('path')!r} points outside the model folder"
@@ -126,7 +153,9 @@ def inspect_folder(folder: Path, *, links_within: Optional[Path] = None) -> Fold
                     data = json.loads(full.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, ValueError):
                     continue
-                report.problems += _modules_problems(rel, data) if name == "modules.json" else _json_problems(rel, data)
+                check = {"modules.json": _modules_problems, "model_index.json": _pipeline_index_problems}.get(
+                    name, _json_problems)
+                report.problems += check(rel, data)
         dirs[:] = [d for d in dirs if not os.path.islink(Path(current, d))]
     return report
 

@@ -8,7 +8,8 @@ A model id resolves, in this order, to:
 3. a Hugging Face cache folder, read-only:
    ``<cache>/models--<org>--<name>/snapshots/<refs/main>/``.
 
-Any folder holding a ``config.json`` is servable by its id on demand: nothing has
+Any folder holding a ``config.json`` (transformers) or a ``model_index.json``
+(a diffusers pipeline) is servable by its id on demand: nothing has
 to be listed or restarted. Resolution is cached for ``ttl_s`` seconds so that the
 request path does not walk the file system every time, while a folder copied in
 (or changed) is seen within that delay.
@@ -37,6 +38,15 @@ logger = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SHA = re.compile(r"[0-9a-f]{40}")
 PKG_SCHEME = "pkg://"
+#: The file that makes a folder a model: transformers' config, or a diffusers pipeline's index.
+CONFIG_FILES = ("config.json", "model_index.json")
+#: The ``model_type`` of a diffusers pipeline (architectures: its pipeline class).
+DIFFUSERS = "diffusers"
+
+
+def config_file(folder: Path) -> Optional[Path]:
+    """The model's config file in ``folder`` (``CONFIG_FILES``), or None when it has none."""
+    return next((folder / name for name in CONFIG_FILES if (folder / name).is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -200,7 +210,7 @@ class ModelStore:
             folder = resolve_pkg_path(path) if path.startswith(PKG_SCHEME) else Path(path).expanduser()
             found.append((folder, "config", None))
         folder = self.root / model_id
-        if (folder / "config.json").is_file():
+        if config_file(folder) is not None:
             found.append((folder, "store", None))
         if self.hf_cache is not None:
             repo = self.hf_cache / ("models--" + model_id.replace("/", "--"))
@@ -208,7 +218,7 @@ class ModelStore:
             if ref.is_file():
                 sha = ref.read_text().strip()
                 snap = repo / "snapshots" / sha
-                if _SHA.fullmatch(sha) and (snap / "config.json").is_file():
+                if _SHA.fullmatch(sha) and config_file(snap) is not None:
                     found.append((snap, "hf-cache", sha))
         return found[0] if found else None
 
@@ -249,7 +259,7 @@ class ModelStore:
         if hit is not None:
             return hit
         found = self._candidate(model_id)
-        if found is None or not (found[0] / "config.json").is_file() or not self._spelled_as_stored(model_id, found[1]):
+        if found is None or config_file(found[0]) is None or not self._spelled_as_stored(model_id, found[1]):
             with self._lock:
                 self._cache.pop(model_id, None)
             raise ModelNotFound.for_id(model_id)
@@ -282,11 +292,16 @@ class ModelStore:
             self._cache.pop(model_id, None)
 
     def describe_folder(self, model_id: str, folder: Path, source: str, sha: str, size: int) -> ModelRef:
-        """The ``ModelRef`` of a model folder (read from its config.json and model card)."""
+        """The ``ModelRef`` of a model folder (read from its config and model card)."""
+        path = config_file(folder)
         try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            config = json.loads(path.read_text(encoding="utf-8")) if path else {}
         except (OSError, ValueError):
             config = {}
+        config = config if isinstance(config, dict) else {}
+        if path is not None and path.name == "model_index.json":
+            name = config.get("_class_name")
+            config = {"architectures": [name] if isinstance(name, str) else [], "model_type": DIFFUSERS}
         card = read_front_matter(folder / "README.md")
         tag = card.get("pipeline_tag")
         entry = self.entries.get(model_id)
@@ -307,7 +322,7 @@ class ModelStore:
         """Every id servable now: config entries, store folders and cached repos."""
         ids: set[str] = set(self.entries)
         if self.root.is_dir():
-            for cfg in _glob_depth(self.root, ("*/config.json", "*/*/config.json")):
+            for cfg in _glob_depth(self.root, [f"{depth}{name}" for name in CONFIG_FILES for depth in ("*/", "*/*/")]):
                 rel = cfg.parent.relative_to(self.root).as_posix()
                 try:
                     ids.add(validate_model_id(rel))

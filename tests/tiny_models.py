@@ -296,6 +296,31 @@ def build_vits(folder: Path) -> None:
     _save(VitsModel(config).eval(), tokenizer, folder)
 
 
+def build_stable_diffusion(folder: Path) -> None:
+    """A tiny Stable Diffusion pipeline (UNet, VAE, CLIP text encoder, DDIM) drawing 32x32 images."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                        sample_size=16)
+    tokenizer = bpe_tokenizer(with_template=True, max_length=32, model_input_names=["input_ids", "attention_mask"])
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=32, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    scheduler = DDIMScheduler(clip_sample=False)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
 #: The labels of the tiny audio classifier.
 AUDIO_LABELS = ["speech", "music", "noise"]
 #: The characters of the tiny CTC speech recognizer (``|`` separates words).
@@ -371,6 +396,7 @@ TINY_MODELS = {
     "document-question-answering": ("tiny/layoutlm", build_layoutlm),
     "table-question-answering": ("tiny/tapas", build_tapas),
     "text-to-speech": ("tiny/vits", build_vits),
+    "text-to-image": ("tiny/stable-diffusion", build_stable_diffusion),
 }
 
 

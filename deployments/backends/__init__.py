@@ -62,12 +62,19 @@ def create_backend(name: str, head: Optional[Head] = None, device: str = "cpu") 
     Args:
         name: ``torch``, ``onnx`` or ``onnx-int8`` (resolve ``auto`` first).
         head: the head it will load; embedding models on the CPU get the
-            torch-free ``OrtEmbedder`` for the onnx backends.
+            torch-free ``OrtEmbedder`` for the onnx backends, diffusion pipelines the
+            ``DiffusersBackend`` (torch only).
         device: ``cpu`` or ``cuda``.
 
     Raises:
         ModelLoadError: for an unknown backend.
     """
+    if head is not None and head.library == "diffusers":
+        if name != "torch":
+            raise ModelLoadError(f"diffusion pipelines run on backend torch, not `{name}`")
+        from .diffusers_backend import DiffusersBackend
+
+        return DiffusersBackend()
     if name == "torch":
         from .torch_backend import TorchBackend
 

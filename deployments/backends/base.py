@@ -24,6 +24,8 @@ class Head:
         ort_class: optimum's ONNX Runtime class of its export, None where there is none.
         export_task: optimum's exporter task of that export.
         generative: whether it generates (int8 quantization does not apply).
+        library: ``transformers``, or ``diffusers`` for diffusion pipelines (``auto_class`` is
+            then diffusers' pipeline class).
     """
 
     name: str
@@ -31,6 +33,7 @@ class Head:
     ort_class: Optional[str] = None
     export_task: Optional[str] = None
     generative: bool = False
+    library: str = "transformers"
 
 
 #: The preprocessors a task may load from a model folder (``Task.preprocessors``): transformers'

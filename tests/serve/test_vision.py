@@ -89,3 +89,18 @@ def test_a_document_model_without_ocr_or_word_boxes_is_a_400(http, tiny_models, 
     body = {"inputs": {"image": base64.b64encode(png()).decode(), "question": "total?"}}
     r = http.post(f"/models/{tiny_models['document-question-answering']}", json=body)
     assert r.status_code == 400 and "no OCR" in r.json()["error"], r.text
+
+
+def test_text_to_image_through_the_client_and_curl_forms(server, http, tiny_models):
+    model = tiny_models["text-to-image"]
+    image = InferenceClient(model=server.model_url(model), timeout=120).text_to_image(
+        "a red cat", num_inference_steps=2, width=32, height=24)
+    assert image.format == "PNG" and image.size == (32, 24)  # the client asks for image/png
+    r = http.post(f"/models/{model}", content=b"a red cat", params={"num_inference_steps": 2})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/jpeg" and r.content.startswith(b"\xff\xd8\xff")
+    webp = http.post(f"/models/{model}", json={"inputs": "a red cat", "parameters": {"num_inference_steps": 2}},
+                     headers={"accept": "image/webp"})
+    assert webp.headers["content-type"] == "image/webp" and webp.content[8:12] == b"WEBP"
+    bad = http.post(f"/models/{model}", json={"inputs": "a cat", "parameters": {"num_inference_steps": 10**6}})
+    assert bad.status_code == 400 and "limits.max_inference_steps" in bad.json()["error"]

@@ -35,6 +35,16 @@ HOSTILE_FOLDERS = {
     "tokenizer files": ({"tokenizer_config.json": {"merges_files": ["ok.txt", "../x"]}}, "merges_files"),
     "modules path": ({"modules.json": [{"idx": 0, "path": "../other", "type": "sentence_transformers.models.Pooling"}]},
                      "module path"),
+    "custom diffusion pipeline": ({"model_index.json": {"_class_name": ["pipeline", "EvilPipeline"]}},
+                                  "custom pipeline is code"),
+    "diffusion component from another module": (
+        {"model_index.json": {"_class_name": "StableDiffusionPipeline", "unet": ["os", "system"]}}, "not diffusers"),
+    "diffusion component outside the folder": (
+        {"model_index.json": {"_class_name": "StableDiffusionPipeline", "../../etc": ["diffusers", "AutoencoderKL"]}},
+        "not a plain name"),
+    "diffusion component from local code": (
+        {"model_index.json": {"_class_name": "StableDiffusionPipeline", "unet": ["unet_code", "UNet"]}},
+        "not diffusers"),
 }
 
 
@@ -111,3 +121,11 @@ def test_a_differently_cased_id_is_not_the_model(tmp_path, monkeypatch):
     assert store.resolve("acme/secret").model_id == "acme/secret"
     with pytest.raises(ModelNotFound):
         store.resolve("ACME/Secret")
+
+
+def test_a_diffusers_folder_is_a_model_of_its_pipeline_class(tmp_path, tiny_store):
+    store = ModelStore(tiny_store)
+    ref = store.resolve("tiny/stable-diffusion")
+    assert ref.architectures == ("StableDiffusionPipeline",) and ref.model_type == "diffusers"
+    assert "tiny/stable-diffusion" in store.model_ids()
+    assert inspect_folder(ref.path).problems == []

@@ -10,7 +10,7 @@ from PIL import Image
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
 from hubserve.config import LimitsConfig
-from hubserve.errors import InvalidInput
+from hubserve.errors import InvalidInput, ServiceUnavailable
 from tests.replica import answer, load
 from tests.tiny_models import IMAGE_LABELS, TINY_MODELS, VQA_ANSWERS
 from tests.unit.test_media import png
@@ -173,3 +173,58 @@ def test_table_question_answering_answers_from_the_cells(loaded):
 ])
 def test_bad_tables_are_400s(inputs, message):
     assert message in refused("table-question-answering", inputs, limits=LimitsConfig(max_table_cells=10))
+
+
+@pytest.fixture(scope="module")
+def painter(tiny_store, tmp_path_factory):
+    model_id = TINY_MODELS["text-to-image"][0]
+    return load(tiny_store / model_id, model_id, "text-to-image", tmp_path_factory.mktemp("t2i"))
+
+
+def draw(task, model, prompt="a red cat", media_type=None, limits=None, **parameters) -> bytes:
+    request = task.parse(Payload(inputs=prompt, parameters=parameters), limits)
+    request.media_type = media_type
+    (out,) = task.run(model, [request])
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def test_text_to_image_draws_in_every_offered_format(painter):
+    task, model = painter
+    assert task.media_types == ("image/jpeg", "image/png", "image/webp")
+    for media_type, fmt in (("image/jpeg", "JPEG"), ("image/png", "PNG"), ("image/webp", "WEBP"), (None, "JPEG")):
+        image = Image.open(io.BytesIO(draw(task, model, media_type=media_type, num_inference_steps=2)))
+        assert image.format == fmt and image.size == (16, 16)  # the UNet's 8 latents x the VAE's scale of 2
+    sized = Image.open(io.BytesIO(draw(task, model, num_inference_steps=2, width=48, height=32, media_type="image/png")))
+    assert sized.size == (48, 32)
+    resized = draw(task, model, num_inference_steps=2, target_size={"width": 20, "height": 10}, media_type="image/png")
+    assert Image.open(io.BytesIO(resized)).size == (20, 10)
+
+
+def test_a_seed_makes_a_drawing_repeatable(painter):
+    task, model = painter
+    first = draw(task, model, num_inference_steps=2, media_type="image/png")
+    assert draw(task, model, num_inference_steps=2, media_type="image/png") == first
+    assert draw(task, model, num_inference_steps=2, media_type="image/png", seed=3) != first
+    assert draw(task, model, num_inference_steps=2, media_type="image/png", negative_prompt="dog") != first
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"num_inference_steps": 101}, "limits.max_inference_steps"),
+    ({"width": 2048, "height": 2048}, "limits.max_output_pixels"),
+    ({"width": 30}, "multiple of 8"),
+    ({"guidance_scale": 500}, "less than or equal to 50"),
+    ({"scheduler": "os.system"}, "model_kwargs"),
+    ({"callback_on_step_end": "x"}, "model_kwargs"),
+])
+def test_text_to_image_parameters_are_bounded(parameters, message):
+    assert message in refused("text-to-image", "a cat", **parameters)
+
+
+def test_a_timed_out_drawing_stops(painter):
+    task, model = painter
+    request = task.parse(Payload(inputs="a cat", parameters={"num_inference_steps": 50}))
+    request.set_deadline(0.0)
+    (out,) = task.run(model, [request])
+    assert isinstance(out, ServiceUnavailable) and "timed out" in out.message
