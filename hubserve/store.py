@@ -42,6 +42,8 @@ PKG_SCHEME = "pkg://"
 CONFIG_FILES = ("config.json", "model_index.json")
 #: The ``model_type`` of a diffusers pipeline (architectures: its pipeline class).
 DIFFUSERS = "diffusers"
+#: What a timm checkpoint (``config.json`` with ``architecture``) is to transformers.
+TIMM, TIMM_ARCHITECTURE = "timm_wrapper", "TimmWrapperForImageClassification"
 
 
 def config_file(folder: Path) -> Optional[Path]:
@@ -302,6 +304,9 @@ class ModelStore:
         if path is not None and path.name == "model_index.json":
             name = config.get("_class_name")
             config = {"architectures": [name] if isinstance(name, str) else [], "model_type": DIFFUSERS}
+        elif isinstance(config.get("architecture"), str) and "model_type" not in config:
+            # NOTE(hubserve): a timm checkpoint; transformers loads it through its TimmWrapper.
+            config = {"architectures": [TIMM_ARCHITECTURE], "model_type": TIMM}
         card = read_front_matter(folder / "README.md")
         tag = card.get("pipeline_tag")
         entry = self.entries.get(model_id)

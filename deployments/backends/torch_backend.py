@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import json
 import logging
 import queue
 import threading
@@ -61,6 +62,7 @@ class TorchBackend:
             self.compute_type = "gpu"
         if spec.dtype == "float16" and spec.device != "cuda":
             raise ModelLoadError("dtype float16 runs on device cuda; on the CPU use float32 (or backend onnx-int8)")
+        _check_timm(spec.path)
         try:
             self.preprocessors = {key: _preprocessor(key, spec.path) for key in spec.preprocessors}
             for key in spec.optional_preprocessors:
@@ -296,6 +298,24 @@ class TorchBackend:
 
 
 _DONE = object()
+
+
+def _check_timm(path: Path) -> None:
+    """A timm checkpoint loads through transformers' TimmWrapper, which imports timm: says so
+    plainly when timm does not import here."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(config, dict) or "model_type" in config or not isinstance(config.get("architecture"), str):
+        return
+    try:
+        import timm  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - timm fails to import in several ways (torchvision's CUDA build)
+        raise ModelLoadError(
+            f"{path.name} is a timm model ({config['architecture']}): serving it needs the timm package, which "
+            f"does not import on this server ({type(exc).__name__}: {exc}). Install timm with a torchvision "
+            "built for this torch") from None
 
 
 def _preprocessor(key: str, path: Path) -> Any:

@@ -1,12 +1,15 @@
 """The PyTorch backend on a tiny model (no Ray)."""
 
 import gc
+import json
+import sys
 import weakref
 
 import pytest
 
 from deployments.backends import LoadSpec, create_backend
 from deployments.model_server import LoadedModel
+from deployments.tasks import get_task, infer_task
 from deployments.tasks._heads import BASE, CAUSAL_LM, MASKED_LM
 from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.store import ModelStore
@@ -112,3 +115,18 @@ def test_closing_a_stream_stops_its_generation(store, tiny_models, monkeypatch):
     for thread in [t for t in threading.enumerate() if t.name == "hubserve-generate"]:
         thread.join(timeout=30)
     assert checks[-1] is True and len(checks) < 100
+
+
+def test_a_timm_model_without_timm_is_said_plainly(tmp_path, monkeypatch):
+    folder = tmp_path / "acme" / "resnet-timm"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 3,
+                                                    "pretrained_cfg": {"input_size": [3, 224, 224]}}))
+    (folder / "model.safetensors").write_bytes(b"\0")
+    ref = ModelStore(tmp_path).resolve("acme/resnet-timm")
+    assert ref.architectures == ("TimmWrapperForImageClassification",) and infer_task(ref) == "image-classification"
+    monkeypatch.setitem(sys.modules, "timm", None)  # as here: timm cannot import beside the CPU torch
+    task = get_task("image-classification")
+    with pytest.raises(ModelLoadError, match=r"resnet-timm is a timm model \(resnet18\): serving it needs the timm"):
+        create_backend("torch").load(LoadSpec(ref.path, task.head_for(ref), pipeline=task.pipeline,
+                                              preprocessors=task.preprocessors))
