@@ -44,13 +44,14 @@ from bench.embeddings import (  # noqa: E402
 from bench.loadgen import run  # noqa: E402
 
 
-def start_make_serve(store: Path, log: Path, state: Path) -> Target:
-    """`make serve`'s command and environment, on a free port and a store of the run's own."""
+def start_make_serve(store: Path, log: Path, state: Path, config: str = "configs/default.yaml") -> Target:
+    """`make serve`'s command and environment (``config``: its default), on a free port and a
+    store of the run's own."""
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
            "HUBSERVE_MODEL_STORE": str(store)}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/default.yaml",
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "hubserve"), "serve", config,
                              "--port", str(port), "--state-dir", str(state)],
                             cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
