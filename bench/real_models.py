@@ -6,8 +6,8 @@ replica memory of each, and the ONNX Runtime speed-up over PyTorch where there i
 The server is `make serve`'s command with the default config plus a PyTorch twin of each real
 model that runs on ONNX Runtime by default (the same folder, ``backend: torch``), so that both
 backends are measured side by side in one server. For each model, in this order: the first
-answer (its task deployment starts from ``min_replicas: 0``; the twin's replica is then up, so
-its first answer is a load only), then ``--requests`` warm answers one at a time (cache
+answer (its task deployment starts from ``min_replicas: 0`` and loads the export ``make setup``
+made; the twin's replica is then up, so its first answer is a load only), then ``--requests`` warm answers one at a time (cache
 bypassed with ``x-use-cache: false``), and the RSS of its task's replica process. Every
 request must succeed (200), or the run stops.
 """
@@ -128,8 +128,9 @@ def report(rows, args) -> None:
     print(f"{'model':42} {'compute':14} {'first answer':>13} {'warm p50':>10} {'replica RSS':>12}")
     for served, task, compute, first_s, p50, rss in rows:
         print(f"{served:42} {compute:14} {first_s:12.2f}s {p50 * 1000:8.1f}ms {rss / 2**20:10.0f}MB")
-    print("\nThe first row of a task starts its replica (min_replicas 0) and, on ONNX Runtime, exports the model;"
-          "\nthe torch twin's first answer is a load into the running replica; its RSS holds both models.\n")
+    print("\nThe first row of a task starts its replica (min_replicas 0) and loads the ONNX export `make setup`"
+          "\nmade (or exports it, where setup did not); the torch twin's first answer is a load into the running"
+          "\nreplica, whose RSS then holds both models.\n")
     by_id = {served: p50 for served, _, _, _, p50, _ in rows}
     for model_id in (WHISPER, EFFICIENTNET, SMOLLM):
         default, torch = by_id.get(model_id), by_id.get(twin(model_id))
