@@ -47,8 +47,11 @@ TIMM, TIMM_ARCHITECTURE = "timm_wrapper", "TimmWrapperForImageClassification"
 
 
 def config_file(folder: Path) -> Optional[Path]:
-    """The model's config file in ``folder`` (``CONFIG_FILES``), or None when it has none."""
-    return next((folder / name for name in CONFIG_FILES if (folder / name).is_file()), None)
+    """The model's config file in ``folder`` (``CONFIG_FILES``), or None when it has none.
+
+    Every name is looked at, so that a model costs the same file system work as no model."""
+    found = [folder / name for name in CONFIG_FILES if (folder / name).is_file()]
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)

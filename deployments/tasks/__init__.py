@@ -7,7 +7,9 @@ task names.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import pkgutil
 from typing import Callable, Optional, TypeVar
 
@@ -89,16 +91,35 @@ def task_or_none(ref: ModelRef) -> Optional[str]:
         return None
 
 
+#: The files of each preprocessor (``Task.preprocessors``): a folder has it if it has one of them.
+PREPROCESSOR_FILES = {
+    "tokenizer": ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                  "sentencepiece.bpe.model", "tokenizer.model"),
+    "image_processor": ("preprocessor_config.json",),
+    "feature_extractor": ("preprocessor_config.json",),
+    "processor": ("processor_config.json", "preprocessor_config.json"),
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _missing_preprocessors(folder: str, sha: str, needed: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for p in needed if not any(os.path.isfile(os.path.join(folder, f)) for f in PREPROCESSOR_FILES[p]))
+
+
 def check_can_run(task: Task, ref: ModelRef) -> None:
-    """Refuses a task override the model's weights cannot run."""
-    if task.loads_architectures is None or _arch_match(ref, task.loads_architectures):
-        return
-    if ref.config_task == task.name or ref.pipeline_tag == task.name:
-        return
-    raise InvalidInput(
-        f"Task not found for this model: {ref.model_id} (architectures {list(ref.architectures)}) "
-        f"cannot run `{task.name}`"
-    )
+    """Refuses a task the model cannot run: weights of another kind (unless the config or the
+    model card names the task), or no tokenizer (image processor...) where the task needs one."""
+    runs = (task.loads_architectures is None or _arch_match(ref, task.loads_architectures)
+            or ref.config_task == task.name or ref.pipeline_tag == task.name)
+    if not runs:
+        raise InvalidInput(
+            f"Task not found for this model: {ref.model_id} (architectures {list(ref.architectures)}) "
+            f"cannot run `{task.name}`"
+        )
+    missing = _missing_preprocessors(str(ref.path), ref.sha, task.preprocessors)
+    if missing:
+        raise InvalidInput(f"{ref.model_id} cannot run `{task.name}`: it has no {' and no '.join(missing)} "
+                           f"(its folder has none of {', '.join(PREPROCESSOR_FILES[missing[0]])})")
 
 
 def _import_all() -> None:

@@ -219,6 +219,16 @@ BODIES = {
     "zero-shot-classification": {"inputs": "a", "parameters": {"candidate_labels": "x,y"}},
     "fill-mask": {"inputs": "a [MASK] b"},
     "image-classification": {"inputs": base64.b64encode(png()).decode()},
+    "object-detection": {"inputs": base64.b64encode(png()).decode()},
+    "image-segmentation": {"inputs": base64.b64encode(png()).decode()},
+    "image-to-text": {"inputs": base64.b64encode(png()).decode()},
+    "zero-shot-image-classification": {"inputs": base64.b64encode(png()).decode(),
+                                       "parameters": {"candidate_labels": ["a", "b"]}},
+    "visual-question-answering": {"inputs": {"image": base64.b64encode(png()).decode(), "question": "what?"}},
+    "document-question-answering": {"inputs": {"image": base64.b64encode(png()).decode(), "question": "what?"},
+                                    "parameters": {"word_boxes": [["total", [1, 2, 3, 4]]]}},
+    "table-question-answering": {"inputs": {"query": "how many?", "table": {"a": ["1", "2"]}}},
+    "text-to-image": {"inputs": "a cat", "parameters": {"num_inference_steps": 1}},
 }
 
 

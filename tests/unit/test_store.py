@@ -127,10 +127,17 @@ def test_unsettled_task_is_a_clear_400(tmp_path):
     assert infer_task(store.resolve("o/vision")) == "image-classification"
 
 
-def test_task_overrides_need_matching_weights(tmp_path):
-    make_model(tmp_path / "o" / "base", ["BertModel"])
+def test_task_overrides_need_matching_weights_and_preprocessors(tmp_path):
+    folder = make_model(tmp_path / "o" / "base", ["BertModel"])
+    (folder / "tokenizer.json").write_text("{}")
     ref = ModelStore(tmp_path).resolve("o/base")
     check_can_run(get_task("feature-extraction"), ref)
     check_can_run(get_task("sentence-similarity"), ref)
     with pytest.raises(InvalidInput, match="Task not found for this model"):
         check_can_run(get_task("text-classification"), ref)
+    make_model(tmp_path / "o" / "detector", ["YolosForObjectDetection"])
+    detector = ModelStore(tmp_path).resolve("o/detector")
+    with pytest.raises(InvalidInput, match="o/detector cannot run `feature-extraction`: it has no tokenizer"):
+        check_can_run(get_task("feature-extraction"), detector)
+    with pytest.raises(InvalidInput, match="it has no image_processor .*preprocessor_config.json"):
+        check_can_run(get_task("object-detection"), detector)
