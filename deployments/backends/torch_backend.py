@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import inspect
 import json
 import logging
@@ -310,7 +311,7 @@ def _check_timm(path: Path) -> None:
     if not isinstance(config, dict) or "model_type" in config or not isinstance(config.get("architecture"), str):
         return
     try:
-        import timm  # noqa: F401
+        importlib.import_module("timm")
     except Exception as exc:  # noqa: BLE001 - timm fails to import in several ways (torchvision's CUDA build)
         raise ModelLoadError(
             f"{path.name} is a timm model ({config['architecture']}): serving it needs the timm package, which "
