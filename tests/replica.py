@@ -12,16 +12,18 @@ from hubserve.config import ModelEntry
 from hubserve.store import ModelStore
 
 
-def load(folder: Path, model_id: str, task_name: str, tmp_path: Path):
-    """``(task, LoadedModel)`` of the model in ``folder`` for ``task_name``."""
+def load(folder: Path, model_id: str, task_name: str, tmp_path: Path, backend: str = "torch"):
+    """``(task, LoadedModel)`` of the model in ``folder`` for ``task_name`` on ``backend``
+    (ONNX exports are kept under ``tmp_path``)."""
     task = get_task(task_name)
     store = ModelStore(tmp_path, entries={model_id: ModelEntry(path=str(folder))})
     ref = store.resolve(model_id)
     head = task.head_for(ref)
-    backend = create_backend("torch", head)
-    backend.load(LoadSpec(ref.path, head, pipeline=task.pipeline, threads=2, model_id=model_id, revision=ref.sha,
-                          preprocessors=task.preprocessors, optional_preprocessors=task.optional_preprocessors))
-    return task, LoadedModel(ref, backend, task.prepare(ref, backend))
+    loaded = create_backend(backend, head)
+    loaded.load(LoadSpec(ref.path, head, pipeline=task.pipeline, threads=2, model_id=model_id, revision=ref.sha,
+                         cache_dir=tmp_path / "onnx-cache", preprocessors=task.preprocessors,
+                         optional_preprocessors=task.optional_preprocessors))
+    return task, LoadedModel(ref, loaded, task.prepare(ref, loaded))
 
 
 def answer(task, model, inputs, extra: dict | None = None, **parameters) -> Answer:

@@ -61,3 +61,20 @@ def test_onnx_on_the_cuda_provider(tiny_store, tmp_path):
     _, gpu = loaded(tiny_store, "tiny/sentence-bert", "feature-extraction", "onnx", "cuda", tmp=tmp_path)
     assert gpu.compute_type == "gpu"
     assert cosine(embed(task, cpu), embed(task, gpu)) >= 0.9999
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_text_to_image_on_cuda(tiny_store, dtype):
+    from PIL import Image
+    import io
+
+    ref = ModelStore(tiny_store).resolve("tiny/stable-diffusion")
+    task = get_task("text-to-image")
+    engine = create_backend("torch", task.head)
+    engine.load(LoadSpec(path=ref.path, head=task.head, device="cuda", dtype=dtype, model_id=ref.model_id,
+                         revision=ref.sha, preprocessors=task.preprocessors))
+    assert engine.compute_type == "gpu"
+    request = task.parse(Payload(inputs="a red cat", parameters={"num_inference_steps": 2}))
+    request.media_type = "image/png"
+    out = task.run(LoadedModel(ref, engine, None), [request])[0]
+    assert Image.open(io.BytesIO(out)).size == (16, 16)

@@ -228,3 +228,26 @@ def test_a_timed_out_drawing_stops(painter):
     request.set_deadline(0.0)
     (out,) = task.run(model, [request])
     assert isinstance(out, ServiceUnavailable) and "timed out" in out.message
+
+
+@pytest.mark.parametrize("task_name, parameters", [
+    ("image-segmentation", {}),
+    ("zero-shot-image-classification", {"candidate_labels": ["a cat", "a dog", "a car"]}),
+    ("image-to-text", {"max_new_tokens": 5}),
+])
+def test_onnx_runtime_answers_as_torch_does(tiny_store, tmp_path, task_name, parameters):
+    """The image tasks `backend: auto` puts on ONNX Runtime give torch's answers."""
+    model_id = TINY_MODELS[task_name][0]
+    image = png(40, 30, (30, 160, 90))
+    answers = {}
+    for backend in ("torch", "onnx"):
+        task, model = load(tiny_store / model_id, model_id, task_name, tmp_path, backend)
+        result = answer(task, model, image, **parameters)
+        answers[backend] = (result.output, model.compute_type)
+    (torch_out, torch_type), (onnx_out, onnx_type) = answers["torch"], answers["onnx"]
+    assert (torch_type, onnx_type) == ("cpu", "cpu+optimized")
+    if task_name == "zero-shot-image-classification":
+        assert [o["label"] for o in onnx_out] == [o["label"] for o in torch_out]
+        assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(onnx_out, torch_out))
+    else:
+        assert onnx_out == torch_out  # identical masks; the same greedy caption
