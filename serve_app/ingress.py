@@ -111,9 +111,22 @@ class Ingress:
     async def api_list(self, request: Request) -> Response:
         return await self._admin(request, self.admin.list(request))
 
+    @app.get("/api/whoami-v2")
+    async def api_whoami(self, request: Request) -> Response:
+        return await self._admin(request, self.admin.whoami(request))
+
     @app.get("/api/models/{model_id:path}")
     async def api_get(self, request: Request, model_id: str) -> Response:
-        return await self._admin(request, self.admin.get(request, model_id))
+        # NOTE(hubserve): the Hub's /api/models/{id}/revision/{rev}; ids never hold "/revision/".
+        model_id, _, revision = model_id.partition("/revision/")
+        return await self._admin(request, self.admin.get(request, model_id, revision or "main"))
+
+    @app.api_route("/{model_id:path}/resolve/{revision}/{filename:path}", methods=["GET", "HEAD"])
+    async def hub_file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
+        try:
+            return await self.admin.file(request, model_id, revision, filename)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            return error_response(exc, request_id_of(request))
 
     @app.post("/api/models/{model_id:path}")
     async def api_upload(self, request: Request, model_id: str) -> Response:

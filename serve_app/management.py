@@ -1,7 +1,8 @@
 """The model management API: upload, list, inspect, change visibility, delete.
 
 ``POST /api/models/{org}/{name}?private=true`` takes a tar or zip stream;
-``GET /api/models`` and ``GET /api/models/{id}`` list what the caller may see;
+``GET /api/models`` and ``GET /api/models/{id}`` list what the caller may see (the latter in
+the Hub's model-info form, ``hub_api``, as ``GET /{id}/resolve/{rev}/{path}`` serves files);
 ``PATCH /api/models/{id}`` with ``{"private": bool}``; ``DELETE /api/models/{id}``.
 Writes need a token with the ``write`` role in the model's namespace (or the admin
 token). A private model the caller may not see is answered exactly like a missing one:
@@ -20,6 +21,7 @@ from typing import Optional
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from deployments.tasks import infer_task, task_or_none
 from hubserve.auth import Principal, namespace_of
@@ -28,6 +30,7 @@ from hubserve.errors import ApiError, Forbidden, InvalidInput, PayloadTooLarge, 
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
+from .hub_api import Digests, check_revision, file_response, hub_error, model_info
 from .lifecycle import ModelGate
 from .parsing import flag
 from .security import Guard, resolve_visible
@@ -53,6 +56,7 @@ class ModelAdmin:
         self.access = guard.access
         self.gate = gate
         self.root = Path(config.model_store)
+        self.digests = Digests()
         self.data_dir = Path(config.data_dir)
 
     # -- who may ---------------------------------------------------------------------
@@ -89,9 +93,39 @@ class ModelAdmin:
         refs = [self.store.resolve(m) for m in ids if self.access.can_read(principal, m)]
         return [self.describe(ref) for ref in refs]
 
-    async def get(self, request: Request, model_id: str) -> dict:
+    async def get(self, request: Request, model_id: str, revision: str = "main") -> dict:
+        """The Hub's model info (``?blobs=true``: with file sizes and sha256), and hubserve's own fields."""
         principal = self.guard.admit(request)
-        return self.describe(await self._visible(principal, model_id))
+        try:
+            ref = await self._visible(principal, model_id)
+            check_revision(ref, revision)
+        except ApiError as exc:
+            raise hub_error(exc) from None
+        blobs = request.query_params.get("blobs", "").lower() in ("1", "true")
+        info = await asyncio.to_thread(model_info, ref, self.access.is_private(ref.model_id),
+                                       self.digests if blobs else None)
+        return {**info, **self.describe(ref)}
+
+    async def file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
+        """``/{id}/resolve/{revision}/{path}``: one file of a model the caller may see."""
+        principal = self.guard.admit(request)
+        try:
+            ref = await self._visible(principal, model_id)
+            return await file_response(ref, revision, filename, self.digests)
+        except ApiError as exc:
+            raise hub_error(exc) from None
+
+    async def whoami(self, request: Request) -> dict:
+        """``/api/whoami-v2``: the token's user, organisations and role (401 without a token)."""
+        principal = self.guard.admit(request)
+        if principal.anonymous:
+            raise Unauthorized("Invalid user token")
+        name = "admin" if principal.admin else principal.user
+        role = "write" if principal.admin else principal.role
+        return {"type": "user", "id": name, "name": name, "fullname": name,
+                "orgs": [{"type": "org", "name": org} for org in sorted(principal.orgs)],
+                "auth": {"type": "access_token", "accessToken": {"displayName": principal.token_id or name,
+                                                                  "role": role}}}
 
     async def patch(self, request: Request, model_id: str) -> dict:
         principal = self.guard.admit(request)

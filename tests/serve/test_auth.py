@@ -1,5 +1,6 @@
 """Tokens and private models against the real graph: the auth matrix, uploads, the CLI."""
 
+import hashlib
 import io
 import json
 import os
@@ -51,6 +52,8 @@ ACTIONS = {
     "status": lambda c, m, h: c.get(f"/status/{m}", headers=h),
     "info": lambda c, m, h: c.get(f"/models/{m}/info", headers=h),
     "api-get": lambda c, m, h: c.get(f"/api/models/{m}", headers=h),
+    "hub-revision": lambda c, m, h: c.get(f"/api/models/{m}/revision/main", headers=h),
+    "hub-file": lambda c, m, h: c.get(f"/{m}/resolve/main/config.json", headers=h),
 }
 
 
@@ -311,3 +314,65 @@ def test_the_cli_manages_tokens_and_models_against_a_real_server(tmp_path, serve
     assert run("token", "revoke", token_id, "--config", str(config)).returncode == 0
     denied = run("models", "list", "--url", server.url, token=token)
     assert denied.returncode == 1 and INVALID_CREDENTIALS in denied.stderr
+
+
+# -- the Hub's own API: huggingface_hub reads models from hubserve ---------------------------
+
+def test_huggingface_hub_reads_models_from_hubserve(server, world, tiny_store, tmp_path):
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    owner = HfApi(endpoint=server.url, token=world["owner"])
+    info = owner.model_info("acme/secret", files_metadata=True)
+    files = {s.rfilename: s for s in info.siblings}
+    source = server.store / "acme" / "secret"
+    assert info.private is True and len(info.sha) == 40 and info.pipeline_tag == "text-classification"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    assert files["model.safetensors"].size == (source / "model.safetensors").stat().st_size
+    assert owner.whoami()["name"] == "alice" and {o["name"] for o in owner.whoami()["orgs"]} == {"acme"}
+
+    folder = Path(snapshot_download("acme/secret", endpoint=server.url, token=world["owner"],
+                                    cache_dir=tmp_path / "cache"))
+    for name in files:
+        assert (folder / name).read_bytes() == (source / name).read_bytes(), name
+    public_sha = HfApi(endpoint=server.url).model_info("acme/public").sha
+    pinned = hf_hub_download("acme/public", "config.json", revision=public_sha, endpoint=server.url,
+                             cache_dir=tmp_path / "cache2")
+    assert Path(pinned).read_bytes() == (server.store / "acme" / "public" / "config.json").read_bytes()
+
+    for repo, token in (("acme/secret", None), ("acme/secret", world["other"]), ("acme/nosuch", world["owner"])):
+        with pytest.raises(RepositoryNotFoundError):
+            snapshot_download(repo, endpoint=server.url, token=token or False, cache_dir=tmp_path / "c3")
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("acme/public", "config.json", revision="f" * 40, endpoint=server.url,
+                        cache_dir=tmp_path / "c4")
+
+
+def test_from_pretrained_with_hf_endpoint_loads_from_hubserve(server, world, tmp_path):
+    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_TOKEN": world["member"], "HF_HOME": str(tmp_path)}
+    env.pop("HF_HUB_OFFLINE", None)
+    script = ("from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T;"
+              "m = M.from_pretrained('acme/secret'); t = T.from_pretrained('acme/secret');"
+              "print(m.config.num_labels, len(t('great')['input_ids']) > 0)")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "True"]
+
+
+def test_resolve_serves_ranges_and_the_hub_headers(http, world):
+    path = "/acme/public/resolve/main/model.safetensors"
+    whole = http.get(path)
+    assert whole.status_code == 200 and whole.headers["x-repo-commit"] and whole.headers["accept-ranges"] == "bytes"
+    assert whole.headers["etag"].strip('"') == hashlib.sha256(whole.content).hexdigest()
+    part = http.get(path, headers={"range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == whole.content[:10]
+    head = http.head(path)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(whole.content)
+    secret, missing = (http.head(f"/acme/{m}/resolve/main/model.safetensors") for m in ("secret", "nosuch"))
+    assert secret.status_code == missing.status_code == 404 and strip(secret)[2] == strip(missing)[2]
+    assert secret.headers["x-error-code"] == "RepoNotFound"
+    for bad in ("/acme/public/resolve/main/../secret/config.json", "/acme/public/resolve/main/.hidden",
+                "/acme/public/resolve/main/nothing.json"):
+        r = http.get(bad)
+        # NOTE: the client normalizes main/../secret to the revision `secret`.
+        assert r.status_code == 404 and r.headers["x-error-code"] in ("EntryNotFound", "RevisionNotFound"), r.text

@@ -1,0 +1,138 @@
+"""The read side of the Hub's own HTTP API over hubserve's store, so that ``huggingface_hub``
+(``HfApi(endpoint=...).model_info``, ``hf_hub_download``, ``snapshot_download``) and
+``from_pretrained`` with ``HF_ENDPOINT`` read models from a hubserve.
+
+A model the caller may not see answers exactly as a missing one (``resolve_visible``), with
+the Hub's ``X-Error-Code`` so that the client raises ``RepositoryNotFoundError`` for both.
+Revisions: ``main`` and the model's sha. Files: every regular file of the model folder except
+hidden ones, served with the Hub's headers (``ETag`` a sha256, ``X-Repo-Commit``, Range
+requests; ``X-Linked-Etag``/``X-Linked-Size`` for large files, as the Hub marks LFS files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from fastapi.responses import FileResponse
+
+from deployments.tasks import task_or_none
+from hubserve.errors import ApiError, ModelNotFound
+from hubserve.store import ModelRef
+
+#: Files at least this large are reported as LFS files, as the Hub does.
+LFS_THRESHOLD = 10 * 1024**2
+
+
+class RevisionNotFound(ApiError):
+    status_code = 404
+    error_type = "not_found"
+
+
+class EntryNotFound(ApiError):
+    status_code = 404
+    error_type = "not_found"
+
+
+def hub_error(exc: Exception) -> Exception:
+    """The Hub's ``X-Error-Code`` on a not-found answer (the client's exception class hangs on it)."""
+    code = {ModelNotFound: "RepoNotFound", RevisionNotFound: "RevisionNotFound",
+            EntryNotFound: "EntryNotFound"}.get(type(exc))
+    if code:
+        exc.headers = {**(getattr(exc, "headers", None) or {}), "X-Error-Code": code}
+    return exc
+
+
+def model_files(folder: Path) -> list[tuple[str, Path]]:
+    """``(path in the repo, file)`` of every regular file of a model folder, hidden ones left out."""
+    out = []
+    for current, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            full = Path(current, name)
+            if not name.startswith(".") and full.is_file():
+                out.append((full.relative_to(folder).as_posix(), full))
+    return out
+
+
+class Digests:
+    """sha256 of files, kept while a file's size and mtime stay the same."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def of(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        with self._lock:
+            self._known[key] = digest.hexdigest()
+        return self._known[key]
+
+
+def check_revision(ref: ModelRef, revision: str) -> None:
+    if revision not in ("main", ref.sha):
+        raise RevisionNotFound(f"Invalid rev id: {revision}")
+
+
+def library_of(ref: ModelRef) -> str:
+    if ref.model_type == "diffusers":
+        return "diffusers"
+    return "sentence-transformers" if ref.sentence_transformers else "transformers"
+
+
+def model_info(ref: ModelRef, private: bool, digests: Optional[Digests] = None) -> dict:
+    """The Hub's model-info JSON of ``ref`` (with file sizes and hashes when ``digests`` is given)."""
+    files = model_files(ref.path)
+    siblings = []
+    for rel, full in files:
+        entry = {"rfilename": rel}
+        if digests is not None:
+            size = full.stat().st_size
+            entry.update(size=size, blobId=digests.of(full))
+            if size >= LFS_THRESHOLD:
+                entry["lfs"] = {"sha256": entry["blobId"], "size": size, "pointerSize": 134}
+        siblings.append(entry)
+    modified = max((full.stat().st_mtime for _, full in files), default=0.0)
+    task = task_or_none(ref)
+    library = library_of(ref)
+    return {
+        "_id": ref.sha[:24], "id": ref.model_id, "modelId": ref.model_id, "sha": ref.sha, "private": private,
+        "disabled": False, "gated": False, "pipeline_tag": task, "library_name": library,
+        "tags": [t for t in (library, task, ref.model_type or None) if t],
+        "lastModified": datetime.fromtimestamp(modified, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "createdAt": datetime.fromtimestamp(modified, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "siblings": siblings,
+    }
+
+
+async def file_response(ref: ModelRef, revision: str, filename: str, digests: Digests) -> FileResponse:
+    """One file of the model with the Hub's headers (a HEAD answers the same headers)."""
+    check_revision(ref, revision)
+    root = Path(os.path.realpath(ref.path))
+    parts = filename.split("/")
+    if not filename or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        raise EntryNotFound(f"{filename} does not exist in {ref.model_id}")
+    path = Path(os.path.realpath(root / filename))
+    if not path.is_relative_to(root) or not path.is_file():
+        raise EntryNotFound(f"{filename} does not exist in {ref.model_id}")
+    digest = await asyncio.to_thread(digests.of, path)
+    size = path.stat().st_size
+    headers = {"X-Repo-Commit": ref.sha, "Accept-Ranges": "bytes"}
+    if size >= LFS_THRESHOLD:
+        headers.update({"X-Linked-Etag": f'"{digest}"', "X-Linked-Size": str(size)})
+    response = FileResponse(path, headers=headers, media_type="application/octet-stream")
+    response.headers["etag"] = f'"{digest}"'
+    return response
