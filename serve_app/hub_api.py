@@ -122,11 +122,13 @@ async def file_response(ref: ModelRef, revision: str, filename: str, digests: Di
     """One file of the model with the Hub's headers (a HEAD answers the same headers)."""
     check_revision(ref, revision)
     root = Path(os.path.realpath(ref.path))
+    # NOTE(hubserve): an HF cache snapshot's files link into its repo's blobs/.
+    within = root.parent.parent if ref.source == "hf-cache" else root
     parts = filename.split("/")
     if not filename or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         raise EntryNotFound(f"{filename} does not exist in {ref.model_id}")
     path = Path(os.path.realpath(root / filename))
-    if not path.is_relative_to(root) or not path.is_file():
+    if not path.is_relative_to(within) or not path.is_file():
         raise EntryNotFound(f"{filename} does not exist in {ref.model_id}")
     digest = await asyncio.to_thread(digests.of, path)
     size = path.stat().st_size

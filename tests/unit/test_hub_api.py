@@ -1,0 +1,53 @@
+"""The Hub API's file answers over the store's folder layouts (no Ray)."""
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from hubserve.store import ModelRef
+from serve_app.hub_api import Digests, EntryNotFound, RevisionNotFound, file_response, model_info
+
+SHA = "a" * 40
+
+
+def hf_cache_snapshot(tmp_path):
+    """An HF cache repo: the snapshot's files link into blobs/, as huggingface_hub writes them."""
+    repo = tmp_path / "models--acme--m"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / "cfg").write_text('{"model_type": "bert"}')
+    snap = repo / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    os.symlink("../../blobs/cfg", snap / "config.json")
+    (tmp_path / "outside.txt").write_text("secret")
+    os.symlink(str(tmp_path / "outside.txt"), snap / "escape.txt")
+    return ModelRef("acme/m", snap, SHA, "hf-cache")
+
+
+def test_files_of_an_hf_cache_snapshot_are_served_but_not_links_out_of_its_repo(tmp_path):
+    ref, digests = hf_cache_snapshot(tmp_path), Digests()
+    response = asyncio.run(file_response(ref, "main", "config.json", digests))
+    digest = hashlib.sha256((ref.path / "config.json").read_bytes()).hexdigest()
+    assert response.headers["etag"] == f'"{digest}"'
+    assert response.headers["x-repo-commit"] == SHA
+    for name in ("escape.txt", "../outside.txt", ".cache/x", ""):
+        with pytest.raises(EntryNotFound):
+            asyncio.run(file_response(ref, "main", name, digests))
+    with pytest.raises(RevisionNotFound):
+        asyncio.run(file_response(ref, "b" * 40, "config.json", digests))
+    assert asyncio.run(file_response(ref, SHA, "config.json", digests)).status_code == 200
+
+
+def test_model_info_lists_files_with_sizes_and_hashes(tmp_path):
+    folder = tmp_path / "m"
+    (folder / ".hubserve").mkdir(parents=True)
+    (folder / ".hubserve" / "stamp").write_text("x")
+    (folder / "config.json").write_text("{}")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "w.bin").write_bytes(b"\0" * 10)
+    info = model_info(ModelRef("acme/m", folder, SHA, "store"), private=True, digests=Digests())
+    assert info["id"] == "acme/m" and info["sha"] == SHA and info["private"] is True
+    assert [(s["rfilename"], s["size"]) for s in info["siblings"]] == [("config.json", 2), ("sub/w.bin", 10)]
+    assert info["siblings"][1]["blobId"] == hashlib.sha256(b"\0" * 10).hexdigest()
+    assert info["lastModified"].endswith("Z")
