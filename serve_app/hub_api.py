@@ -138,3 +138,46 @@ async def file_response(ref: ModelRef, revision: str, filename: str, digests: Di
     response = FileResponse(path, headers=headers, media_type="application/octet-stream")
     response.headers["etag"] = f'"{digest}"'
     return response
+
+
+def _entry(rel: str, full: Path, digests: Digests) -> dict:
+    size = full.stat().st_size
+    entry = {"type": "file", "oid": digests.of(full), "size": size, "path": rel}
+    if size >= LFS_THRESHOLD:
+        entry["lfs"] = {"oid": entry["oid"], "size": size, "pointerSize": 134}
+    return entry
+
+
+def _folder(rel: str, ref: ModelRef) -> dict:
+    return {"type": "directory", "oid": hashlib.sha1(f"{ref.sha}:{rel}".encode()).hexdigest(), "path": rel}
+
+
+def tree(ref: ModelRef, revision: str, prefix: str, recursive: bool, digests: Digests) -> list[dict]:
+    """``/api/models/{id}/tree/{rev}[/{path}]``: the files and folders under ``prefix``."""
+    check_revision(ref, revision)
+    prefix = prefix.strip("/")
+    files = model_files(ref.path)
+    folders = sorted({"/".join(rel.split("/")[:i]) for rel, _ in files for i in range(1, rel.count("/") + 1)})
+    if prefix and prefix not in folders:
+        raise EntryNotFound(f"{prefix} does not exist in {ref.model_id}")
+    start = f"{prefix}/" if prefix else ""
+
+    def wanted(rel: str) -> bool:
+        return rel.startswith(start) and (recursive or "/" not in rel[len(start):])
+
+    return ([_folder(rel, ref) for rel in folders if wanted(rel)]
+            + [_entry(rel, full, digests) for rel, full in files if wanted(rel)])
+
+
+def paths_info(ref: ModelRef, revision: str, paths: list[str], digests: Digests) -> list[dict]:
+    """``POST /api/models/{id}/paths-info/{rev}``: the entries of ``paths`` that exist."""
+    check_revision(ref, revision)
+    files = dict(model_files(ref.path))
+    folders = {"/".join(rel.split("/")[:i]) for rel in files for i in range(1, rel.count("/") + 1)}
+    out = []
+    for path in dict.fromkeys(p.strip("/") for p in paths):
+        if path in files:
+            out.append(_entry(path, files[path], digests))
+        elif path in folders:
+            out.append(_folder(path, ref))
+    return out

@@ -117,7 +117,11 @@ class Ingress:
 
     @app.get("/api/models/{model_id:path}")
     async def api_get(self, request: Request, model_id: str) -> Response:
-        # NOTE(hubserve): the Hub's /api/models/{id}/revision/{rev}; ids never hold "/revision/".
+        # NOTE(hubserve): the Hub's /api/models/{id}/revision/{rev} and /tree/{rev}[/{path}]; an id
+        # never holds "/revision/" or "/tree/" (two segments at most).
+        if "/tree/" in model_id:
+            model_id, _, location = model_id.partition("/tree/")
+            return await self._admin(request, self.admin.tree(request, model_id, location))
         model_id, _, revision = model_id.partition("/revision/")
         return await self._admin(request, self.admin.get(request, model_id, revision or "main"))
 
@@ -130,6 +134,9 @@ class Ingress:
 
     @app.post("/api/models/{model_id:path}")
     async def api_upload(self, request: Request, model_id: str) -> Response:
+        if "/paths-info/" in model_id:
+            model_id, _, revision = model_id.partition("/paths-info/")
+            return await self._admin(request, self.admin.paths_info(request, model_id, revision))
         return await self._admin(request, self.admin.upload(request, model_id), status=201)
 
     @app.patch("/api/models/{model_id:path}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -30,12 +31,15 @@ from hubserve.errors import ApiError, Forbidden, InvalidInput, PayloadTooLarge, 
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
-from .hub_api import Digests, check_revision, file_response, hub_error, model_info
+from .hub_api import Digests, check_revision, file_response, hub_error, model_info, paths_info, tree
 from .lifecycle import ModelGate
 from .parsing import flag
 from .security import Guard, resolve_visible
 
 logger = logging.getLogger(__name__)
+
+#: The largest paths-info form read (one per path of a repo).
+MAX_FORM_BYTES = 1024**2
 
 class ModelAdmin:
     """Uploads and manages the models of the store.
@@ -105,6 +109,30 @@ class ModelAdmin:
         info = await asyncio.to_thread(model_info, ref, self.access.is_private(ref.model_id),
                                        self.digests if blobs else None)
         return {**info, **self.describe(ref)}
+
+    async def tree(self, request: Request, model_id: str, location: str) -> list[dict]:
+        """``/api/models/{id}/tree/{rev}[/{path}]`` (``?recursive=true``)."""
+        principal = self.guard.admit(request)
+        revision, _, prefix = location.partition("/")
+        recursive = request.query_params.get("recursive", "").lower() in ("1", "true")
+        try:
+            ref = await self._visible(principal, model_id)
+            return await asyncio.to_thread(tree, ref, revision, prefix, recursive, self.digests)
+        except ApiError as exc:
+            raise hub_error(exc) from None
+
+    async def paths_info(self, request: Request, model_id: str, revision: str) -> list[dict]:
+        """``POST /api/models/{id}/paths-info/{rev}`` with the form field ``paths`` (repeated)."""
+        principal = self.guard.admit(request)
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            raise PayloadTooLarge(f"A paths-info form is at most {MAX_FORM_BYTES} bytes")
+        paths = urllib.parse.parse_qs(body.decode("utf-8", errors="replace")).get("paths", [])
+        try:
+            ref = await self._visible(principal, model_id)
+            return await asyncio.to_thread(paths_info, ref, revision, paths, self.digests)
+        except ApiError as exc:
+            raise hub_error(exc) from None
 
     async def file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
         """``/{id}/resolve/{revision}/{path}``: one file of a model the caller may see."""

@@ -330,6 +330,12 @@ def test_huggingface_hub_reads_models_from_hubserve(server, world, tiny_store, t
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
     assert files["model.safetensors"].size == (source / "model.safetensors").stat().st_size
     assert owner.whoami()["name"] == "alice" and {o["name"] for o in owner.whoami()["orgs"]} == {"acme"}
+    listed = {f.path: f for f in owner.list_repo_tree("acme/secret", recursive=True)}
+    assert set(listed) == set(files) and listed["config.json"].size == files["config.json"].size
+    (info_of,) = owner.get_paths_info("acme/secret", ["config.json", "missing.json"])
+    assert info_of.path == "config.json" and info_of.blob_id == files["config.json"].blob_id
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=server.url).get_paths_info("acme/secret", ["config.json"], token=False)
 
     folder = Path(snapshot_download("acme/secret", endpoint=server.url, token=world["owner"],
                                     cache_dir=tmp_path / "cache"))

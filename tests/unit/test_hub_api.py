@@ -7,7 +7,7 @@ import os
 import pytest
 
 from hubserve.store import ModelRef
-from serve_app.hub_api import Digests, EntryNotFound, RevisionNotFound, file_response, model_info
+from serve_app.hub_api import Digests, EntryNotFound, RevisionNotFound, file_response, model_info, paths_info, tree
 
 SHA = "a" * 40
 
@@ -51,3 +51,21 @@ def test_model_info_lists_files_with_sizes_and_hashes(tmp_path):
     assert [(s["rfilename"], s["size"]) for s in info["siblings"]] == [("config.json", 2), ("sub/w.bin", 10)]
     assert info["siblings"][1]["blobId"] == hashlib.sha256(b"\0" * 10).hexdigest()
     assert info["lastModified"].endswith("Z")
+
+
+def test_tree_and_paths_info(tmp_path):
+    folder = tmp_path / "m"
+    (folder / "sub" / "deep").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "a.txt").write_text("a")
+    (folder / "sub" / "deep" / "b.txt").write_text("bb")
+    ref, digests = ModelRef("acme/m", folder, SHA, "store"), Digests()
+    top = tree(ref, "main", "", False, digests)
+    assert [(e["type"], e["path"]) for e in top] == [("directory", "sub"), ("file", "config.json")]
+    everything = tree(ref, SHA, "", True, digests)
+    assert {e["path"] for e in everything} == {"sub", "sub/deep", "config.json", "sub/a.txt", "sub/deep/b.txt"}
+    assert [e["path"] for e in tree(ref, "main", "sub", False, digests)] == ["sub/deep", "sub/a.txt"]
+    with pytest.raises(EntryNotFound):
+        tree(ref, "main", "nowhere", False, digests)
+    info = paths_info(ref, "main", ["sub/deep/b.txt", "sub", "missing.txt", "../x"], digests)
+    assert [(e["type"], e["path"], e.get("size")) for e in info] == [("file", "sub/deep/b.txt", 2), ("directory", "sub", None)]
