@@ -110,6 +110,23 @@ class GenerateParameters(Params):
     use_cache: Optional[StrictBool] = None
 
 
+class GenerationOptions(Params):
+    """The ``generation_parameters`` (or the older ``generate_kwargs``) of the tasks that
+    generate from an image or audio: summarization's allowlist, nested."""
+
+    generation_parameters: Optional[GenerateParameters] = None
+    generate_kwargs: Optional[GenerateParameters] = None
+
+    def generate_options(self) -> dict[str, Any]:
+        """The nested generation fields that were set."""
+        nested = self.generation_parameters or self.generate_kwargs
+        return nested.known() if nested is not None else {}
+
+    def samples(self) -> bool:
+        """Whether the answer is drawn at random (and so not cacheable)."""
+        return bool(self.generate_options().get("do_sample"))
+
+
 class Seq2SeqParameters(GenerationParameters):
     """Adds the DOCS-2025 fields of summarization, translation and text2text."""
 

@@ -80,6 +80,14 @@ def _hypothesis_template(value: str) -> str:
     return value
 
 
+def with_candidate_labels(parameters: dict) -> dict:
+    """``parameters`` with the JS client's ``candidateLabels`` under its own name."""
+    params = dict(parameters)
+    if "candidateLabels" in params and "candidate_labels" not in params:
+        params["candidate_labels"] = params.pop("candidateLabels")
+    return params
+
+
 #: A list of labels, or one comma-separated string of them (the legacy form), as a list.
 CandidateLabels = Annotated[Union[StrictStr, list[StrictStr]], AfterValidator(_candidate_labels)]
 #: The sentence a label is put into (``This example is {}.``).

@@ -18,8 +18,8 @@ from hubserve.errors import InvalidInput
 
 from . import register_task
 from ._binary import AudioTask
-from ._generation import GenerateParameters
-from ._params import Flag, Params
+from ._generation import GenerationOptions
+from ._params import Flag
 from .base import BinaryRequest, Measured
 
 SPEECH_SEQ2SEQ = Head("speech-seq2seq", "AutoModelForSpeechSeq2Seq", "ORTModelForSpeechSeq2Seq",
@@ -32,12 +32,8 @@ SPEECH_SEQ2SEQ_TYPES = frozenset({"whisper", "speech_to_text", "speech-encoder-d
 CHUNK_S = 30.0
 
 
-class Parameters(Params):
+class Parameters(GenerationOptions):
     return_timestamps: Optional[Flag] = None
-    #: The allowlist of summarization's ``generate_parameters`` (the same DOCS-2025 fields).
-    generation_parameters: Optional[GenerateParameters] = None
-    #: The older name of ``generation_parameters``.
-    generate_kwargs: Optional[GenerateParameters] = None
 
 
 class Request(BinaryRequest):
@@ -64,8 +60,7 @@ class AutomaticSpeechRecognition(AudioTask):
 
     def run_one(self, model, request):
         params = request.parameters
-        generation = params.generation_parameters or params.generate_kwargs
-        generate_kwargs = generation.known() if generation is not None else {}
+        generate_kwargs = params.generate_options()
         ctc = self.head_for(model.ref) is CTC
         if ctc and generate_kwargs:
             raise InvalidInput("generation_parameters apply to sequence-to-sequence models (Whisper); "
@@ -90,8 +85,7 @@ class AutomaticSpeechRecognition(AudioTask):
         return Measured(result, headers)
 
     def cacheable(self, request) -> bool:
-        generation = request.parameters.generation_parameters or request.parameters.generate_kwargs
-        return not (generation and generation.do_sample)
+        return not request.parameters.samples()
 
 
 def _seconds(value) -> Optional[float]:

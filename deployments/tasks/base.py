@@ -108,6 +108,14 @@ class Measured:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def prompt_data(payload: Payload) -> dict:
+    """The request data of a task that takes one prompt: the text, or a list of just one."""
+    inputs = payload.inputs
+    if isinstance(inputs, list) and len(inputs) == 1:
+        inputs = inputs[0]
+    return {"inputs": inputs, "parameters": payload.parameters}
+
+
 def count_characters(value: Any) -> int:
     """Sums the lengths of the strings in ``value`` (recursing like the hosted API)."""
     if isinstance(value, str):

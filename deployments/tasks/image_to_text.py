@@ -15,8 +15,8 @@ from deployments.backends.base import Head
 
 from . import register_task
 from ._binary import ImageTask, run_grouped
-from ._generation import GenerateParameters
-from ._params import DEFAULT_LIMITS, MaxNewTokens, Params
+from ._generation import GenerationOptions
+from ._params import DEFAULT_LIMITS, MaxNewTokens
 from .base import BinaryRequest
 
 #: The image-to-text pipeline's default length of a caption.
@@ -24,14 +24,8 @@ PIPELINE_MAX_NEW_TOKENS = 256
 VISION2SEQ = Head("vision2seq", "AutoModelForVision2Seq", "ORTModelForVision2Seq", "image-to-text", generative=True)
 
 
-class Parameters(Params):
+class Parameters(GenerationOptions):
     max_new_tokens: Optional[MaxNewTokens] = None
-    generation_parameters: Optional[GenerateParameters] = None
-    #: The older name of ``generation_parameters``.
-    generate_kwargs: Optional[GenerateParameters] = None
-
-    def generation(self) -> Optional[GenerateParameters]:
-        return self.generation_parameters or self.generate_kwargs
 
 
 class Request(BinaryRequest):
@@ -52,8 +46,7 @@ class ImageToText(ImageTask):
 
     def run(self, model, requests):
         def kwargs_of(req) -> dict:
-            generation = req.parameters.generation()
-            generate_kwargs = generation.known() if generation else {}
+            generate_kwargs = req.parameters.generate_options()
             # NOTE(hubserve): the length always goes at the top as max_new_tokens (the pipeline
             # sets 256 otherwise, over any max_length), where the backend fits it to the
             # decoder's position table. max_length counts the decoder's start token.
@@ -68,5 +61,4 @@ class ImageToText(ImageTask):
                            lambda rows: [{"generated_text": r["generated_text"]} for r in rows])
 
     def cacheable(self, request) -> bool:
-        generation = request.parameters.generation()
-        return not (generation and generation.do_sample)
+        return not request.parameters.samples()

@@ -20,7 +20,7 @@ from hubserve.errors import InvalidInput
 
 from . import register_task
 from ._params import DEFAULT_LIMITS, Limit, Number, Params, Seed, limits_of
-from .base import MediaRequest, Payload, Task
+from .base import MediaRequest, Payload, Task, prompt_data
 
 #: The image formats an answer may take (default first): Pillow's name for each.
 IMAGE_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
@@ -81,10 +81,7 @@ class TextToImage(Task):
     media_types = tuple(IMAGE_FORMATS)
 
     def request_data(self, payload: Payload) -> dict:
-        inputs = payload.inputs
-        if isinstance(inputs, list) and len(inputs) == 1:
-            inputs = inputs[0]
-        return {"inputs": inputs, "parameters": payload.parameters}
+        return prompt_data(payload)
 
     def run_one(self, model, request):
         params = request.parameters

@@ -21,7 +21,7 @@ from . import register_task
 from ._generation import GenerateParameters
 from ._media import AUDIO_FORMATS, encode_audio
 from ._params import Seed
-from .base import MediaRequest, Payload, Task
+from .base import MediaRequest, Payload, Task, prompt_data
 
 
 class Parameters(GenerateParameters):
@@ -51,10 +51,7 @@ class TextToSpeech(Task):
     media_types = tuple(AUDIO_FORMATS)
 
     def request_data(self, payload: Payload) -> dict:
-        inputs = payload.inputs
-        if isinstance(inputs, list) and len(inputs) == 1:
-            inputs = inputs[0]
-        return {"inputs": inputs, "parameters": payload.parameters}
+        return prompt_data(payload)
 
     def run_one(self, model, request):
         params = request.parameters

@@ -9,7 +9,7 @@ from pydantic import Field, StrictStr
 
 from . import register_task
 from ._heads import SEQUENCE_CLASSIFICATION
-from ._params import CandidateLabels, Flag, HypothesisTemplate, Params
+from ._params import CandidateLabels, Flag, HypothesisTemplate, Params, with_candidate_labels
 from .base import Context, Payload, Task, TaskRequest
 
 _HUB_UA = re.compile(r"hf_hub/(\d+)\.(\d+)")
@@ -43,9 +43,7 @@ class ZeroShotClassification(Task):
     request_model = Request
 
     def request_data(self, payload: Payload) -> dict:
-        params = dict(payload.parameters)
-        if "candidateLabels" in params and "candidate_labels" not in params:
-            params["candidate_labels"] = params.pop("candidateLabels")
+        params = with_candidate_labels(payload.parameters)
         inputs = payload.inputs
         if isinstance(inputs, dict):
             inputs = inputs.get("text", inputs.get("sequences"))

@@ -16,7 +16,7 @@ from deployments.backends.base import Head
 
 from . import register_task
 from ._binary import ImageTask, labels_and_scores, run_grouped
-from ._params import CandidateLabels, HypothesisTemplate, Params
+from ._params import CandidateLabels, HypothesisTemplate, Params, with_candidate_labels
 from .base import BinaryRequest, Payload
 
 
@@ -42,9 +42,7 @@ class ZeroShotImageClassification(ImageTask):
     request_model = Request
 
     def request_data(self, payload: Payload) -> dict:
-        params = dict(payload.parameters)
-        if "candidateLabels" in params and "candidate_labels" not in params:
-            params["candidate_labels"] = params.pop("candidateLabels")
+        params = with_candidate_labels(payload.parameters)
         return {"inputs": payload.inputs, "parameters": params}
 
     def run(self, model, requests):
