@@ -381,4 +381,20 @@ def test_resolve_serves_ranges_and_the_hub_headers(http, world):
                 "/acme/public/resolve/main/nothing.json"):
         r = http.get(bad)
         # NOTE: the client normalizes main/../secret to the revision `secret`.
+        assert r.json()["error"]
         assert r.status_code == 404 and r.headers["x-error-code"] in ("EntryNotFound", "RevisionNotFound"), r.text
+
+
+def test_hostile_calls_on_the_hub_routes(http, world):
+    r = http.post("/api/models/acme/public/paths-info/main", content=b"paths=" + b"x" * (2 * 1024**2),
+                  headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413 and "paths-info" in r.json()["error"]
+    listed = http.post("/api/models/acme/public/paths-info/main", data={"paths": ["../secret/config.json", "/etc/passwd"]})
+    assert listed.status_code == 200 and listed.json() == []
+    for path in ("/api/models/acme/public/tree/main/..%2Fsecret", "/api/models/acme/public/tree/nosuchrev"):
+        r = http.get(path)
+        assert r.status_code == 404 and r.json()["error"], r.text
+    anonymous = http.get("/api/whoami-v2")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]
+    bad = http.get("/api/whoami-v2", headers=auth(world["bad"]))
+    assert bad.status_code == 401 and bad.json()["error"] == INVALID_CREDENTIALS
