@@ -97,7 +97,7 @@ def check_model_files(ref: ModelRef, trust_pickle: bool) -> FolderReport:
         ModelLoadError: naming each problem.
     """
     # NOTE(hubserve): an HF cache snapshot's files are links into its repo's blobs/.
-    blobs = ref.path.parent.parent / "blobs" if ref.source == "hf-cache" else None
+    blobs = ref.cache_repo / "blobs" if ref.cache_repo is not None else None
     report = inspect_folder(ref.path, links_within=blobs)
     problems = refusals(report, trust_pickle, any_pickle=False)
     if problems:

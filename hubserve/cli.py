@@ -8,7 +8,8 @@ copy with another listen address.
 ``hubserve token create|list|revoke`` act on the configured token store directly
 (local admin commands); ``hubserve models upload|list|delete`` talk to a running
 server (``--url``, ``--token`` or ``$HF_TOKEN``); ``hubserve models local`` lists
-what the configured store can serve.
+what the configured store can serve, and ``hubserve models pull ID`` fetches a model from
+the upstream Hub ahead of time (``hub:`` in the config, ``HF_ENDPOINT``, ``HF_TOKEN``).
 """
 
 from __future__ import annotations
@@ -262,8 +263,10 @@ def _serve(args: argparse.Namespace) -> int:
     ray_state = state / "ray.json"
     ray_state.unlink(missing_ok=True)
     env = dict(os.environ)
-    # The server never downloads: models come from the store, the HF cache or packages.
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    if not _app_config(args.config).hub.download:
+        # NOTE(hubserve): nothing pulls from an upstream Hub, and nothing else ever downloads:
+        # models load from local folders only.
+        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
     env[SERVE_ID_ENV] = uuid.uuid4().hex
@@ -311,10 +314,60 @@ def _app_config(path: str) -> AppConfig:
 
 
 def _models_local(args: argparse.Namespace) -> int:
-    store = open_store(_app_config(args.config))
+    """Every model the configured store serves: id, source, sha, weights size, folder; then the
+    models pulled from the upstream Hub with their size on disk and last use."""
+    config = _app_config(args.config)
+    store = open_store(config)
     for model_id in store.model_ids():
         ref = store.resolve(model_id)
-        print(f"{model_id}\t{ref.source}\t{ref.sha[:12]}\t{ref.path}")
+        print(f"{model_id}\t{ref.source}\t{ref.sha[:12]}\t{_size(ref.size_bytes)}\t{ref.path}")
+    pulled = _puller(config).local()
+    if pulled:
+        print(f"\npulled from the upstream Hub ({config.hub.cache_dir}):")
+        for model in pulled:
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(model["last_used"]))
+            print(f"{model['model_id']}\t{model['sha'][:12]}\t{_size(model['bytes'])}\tlast used {used}\t"
+                  f"{model['endpoint']}")
+        print(f"total\t{_size(sum(m['bytes'] for m in pulled))}"
+              + (f" of {_size(config.hub.max_disk_bytes)} (hub.max_disk_bytes)" if config.hub.max_disk_bytes else ""))
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _puller(config: AppConfig):
+    from hubserve.hub import puller_for
+
+    return puller_for(config)
+
+
+def _models_pull(args: argparse.Namespace) -> int:
+    """Fetches a model from the upstream Hub into the pull cache (what a first request would do)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="hubserve: %(message)s")
+    config = _app_config(args.config)
+    puller = _puller(config)
+    if not config.hub.download:
+        print("hubserve: hub.download is false in this config", file=sys.stderr)
+        return 2
+    from hubserve.hub import offline
+
+    if offline():
+        print("hubserve: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: nothing is downloaded", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    remote = puller.remote(args.model_id, args.revision)
+    evicted = puller.pull(args.model_id, remote, progress_bars=sys.stderr.isatty())
+    for model_id, _ in evicted:
+        print(f"hubserve: evicted {model_id} (hub.max_disk_bytes)", file=sys.stderr)
+    print(f"{args.model_id}\t{remote.sha}\t{_size(remote.total_bytes)}\t{time.monotonic() - started:.1f}s")
     return 0
 
 
@@ -456,9 +509,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for parser_ in models_sub.choices.values():
         parser_.add_argument("--url", default=DEFAULT_URL)
         parser_.add_argument("--token", help="default: $HF_TOKEN")
-    local = models_sub.add_parser("local", help="list what the configured store can serve (no server)")
+    local = models_sub.add_parser("local", help="list what the configured store can serve, and what was "
+                                                "pulled (no server)")
     local.add_argument("--config", default="configs/default.yaml")
     local.set_defaults(func=_models_local)
+    pull = models_sub.add_parser("pull", help="fetch ORG/NAME from the upstream Hub ahead of time (no server)")
+    pull.add_argument("model_id")
+    pull.add_argument("--revision", help="a branch, tag or commit of the upstream repo (default: main)")
+    pull.add_argument("--config", default="configs/default.yaml")
+    pull.set_defaults(func=_models_pull)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

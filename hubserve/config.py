@@ -173,6 +173,33 @@ class AuthConfig(StrictModel):
     cache_ttl_s: float = Field(2.0, ge=0, description="how long token and visibility lookups are reused")
 
 
+#: What a pull fetches of a repo by default: configs, tokenizer, processor and generation files,
+#: safetensors weights (and their index), the model card; never code, never pickle weights.
+DEFAULT_ALLOW_PATTERNS = (
+    "*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "README.md",
+)
+
+
+class HubConfig(StrictModel):
+    """The upstream Hub that model ids the server does not hold are pulled from (``hubserve.hub``)."""
+
+    endpoint: Optional[str] = Field(
+        None, description="the upstream Hub (default: $HF_ENDPOINT, else https://huggingface.co)")
+    token_env: Optional[str] = Field(
+        None, description="the environment variable holding the upstream token (default: HF_TOKEN)")
+    token_file: Optional[str] = Field(None, description="a file holding the upstream token (wins over token_env)")
+    download: bool = Field(True, description="pull unknown model ids from the upstream (HF_HUB_OFFLINE=1: never)")
+    cache_dir: Optional[str] = Field(None, description="where pulled models go (default: <data_dir>/hub)")
+    max_disk_bytes: Optional[int] = Field(
+        None, ge=1, description="pulled models are evicted least recently used above this (placed ones never)")
+    allow_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW_PATTERNS))
+    check_every_s: float = Field(
+        300.0, ge=0, description="how often a pulled model's upstream revision is checked (a new one is pulled)")
+    timeout_s: float = Field(10.0, gt=0, description="one upstream call's connect and read timeout")
+    retry_after_s: float = Field(30.0, ge=0, description="back-off after the upstream could not be reached")
+    missing_ttl_s: float = Field(60.0, ge=0, description="how long an id the upstream does not have is remembered")
+
+
 class RateLimit(StrictModel):
     """A fixed window: at most ``requests`` per ``window_s`` seconds."""
 
@@ -236,6 +263,7 @@ class AppConfig(StrictModel):
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
+    hub: HubConfig = HubConfig()
     ingress: IngressDeployment = IngressDeployment()
     deployment_defaults: TaskDeployment = TaskDeployment()
     tasks: dict[str, TaskDeployment] = Field(default_factory=dict)
@@ -277,9 +305,11 @@ class AppConfig(StrictModel):
             entry.model_copy(update={"path": str(Path(entry.path).expanduser().resolve())})
             for model_id, entry in config.models.items()
         }
+        hub_cache = Path(config.hub.cache_dir).expanduser().resolve() if config.hub.cache_dir else data_dir / "hub"
         return config.model_copy(update={
             "model_store": str(store), "onnx_cache": str(onnx_cache), "data_dir": str(data_dir),
             "auth": config.auth.model_copy(update={"db": str(db)}), "models": models,
+            "hub": config.hub.model_copy(update={"cache_dir": str(hub_cache)}),
         })
 
     @classmethod

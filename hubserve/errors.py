@@ -98,11 +98,32 @@ class ModelNotFound(ApiError):
         return cls(f"Model {model_id} does not exist")
 
 
+class RevisionNotFound(ApiError):
+    """A revision a model does not have (404)."""
+
+    status_code = 404
+    error_type = "not_found"
+
+
+class EntryNotFound(ApiError):
+    """A file or folder a model does not have (404)."""
+
+    status_code = 404
+    error_type = "not_found"
+
+
 class RouteNotFound(ApiError):
     """The URL names no route or no known task (404)."""
 
     status_code = 404
     error_type = "not_found"
+
+
+class Conflict(ApiError):
+    """The thing to create exists already (409)."""
+
+    status_code = 409
+    error_type = "conflict"
 
 
 class PayloadTooLarge(ApiError):

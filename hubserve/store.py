@@ -6,7 +6,9 @@ A model id resolves, in this order, to:
    Python package that ships weights and exposes ``get_model_path()``);
 2. ``<store>/<org>/<name>/`` (or ``<store>/<name>/`` for legacy ids like ``gpt2``);
 3. a Hugging Face cache folder, read-only:
-   ``<cache>/models--<org>--<name>/snapshots/<refs/main>/``.
+   ``<cache>/models--<org>--<name>/snapshots/<refs/main>/``;
+4. the same layout in the folder of models pulled from an upstream Hub (``hubserve.hub``),
+   whose ``hubserve.json`` beside ``snapshots/`` keeps the upstream ``pipeline_tag``.
 
 Any folder holding a ``config.json`` (transformers) or a ``model_index.json``
 (a diffusers pipeline) is servable by its id on demand: nothing has
@@ -63,7 +65,7 @@ class ModelRef:
         path: the folder holding the ``save_pretrained`` files.
         sha: a 40-hex revision id (the snapshot sha for an HF cache folder,
             otherwise a digest of file names, sizes and modification times).
-        source: ``config``, ``store`` or ``hf-cache``.
+        source: ``config``, ``store``, ``hf-cache`` or ``hub`` (pulled from an upstream Hub).
         architectures: ``config.json`` architectures.
         model_type: ``config.json`` model_type.
         pipeline_tag: the model card's ``pipeline_tag``, if any.
@@ -81,6 +83,11 @@ class ModelRef:
     sentence_transformers: bool = False
     size_bytes: int = 0
     config_task: Optional[str] = field(default=None, compare=False)
+
+    @property
+    def cache_repo(self) -> Optional[Path]:
+        """The HF cache repo folder of a cached snapshot (its files link into the repo's ``blobs/``)."""
+        return self.path.parent.parent if self.source in ("hf-cache", "hub") else None
 
     @property
     def revision_id(self) -> str:
@@ -169,6 +176,36 @@ def scan_folder(path: Path) -> tuple[str, int]:
     return h.hexdigest(), weights
 
 
+def repo_folder_name(model_id: str) -> str:
+    """The HF cache's folder of a model repo: ``models--<org>--<name>``."""
+    return "models--" + model_id.replace("/", "--")
+
+
+def cached_snapshot(repo: Path) -> Optional[tuple[Path, str]]:
+    """The snapshot ``refs/main`` names in an HF cache repo folder, and its sha, if it holds a model."""
+    ref = repo / "refs" / "main"
+    if not ref.is_file():
+        return None
+    sha = ref.read_text().strip()
+    snapshot = repo / "snapshots" / sha
+    if _SHA.fullmatch(sha) and config_file(snapshot) is not None:
+        return snapshot, sha
+    return None
+
+
+#: What ``hubserve.hub`` keeps of a pulled repo, beside its ``snapshots/``.
+PULLED_INFO = "hubserve.json"
+
+
+def pulled_info(repo: Path) -> dict:
+    """The upstream facts of a pulled repo (``pipeline_tag``, ``private``...), or ``{}``."""
+    try:
+        data = json.loads((repo / PULLED_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def hf_cache_dir(setting: Optional[str], env: Mapping[str, str]) -> Optional[Path]:
     """The HF hub cache to read: an explicit folder, ``auto`` (env or default) or none."""
     if not setting:
@@ -189,6 +226,7 @@ class ModelStore:
         hf_cache: an HF hub cache folder to read, or None.
         entries: model id to pinned ``path``/``task`` from the config.
         ttl_s: how long a resolution is reused before the disk is checked again.
+        hub_cache: the folder of models pulled from an upstream Hub (HF cache layout), or None.
     """
 
     def __init__(
@@ -197,9 +235,11 @@ class ModelStore:
         hf_cache: Optional[Path] = None,
         entries: Optional[Mapping[str, object]] = None,
         ttl_s: float = 1.0,
+        hub_cache: Optional[Path] = None,
     ) -> None:
         self.root = Path(root)
         self.hf_cache = hf_cache
+        self.hub_cache = hub_cache
         self.entries = dict(entries or {})
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ModelRef]] = {}
@@ -217,14 +257,12 @@ class ModelStore:
         folder = self.root / model_id
         if config_file(folder) is not None:
             found.append((folder, "store", None))
-        if self.hf_cache is not None:
-            repo = self.hf_cache / ("models--" + model_id.replace("/", "--"))
-            ref = repo / "refs" / "main"
-            if ref.is_file():
-                sha = ref.read_text().strip()
-                snap = repo / "snapshots" / sha
-                if _SHA.fullmatch(sha) and config_file(snap) is not None:
-                    found.append((snap, "hf-cache", sha))
+        for cache, source in ((self.hf_cache, "hf-cache"), (self.hub_cache, "hub")):
+            if cache is None:
+                continue
+            snapshot = cached_snapshot(cache / repo_folder_name(model_id))
+            if snapshot is not None:
+                found.append((snapshot[0], source, snapshot[1]))
         return found[0] if found else None
 
     def _spelled_as_stored(self, model_id: str, source: str) -> bool:
@@ -232,8 +270,9 @@ class ModelStore:
         system ``ACME/Secret`` opens ``acme/secret``, and must not be a second id for it."""
         if source == "store":
             parent, parts = self.root, model_id.split("/")
-        elif source == "hf-cache":
-            parent, parts = self.hf_cache, ["models--" + model_id.replace("/", "--")]
+        elif source in ("hf-cache", "hub"):
+            parent = self.hf_cache if source == "hf-cache" else self.hub_cache
+            parts = [repo_folder_name(model_id)]
         else:
             return True
         for part in parts:
@@ -312,6 +351,8 @@ class ModelStore:
             config = {"architectures": [TIMM_ARCHITECTURE], "model_type": TIMM}
         card = read_front_matter(folder / "README.md")
         tag = card.get("pipeline_tag")
+        if source == "hub" and not isinstance(tag, str):
+            tag = pulled_info(folder.parent.parent).get("pipeline_tag")
         entry = self.entries.get(model_id)
         return ModelRef(
             model_id=model_id,
@@ -326,6 +367,23 @@ class ModelStore:
             config_task=getattr(entry, "task", None),
         )
 
+    def resolve_repo(self, model_id: str) -> ModelRef:
+        """``resolve``, or, for a folder of the store that holds no model yet (a repo made by
+        the Hub API's ``create_repo``), a ``ModelRef`` of it: the Hub API lists and commits to it.
+
+        Raises:
+            InvalidInput: for an unsafe id.
+            ModelNotFound: when no folder holds it.
+        """
+        try:
+            return self.resolve(model_id)
+        except ModelNotFound:
+            folder = self.root / model_id
+            if "/" not in model_id or not folder.is_dir() or not self._spelled_as_stored(model_id, "store"):
+                raise
+        digest, size = scan_folder(folder)
+        return ModelRef(model_id=model_id, path=folder, sha=digest, source="store", size_bytes=size)
+
     def model_ids(self) -> list[str]:
         """Every id servable now: config entries, store folders and cached repos."""
         ids: set[str] = set(self.entries)
@@ -336,10 +394,9 @@ class ModelStore:
                     ids.add(validate_model_id(rel))
                 except InvalidInput:
                     continue
-        if self.hf_cache is not None and self.hf_cache.is_dir():
-            for repo in self.hf_cache.glob("models--*"):
-                model_id = repo.name[len("models--"):].replace("--", "/")
-                ids.add(model_id)
+        for cache in (self.hf_cache, self.hub_cache):
+            if cache is not None and cache.is_dir():
+                ids.update(repo.name[len("models--"):].replace("--", "/") for repo in cache.glob("models--*"))
         out = []
         for model_id in sorted(ids):
             try:
@@ -358,4 +415,5 @@ def _glob_depth(root: Path, patterns: Iterable[str]) -> Iterable[Path]:
 def open_store(config, env: Optional[Mapping[str, str]] = None) -> ModelStore:
     """The ``ModelStore`` an ``AppConfig`` describes."""
     env = os.environ if env is None else env
-    return ModelStore(config.model_store, hf_cache_dir(config.hf_cache, env), config.models)
+    hub_cache = Path(config.hub.cache_dir) if config.hub.cache_dir else None
+    return ModelStore(config.model_store, hf_cache_dir(config.hf_cache, env), config.models, hub_cache=hub_cache)

@@ -22,21 +22,11 @@ from typing import Optional
 from fastapi.responses import FileResponse
 
 from deployments.tasks import task_or_none
-from hubserve.errors import ApiError, ModelNotFound
+from hubserve.errors import EntryNotFound, ModelNotFound, RevisionNotFound
 from hubserve.store import ModelRef
 
 #: Files at least this large are reported as LFS files, as the Hub does.
 LFS_THRESHOLD = 10 * 1024**2
-
-
-class RevisionNotFound(ApiError):
-    status_code = 404
-    error_type = "not_found"
-
-
-class EntryNotFound(ApiError):
-    status_code = 404
-    error_type = "not_found"
 
 
 def hub_error(exc: Exception) -> Exception:
@@ -93,6 +83,24 @@ def library_of(ref: ModelRef) -> str:
     return "sentence-transformers" if ref.sentence_transformers else "transformers"
 
 
+def summary(ref: ModelRef, private: bool) -> dict:
+    """A model as the Hub's ``/api/models`` list shows it."""
+    task = task_or_none(ref)
+    library = library_of(ref)
+    return {"_id": ref.sha[:24], "id": ref.model_id, "modelId": ref.model_id, "sha": ref.sha, "private": private,
+            "pipeline_tag": task, "library_name": library,
+            "tags": [t for t in (library, task, ref.model_type or None) if t]}
+
+
+def matches(ref: ModelRef, author: Optional[str], search: Optional[str], task: Optional[str]) -> bool:
+    """The ``author``, ``search`` (in the id, any case) and ``pipeline_tag`` filters of ``/api/models``."""
+    if author and ref.model_id.split("/", 1)[0] != author:
+        return False
+    if search and search.lower() not in ref.model_id.lower():
+        return False
+    return not task or task_or_none(ref) == task
+
+
 def model_info(ref: ModelRef, private: bool, digests: Optional[Digests] = None) -> dict:
     """The Hub's model-info JSON of ``ref`` (with file sizes and hashes when ``digests`` is given)."""
     files = model_files(ref.path)
@@ -106,12 +114,8 @@ def model_info(ref: ModelRef, private: bool, digests: Optional[Digests] = None) 
                 entry["lfs"] = {"sha256": entry["blobId"], "size": size, "pointerSize": 134}
         siblings.append(entry)
     modified = max((full.stat().st_mtime for _, full in files), default=0.0)
-    task = task_or_none(ref)
-    library = library_of(ref)
     return {
-        "_id": ref.sha[:24], "id": ref.model_id, "modelId": ref.model_id, "sha": ref.sha, "private": private,
-        "disabled": False, "gated": False, "pipeline_tag": task, "library_name": library,
-        "tags": [t for t in (library, task, ref.model_type or None) if t],
+        **summary(ref, private), "disabled": False, "gated": False,
         "lastModified": datetime.fromtimestamp(modified, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         "createdAt": datetime.fromtimestamp(modified, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         "siblings": siblings,
@@ -123,7 +127,7 @@ async def file_response(ref: ModelRef, revision: str, filename: str, digests: Di
     check_revision(ref, revision)
     root = Path(os.path.realpath(ref.path))
     # NOTE(hubserve): an HF cache snapshot's files link into its repo's blobs/.
-    within = root.parent.parent if ref.source == "hf-cache" else root
+    within = Path(os.path.realpath(ref.cache_repo)) if ref.cache_repo is not None else root
     parts = filename.split("/")
     if not filename or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         raise EntryNotFound(f"{filename} does not exist in {ref.model_id}")

@@ -23,7 +23,7 @@ from deployments.tasks import check_can_run, get_task, infer_task
 from deployments.tasks.base import Context, Payload, Task
 from hubserve.auth import Principal
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, InvalidInput, ServiceUnavailable
+from hubserve.errors import ApiError, InvalidInput, ModelNotFound, ServiceUnavailable
 from hubserve.media import negotiate
 from hubserve.store import ModelRef, ModelStore
 
@@ -31,9 +31,10 @@ from .cache import MemoryCache, cache_key, decode_entry, encode_entry
 from .chat import chat_chunks, chat_response
 from .completions import completion_payload, completion_response
 from .lifecycle import ModelGate
-from .parsing import Control, control_from, decode_binary_body, decode_body, read_body
+from .parsing import Control, control_from, decode_binary_body, decode_body, flag, read_body
 from .responses import dumps, error_response, json_response, request_id_of, sse, unwrap
 from .security import Guard, check_inputs, resolve_visible
+from .upstream import Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class TaskRoute:
         self.task_name = task_name
 
     async def plan(self, inference: "Inference", request: Request, model_id: str, principal: Principal) -> Plan:
-        ref = await inference.resolve(model_id, principal)
+        ref = await inference.resolve(model_id, principal, request)
         task = get_task(self.task_name or infer_task(ref))
         check_can_run(task, ref)
         body, content_type = await inference.body(request), request.headers.get("content-type", "")
@@ -116,7 +117,7 @@ class ChatRoute:
             model_id = body.get("model")
             if not isinstance(model_id, str):
                 raise InvalidInput("`model` (a model id) is required on /v1/chat/completions")
-        ref = await inference.resolve(model_id, principal)
+        ref = await inference.resolve(model_id, principal, request)
         task = get_task(infer_task(ref))
         if not hasattr(task, "parse_chat"):
             raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
@@ -143,9 +144,12 @@ class Inference:
         gate: the model gate (load state, cold starts) over the model servers.
         cache: the response cache, or None.
         guard: authentication and rate limits.
+        upstream: pulls of models the store does not hold, or None.
     """
 
-    def __init__(self, config: AppConfig, store: ModelStore, gate: ModelGate, cache, guard: Guard) -> None:
+    def __init__(self, config: AppConfig, store: ModelStore, gate: ModelGate, cache, guard: Guard,
+                 upstream: Optional[Upstream] = None) -> None:
+        self.upstream = upstream
         self.config = config
         self.store = store
         self.gate = gate
@@ -154,12 +158,52 @@ class Inference:
         self.guard = guard
         self.access = guard.access
 
-    async def resolve(self, model_id: str, principal: Principal) -> ModelRef:
-        """The model's revision, if ``principal`` may see it (``resolve_visible``)."""
-        return await resolve_visible(self.store, self.access, principal, model_id)
+    async def resolve(self, model_id: str, principal: Principal, request: Optional[Request] = None) -> ModelRef:
+        """The model's revision, if ``principal`` may see it (``resolve_visible``). With
+        ``request`` (an inference request), an id the store does not hold is pulled from the
+        upstream Hub, waited for as the request's ``wait_for_model`` says."""
+        try:
+            ref = await resolve_visible(self.store, self.access, principal, model_id)
+        except ModelNotFound:
+            if request is None or self.upstream is None or not self.upstream.enabled:
+                raise
+            shadowed = await asyncio.to_thread(self._held, model_id)
+            await self.upstream.obtain(model_id, principal, await self._waits(request), shadowed)
+            return await resolve_visible(self.store, self.access, principal, model_id)
+        if ref.source == "hub" and self.upstream is not None:
+            await self.upstream.refresh(ref)
+        return ref
+
+    def _held(self, model_id: str) -> bool:
+        try:
+            self.store.resolve(model_id)
+        except ModelNotFound:
+            return False
+        return True
+
+    async def _waits(self, request: Request) -> bool:
+        """Whether an inference request waits for its model: ``x-wait-for-model``, else the JSON
+        body's ``options.wait_for_model``, else the configured default."""
+        if request.headers.get("x-wait-for-model") is not None:
+            return bool(flag(request.headers["x-wait-for-model"], "x-wait-for-model"))
+        if "json" in request.headers.get("content-type", "application/json"):
+            try:
+                body = orjson.loads(await self.body(request) or b"{}")
+            except orjson.JSONDecodeError:
+                body = None
+            if isinstance(body, dict):
+                options = body.get("options") if isinstance(body.get("options"), dict) else {}
+                value = options.get("wait_for_model", body.get("wait_for_model"))
+                if isinstance(value, bool):
+                    return value
+        return self.config.cold_start.wait_by_default
 
     async def body(self, request: Request) -> bytes:
-        return await read_body(request, self.config.max_body_bytes)
+        """The request body (read once, kept for the stages after the first)."""
+        cached = getattr(request.state, "body", None)
+        if cached is None:
+            cached = request.state.body = await read_body(request, self.config.max_body_bytes)
+        return cached
 
     def scope(self, principal: Principal, ref: ModelRef) -> str:
         """Who may read cache entries of ``ref``: everyone, or this caller for a private model."""

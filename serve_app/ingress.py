@@ -18,15 +18,18 @@ from deployments.model_server import ModelServer, SharedBackends
 from deployments.tasks import infer_task, task_names, task_or_none
 from hubserve import __version__
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, RouteNotFound
+from hubserve.errors import ApiError, ModelNotFound, RouteNotFound
 from hubserve.store import ModelRef, open_store
 
 from .cache import make_cache
 from .inference import EXPOSED_HEADERS, ChatRoute, CompletionsRoute, Inference, TaskRoute
 from .lifecycle import ModelGate, TaskModels
+from .hub_api import hub_error
+from .hub_writes import HubWrites
 from .management import ModelAdmin
 from .responses import error_response, json_response, request_id_of
 from .security import Guard
+from .upstream import Upstream
 
 #: The routes whose requests need no state of their own.
 MODEL, COMPLETIONS, CHAT = TaskRoute(), CompletionsRoute(), ChatRoute()
@@ -75,8 +78,10 @@ class Ingress:
         self.gate = ModelGate(TaskModels(handles, local), self.config)
         self.guard = Guard(self.config)
         cache = make_cache(self.config.cache)
-        self.inference = Inference(self.config, self.store, self.gate, cache, self.guard)
         self.admin = ModelAdmin(self.config, self.store, self.guard, self.gate, cache)
+        self.writes = HubWrites(self.admin)
+        self.upstream = Upstream(self.config, self.store, self.guard.access, self.admin.forget_revision)
+        self.inference = Inference(self.config, self.store, self.gate, cache, self.guard, self.upstream)
 
     # -- routes -----------------------------------------------------------------
 
@@ -100,7 +105,14 @@ class Ingress:
     @app.get("/status/{model_id:path}")
     async def status(self, request: Request, model_id: str) -> Response:
         try:
-            ref = await self.inference.resolve(model_id, self.guard.admit(request))
+            principal = self.guard.admit(request)
+            try:
+                ref = await self.inference.resolve(model_id, principal)
+            except ModelNotFound:
+                downloading = self.upstream.status(model_id, principal)
+                if downloading is None:
+                    raise
+                return json_response(downloading)
             return json_response(await self.gate.status(infer_task(ref), ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, request_id_of(request))
@@ -130,14 +142,45 @@ class Ingress:
         try:
             return await self.admin.file(request, model_id, revision, filename)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            return error_response(exc, request_id_of(request))
+            return error_response(hub_error(exc), request_id_of(request))
 
     @app.post("/api/models/{model_id:path}")
     async def api_upload(self, request: Request, model_id: str) -> Response:
-        if "/paths-info/" in model_id:
-            model_id, _, revision = model_id.partition("/paths-info/")
-            return await self._admin(request, self.admin.paths_info(request, model_id, revision))
+        # NOTE(hubserve): the Hub's /paths-info/{rev}, /preupload/{rev} and /commit/{rev}; an id
+        # never holds them (two segments at most).
+        for route, work in (("/paths-info/", self.admin.paths_info), ("/preupload/", self.writes.preupload),
+                            ("/commit/", self.writes.commit)):
+            if route in model_id:
+                model_id, _, revision = model_id.partition(route)
+                return await self._admin(request, work(request, model_id, revision))
         return await self._admin(request, self.admin.upload(request, model_id), status=201)
+
+    @app.put("/api/models/{model_id:path}/settings")
+    async def api_settings(self, request: Request, model_id: str) -> Response:
+        return await self._admin(request, self.writes.settings(request, model_id))
+
+    @app.post("/api/repos/create")
+    async def api_create_repo(self, request: Request) -> Response:
+        return await self._admin(request, self.writes.create(request))
+
+    @app.post("/api/validate-yaml")
+    async def api_validate_yaml(self, request: Request) -> Response:
+        return await self._admin(request, self.writes.validate_yaml(request))
+
+    @app.delete("/api/repos/delete")
+    async def api_delete_repo(self, request: Request) -> Response:
+        return await self._admin(request, self.writes.delete(request))
+
+    @app.post("/{model_id:path}.git/info/lfs/objects/batch")
+    async def lfs_batch(self, request: Request, model_id: str) -> Response:
+        try:
+            return await self.writes.lfs_batch(request, model_id)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            return error_response(hub_error(exc), request_id_of(request))
+
+    @app.put("/api/lfs/objects/{ticket}")
+    async def lfs_upload(self, request: Request, ticket: str) -> Response:
+        return await self._admin(request, self.writes.lfs_upload(request, ticket))
 
     @app.patch("/api/models/{model_id:path}")
     async def api_patch(self, request: Request, model_id: str) -> Response:
@@ -148,10 +191,11 @@ class Ingress:
         return await self._admin(request, self.admin.delete(request, model_id))
 
     async def _admin(self, request: Request, work, status: int = 200) -> Response:
+        """A management or Hub API answer; errors carry the Hub's ``X-Error-Code``."""
         try:
             return json_response(await work, status=status)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            return error_response(exc, request_id_of(request))
+            return error_response(hub_error(exc), request_id_of(request))
 
     # -- inference ---------------------------------------------------------------------
 

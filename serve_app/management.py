@@ -31,7 +31,7 @@ from hubserve.errors import ApiError, Forbidden, InvalidInput, PayloadTooLarge, 
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
-from .hub_api import Digests, check_revision, file_response, hub_error, model_info, paths_info, tree
+from .hub_api import Digests, check_revision, file_response, matches, model_info, paths_info, summary, tree
 from .lifecycle import ModelGate
 from .parsing import flag
 from .security import Guard, resolve_visible
@@ -65,8 +65,8 @@ class ModelAdmin:
 
     # -- who may ---------------------------------------------------------------------
 
-    async def _visible(self, principal: Principal, model_id: str) -> ModelRef:
-        return await resolve_visible(self.store, self.access, principal, model_id)
+    async def _visible(self, principal: Principal, model_id: str, repo: bool = False) -> ModelRef:
+        return await resolve_visible(self.store, self.access, principal, model_id, repo)
 
     def _check_write(self, principal: Principal, model_id: str) -> None:
         """Refuses a write from the caller and the id's namespace alone: whether the model
@@ -92,19 +92,25 @@ class ModelAdmin:
     # -- routes ------------------------------------------------------------------------
 
     async def list(self, request: Request) -> list[dict]:
+        """The models the caller may see, in the Hub's list form and with hubserve's fields;
+        ``author``, ``search``, ``pipeline_tag`` (or ``filter``) and ``limit`` as on the Hub."""
         principal = self.guard.admit(request)
+        query = request.query_params
+        limit = query.get("limit", "")
+        if limit and not limit.isdigit():
+            raise InvalidInput("`limit` is a number")
         ids = await asyncio.to_thread(self.store.model_ids)
         refs = [self.store.resolve(m) for m in ids if self.access.can_read(principal, m)]
-        return [self.describe(ref) for ref in refs]
+        refs = [ref for ref in refs if matches(ref, query.get("author"), query.get("search"),
+                                               query.get("pipeline_tag") or query.get("filter"))]
+        refs = refs[:int(limit)] if limit else refs
+        return [{**summary(ref, self.access.is_private(ref.model_id)), **self.describe(ref)} for ref in refs]
 
     async def get(self, request: Request, model_id: str, revision: str = "main") -> dict:
         """The Hub's model info (``?blobs=true``: with file sizes and sha256), and hubserve's own fields."""
         principal = self.guard.admit(request)
-        try:
-            ref = await self._visible(principal, model_id)
-            check_revision(ref, revision)
-        except ApiError as exc:
-            raise hub_error(exc) from None
+        ref = await self._visible(principal, model_id, repo=True)
+        check_revision(ref, revision)
         blobs = request.query_params.get("blobs", "").lower() in ("1", "true")
         info = await asyncio.to_thread(model_info, ref, self.access.is_private(ref.model_id),
                                        self.digests if blobs else None)
@@ -115,11 +121,8 @@ class ModelAdmin:
         principal = self.guard.admit(request)
         revision, _, prefix = location.partition("/")
         recursive = request.query_params.get("recursive", "").lower() in ("1", "true")
-        try:
-            ref = await self._visible(principal, model_id)
-            return await asyncio.to_thread(tree, ref, revision, prefix, recursive, self.digests)
-        except ApiError as exc:
-            raise hub_error(exc) from None
+        ref = await self._visible(principal, model_id, repo=True)
+        return await asyncio.to_thread(tree, ref, revision, prefix, recursive, self.digests)
 
     async def paths_info(self, request: Request, model_id: str, revision: str) -> list[dict]:
         """``POST /api/models/{id}/paths-info/{rev}`` with the form field ``paths`` (repeated)."""
@@ -128,20 +131,14 @@ class ModelAdmin:
         if len(body) > MAX_FORM_BYTES:
             raise PayloadTooLarge(f"A paths-info form is at most {MAX_FORM_BYTES} bytes")
         paths = urllib.parse.parse_qs(body.decode("utf-8", errors="replace")).get("paths", [])
-        try:
-            ref = await self._visible(principal, model_id)
-            return await asyncio.to_thread(paths_info, ref, revision, paths, self.digests)
-        except ApiError as exc:
-            raise hub_error(exc) from None
+        ref = await self._visible(principal, model_id, repo=True)
+        return await asyncio.to_thread(paths_info, ref, revision, paths, self.digests)
 
     async def file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
         """``/{id}/resolve/{revision}/{path}``: one file of a model the caller may see."""
         principal = self.guard.admit(request)
-        try:
-            ref = await self._visible(principal, model_id)
-            return await file_response(ref, revision, filename, self.digests)
-        except ApiError as exc:
-            raise hub_error(exc) from None
+        ref = await self._visible(principal, model_id, repo=True)
+        return await file_response(ref, revision, filename, self.digests)
 
     async def whoami(self, request: Request) -> dict:
         """``/api/whoami-v2``: the token's user, organisations and role (401 without a token)."""
@@ -159,7 +156,7 @@ class ModelAdmin:
         principal = self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
-        ref = await self._visible(principal, model_id)
+        ref = await self._visible(principal, model_id, repo=True)
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
@@ -174,7 +171,7 @@ class ModelAdmin:
         principal = self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
-        ref = await self._visible(principal, model_id)
+        ref = await self._visible(principal, model_id, repo=True)
         target = self._check_store_model(model_id)
         if ref.source != "store":
             raise Forbidden(f"{model_id} is not a folder of the model store ({ref.source}); it cannot be deleted here")
@@ -185,8 +182,8 @@ class ModelAdmin:
             self.access.store.forget_model(model_id)
 
         await asyncio.to_thread(_remove)
-        self.store.forget(model_id)
         self.access.forget()
+        self.store.forget(model_id)
         self._evict_cache(model_id)
         unloaded = await self.gate.unload(ref)
         logger.info("deleted %s (unloaded from %d replica(s))", model_id, unloaded)
@@ -227,6 +224,15 @@ class ModelAdmin:
         self._evict_cache(model_id)
         logger.info("uploaded %s (%d bytes, private=%s)", model_id, size, bool(private))
         return self.describe(ref)
+
+    async def forget_revision(self, ref: ModelRef, unload: bool = True) -> None:
+        """After ``ref``'s model changed or went away: no cached answers, no stale resolution, and
+        (``unload``) no replica holding it."""
+        self.store.forget(ref.model_id)
+        self._evict_cache(ref.model_id)
+        if unload:
+            unloaded = await self.gate.unload(ref)
+            logger.info("%s: unloaded from %d replica(s)", ref.model_id, unloaded)
 
     def _evict_cache(self, model_id: str) -> None:
         if self.cache is not None:

@@ -95,8 +95,10 @@ class Guard:
         return principal
 
 
-async def resolve_visible(store: ModelStore, access: Access, principal: Principal, model_id: str) -> ModelRef:
-    """The model ``model_id`` if ``principal`` may see it, on every route.
+async def resolve_visible(store: ModelStore, access: Access, principal: Principal, model_id: str,
+                          repo: bool = False) -> ModelRef:
+    """The model ``model_id`` if ``principal`` may see it, on every route (``repo``: a repo of
+    the store that holds no model yet counts, as the Hub API's routes see it).
 
     A private model of someone else is answered exactly like a missing one: the same
     ``ModelNotFound``, after the same file system work (``store.probe``). A model found on
@@ -117,7 +119,7 @@ async def resolve_visible(store: ModelStore, access: Access, principal: Principa
         return ref
 
     def lookup() -> ModelRef:
-        found = store.resolve(model_id)
+        found = store.resolve_repo(model_id) if repo else store.resolve(model_id)
         if not access.can_read_now(principal, model_id):
             raise ModelNotFound.for_id(model_id)
         return found

@@ -53,6 +53,7 @@ def server_args(store: Path) -> dict:
         "data_dir": str(store.parent / "data"),
         "auth": {"cache_ttl_s": 0},
         "hf_cache": None,
+        "hub": {"download": False},
         "request_timeout_s": 120,
         "max_body_bytes": 2_000_000,
         "ingress": {"num_cpus": 0, "num_replicas": 1, "inline": ["feature-extraction"]},
@@ -164,8 +165,9 @@ def server(tiny_store, redis_url) -> Server:
     os.environ["RAY_TMPDIR"] = ray_tmp
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                  "TOKENIZERS_PARALLELISM": "false", "HUBSERVE_ADMIN_TOKEN": ADMIN_TOKEN}},
+        # NOTE(hubserve): not HF_HUB_OFFLINE: the mirror application of test_hub_mirror pulls from
+        # this server; the others have hub.download off and load local folders only.
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HUBSERVE_ADMIN_TOKEN": ADMIN_TOKEN}},
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

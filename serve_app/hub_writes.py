@@ -1,0 +1,334 @@
+"""The write side of the Hub's HTTP API, as ``huggingface_hub`` calls it: ``create_repo``,
+``delete_repo``, ``update_repo_settings``, and commits (``upload_file``, ``upload_folder``,
+``create_commit``): ``preupload``, the Git LFS batch API with basic transfers, ``commit``.
+
+Every write needs a token with the write role in the repo's namespace, checked from the
+namespace alone before anything about the repo is looked at (``ModelAdmin._check_write``).
+A commit is validated and installed as an archive upload is (``hubserve.commits``), under
+the same per-model lock: the repo's folder changes whole, or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import uuid
+from typing import Optional
+
+import orjson
+import yaml
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deployments.tasks import infer_task
+from hubserve.auth import Principal
+from hubserve.commits import (MAX_LINE_BYTES, CommitBuilder, LfsObjects, PreconditionFailed, apply_commit,
+                              check_oid, git_blob_sha1, ignored, refused, repo_path, upload_mode)
+from hubserve.errors import (ApiError, Conflict, Forbidden, InvalidInput, PayloadTooLarge, RevisionNotFound,
+                             Unauthorized)
+from hubserve.store import ModelRef, scan_folder, validate_model_id
+from hubserve.uploads import check_model_folder, install, model_lock, remove, staging_dir
+
+from .management import MAX_FORM_BYTES, ModelAdmin
+from .responses import json_response
+
+logger = logging.getLogger(__name__)
+
+#: Objects of one LFS batch request (the client sends at most 256).
+MAX_BATCH_OBJECTS = 1000
+LFS_JSON = "application/vnd.git-lfs+json"
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def _json_body(request: Request, limit: int = MAX_FORM_BYTES) -> dict:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The body is a JSON object")
+    return body
+
+
+def card_problem(content: str) -> Optional[str]:
+    """What is wrong with a model card's YAML front matter, or None."""
+    if not content.startswith("---"):
+        return None
+    end = content.find("\n---", 3)
+    if end < 0:
+        return "the front matter has no closing ---"
+    try:
+        data = yaml.safe_load(content[3:end])
+    except yaml.YAMLError as exc:
+        return f"the front matter is not YAML ({exc})"
+    if data is not None and not isinstance(data, dict):
+        return "the front matter is not a mapping"
+    if isinstance(data, dict) and not isinstance(data.get("pipeline_tag", ""), str):
+        return "pipeline_tag is not a string"
+    return None
+
+
+class HubWrites:
+    """The Hub's write routes over the model admin's store, tokens and locks."""
+
+    def __init__(self, admin: ModelAdmin) -> None:
+        self.admin = admin
+        self.store = admin.store
+        self.access = admin.access
+        self.lfs = LfsObjects(admin.root)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _repo_id(self, principal: Principal, body: dict) -> str:
+        """``organization/name`` of a create or delete body (the caller's own namespace by default)."""
+        if body.get("type") not in (None, "model"):
+            raise InvalidInput("This server holds model repos only (type: model)")
+        name, organization = body.get("name"), body.get("organization")
+        if not isinstance(name, str) or (organization is not None and not isinstance(organization, str)):
+            raise InvalidInput("`name` (and `organization`) are strings")
+        if principal.anonymous:
+            raise Unauthorized("A token with the write role is required to change models")
+        namespace = organization or principal.user
+        return validate_model_id(f"{namespace}/{name}")
+
+    async def _writable(self, request: Request, model_id: str) -> tuple[Principal, ModelRef]:
+        """The caller, and the store repo ``model_id`` it may write (an error otherwise)."""
+        principal = self.admin.guard.admit(request)
+        validate_model_id(model_id)
+        self.admin._check_write(principal, model_id)
+        ref = await self.admin._visible(principal, model_id, repo=True)
+        self.admin._check_store_model(model_id)
+        if ref.source != "store":
+            raise Forbidden(f"{model_id} is not a repo of the model store ({ref.source}); it cannot be changed here")
+        return principal, ref
+
+    @staticmethod
+    def _check_branch(revision: str) -> None:
+        if revision != "main":
+            raise RevisionNotFound(f"Invalid rev id: {revision} (this server's repos have one branch, main)")
+
+    # -- repos ---------------------------------------------------------------------------
+
+    async def create(self, request: Request) -> dict:
+        """``POST /api/repos/create``: an empty repo (``private``); 409 when it exists."""
+        principal = self.admin.guard.admit(request)
+        body = await _json_body(request)
+        model_id = self._repo_id(principal, body)
+        self.admin._check_write(principal, model_id)
+        private = body.get("private")
+        if private is not None and not isinstance(private, bool):
+            raise InvalidInput("`private` is true or false")
+        url = f"{base_url(request)}/{model_id}"
+
+        def make() -> bool:
+            target = self.admin.root / model_id
+            with model_lock(self.admin.data_dir, model_id):
+                if model_id in self.admin.config.models or self._exists(model_id):
+                    return False
+                self.access.store.set_private(model_id, bool(private))
+                target.mkdir(parents=True)
+            return True
+
+        if not await asyncio.to_thread(make):
+            raise Conflict("You already created this model repo", extra={"url": url})
+        self.access.forget()
+        self.store.forget(model_id)
+        logger.info("created the repo %s (private=%s)", model_id, bool(private))
+        return {"url": url, "name": model_id, "id": model_id}
+
+    def _exists(self, model_id: str) -> bool:
+        try:
+            self.store.resolve_repo(model_id)
+        except ApiError:
+            return (self.admin.root / model_id).exists()
+        return True
+
+    async def delete(self, request: Request) -> dict:
+        """``DELETE /api/repos/delete``: the repo and its files."""
+        principal = self.admin.guard.admit(request)
+        model_id = self._repo_id(principal, await _json_body(request))
+        _, ref = await self._writable(request, model_id)
+
+        def drop() -> None:
+            with model_lock(self.admin.data_dir, model_id):
+                remove(self.admin.root / model_id, staging_dir(self.admin.root))
+            self.access.store.forget_model(model_id)
+
+        await asyncio.to_thread(drop)
+        await self.admin.forget_revision(ref)
+        self.access.forget()
+        logger.info("deleted the repo %s", model_id)
+        return {}
+
+    async def settings(self, request: Request, model_id: str) -> dict:
+        """``PUT /api/models/{id}/settings``: ``{"private": bool}``."""
+        _, ref = await self._writable(request, model_id)
+        body = await _json_body(request)
+        if set(body) - {"private"} or not isinstance(body.get("private"), bool):
+            raise InvalidInput('Only `private` can be changed on this server: {"private": true|false}')
+        await asyncio.to_thread(self.access.store.set_private, model_id, body["private"])
+        self.access.forget()
+        self.admin._evict_cache(model_id)
+        return {"private": body["private"]}
+
+    async def validate_yaml(self, request: Request) -> dict:
+        """``POST /api/validate-yaml``: the model card's front matter parses (the client asks before
+        committing a README.md)."""
+        self.admin.guard.admit(request)
+        content = (await _json_body(request)).get("content")
+        if not isinstance(content, str):
+            raise InvalidInput("`content` is the README.md text")
+        problem = card_problem(content)
+        if problem:
+            raise InvalidInput(f"Invalid metadata in README.md: {problem}", extra={"errors": [{"message": problem}]})
+        return {"errors": [], "warnings": []}
+
+    # -- commits ---------------------------------------------------------------------------
+
+    async def preupload(self, request: Request, model_id: str, revision: str) -> dict:
+        """``POST /api/models/{id}/preupload/{rev}``: each file's upload mode (regular or lfs),
+        whether it is ignored, and the id of the file the repo holds under that path."""
+        _, ref = await self._writable(request, model_id)
+        self._check_branch(revision)
+        body = await _json_body(request)
+        files = body.get("files")
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise InvalidInput('The body is {"files": [{"path": ..., "sample": ..., "size": ...}]}')
+        trust = self._trusts_pickle(model_id)
+        out = []
+        for item in files:
+            path, size = repo_path(item.get("path")), item.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise InvalidInput(f"{path}: `size` is a number of bytes")
+            if not ignored(path) and (why := refused(path, trust)):
+                raise InvalidInput(f"The model is refused: {why}")
+            try:
+                sample = base64.b64decode(item.get("sample") or "", validate=True)
+            except (ValueError, TypeError):
+                raise InvalidInput(f"{path}: `sample` is base64") from None
+            mode = upload_mode(sample, size)
+            entry = {"path": path, "uploadMode": mode, "shouldIgnore": ignored(path)}
+            existing = ref.path / path
+            if existing.is_file() and not existing.is_symlink():
+                entry["oid"] = await asyncio.to_thread(
+                    self.admin.digests.of if mode == "lfs" else git_blob_sha1, existing)
+            out.append(entry)
+        return {"files": out, "commitOid": ref.sha}
+
+    def _trusts_pickle(self, model_id: str) -> bool:
+        entry = self.admin.config.models.get(model_id)
+        return bool(entry and entry.trust_pickle)
+
+    async def lfs_batch(self, request: Request, model_id: str) -> Response:
+        """``POST /{id}.git/info/lfs/objects/batch``: where to PUT each object not held yet."""
+        await self._writable(request, model_id)
+        body = await _json_body(request)
+        if body.get("operation") != "upload":
+            raise InvalidInput("Only LFS uploads are served here; files download from /{id}/resolve/{rev}/{path}")
+        objects = body.get("objects")
+        if not isinstance(objects, list) or len(objects) > MAX_BATCH_OBJECTS:
+            raise InvalidInput(f"`objects` is a list of at most {MAX_BATCH_OBJECTS} {{oid, size}}")
+        limit = self.admin.config.limits.max_upload_bytes
+        base = base_url(request)
+        await asyncio.to_thread(self.lfs.sweep)
+        answers = []
+        for item in objects:
+            oid, size = check_oid(item.get("oid") if isinstance(item, dict) else None), item.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise InvalidInput(f"{oid}: `size` is a number of bytes")
+            answer = {"oid": oid, "size": size}
+            if size > limit:
+                answer["error"] = {"code": 422, "message": f"The object is {size} bytes; the limit is {limit} bytes"}
+            elif not self.lfs.has(oid, size):
+                ticket = await asyncio.to_thread(self.lfs.ticket, model_id, oid, size)
+                answer.update(authenticated=True,
+                              actions={"upload": {"href": f"{base}/api/lfs/objects/{ticket}", "expires_in": 3600}})
+            answers.append(answer)
+        payload = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
+        return json_response(payload, headers={"content-type": LFS_JSON})
+
+    async def lfs_upload(self, request: Request, ticket: str) -> dict:
+        """``PUT /api/lfs/objects/{ticket}``: one object's bytes (the ticket is the authorization)."""
+        record = await asyncio.to_thread(self.lfs.take, ticket)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) != record["size"]:
+            raise InvalidInput(f"The upload has {int(declared)} bytes; {record['size']} were announced")
+        receiver = await asyncio.to_thread(self.lfs.receiver, record)
+        try:
+            async for chunk in request.stream():
+                receiver.write(chunk)
+            await asyncio.to_thread(receiver.finish)
+        finally:
+            receiver.close()
+        return {"oid": record["oid"], "size": record["size"]}
+
+    async def commit(self, request: Request, model_id: str, revision: str) -> dict:
+        """``POST /api/models/{id}/commit/{rev}``: the NDJSON commit, applied whole."""
+        _, ref = await self._writable(request, model_id)
+        self._check_branch(revision)
+        if request.query_params.get("create_pr"):
+            raise InvalidInput("Pull requests are not served here: commit to main")
+        work = staging_dir(self.admin.root) / f"{uuid.uuid4().hex}.commit"
+        await asyncio.to_thread(work.mkdir, parents=True)
+        try:
+            builder = CommitBuilder(work, self.lfs, self.admin.config.limits.max_upload_bytes,
+                                    self._trusts_pickle(model_id))
+            buffer = b""
+            async for chunk in request.stream():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                if len(buffer) > MAX_LINE_BYTES:
+                    raise PayloadTooLarge(f"A commit line is longer than {MAX_LINE_BYTES} bytes: send large files "
+                                          "through LFS (the preupload answer says which)")
+                for line in lines:
+                    await asyncio.to_thread(builder.add, line)
+            await asyncio.to_thread(builder.add, buffer)
+            builder.check_complete()
+            new = await asyncio.to_thread(self._apply, model_id, builder)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        await self.admin.forget_revision(ref, unload=False)
+        logger.info("committed %s@%s: %s", model_id, new.sha[:12], builder.summary[:80])
+        # NOTE(hubserve): a reference relative to the endpoint: huggingface_hub 0.x parses the repo out
+        # of commitUrl against huggingface.co or $HF_ENDPOINT only, so an absolute URL of this server
+        # breaks `HfApi(endpoint=...)` callers, and huggingface.co's would break $HF_ENDPOINT ones.
+        return {"commitUrl": f"{model_id}/commit/{new.sha}", "commitOid": new.sha,
+                "success": True, "pullRequestUrl": None}
+
+    def _apply(self, model_id: str, builder: CommitBuilder) -> ModelRef:
+        target = self.admin.root / model_id
+        staged = staging_dir(self.admin.root) / uuid.uuid4().hex
+        try:
+            with model_lock(self.admin.data_dir, model_id):
+                self.store.forget(model_id)
+                current = self.store.resolve_repo(model_id)
+                if builder.parent is not None and builder.parent != current.sha:
+                    raise PreconditionFailed(f"A commit has happened since {builder.parent}: "
+                                             f"{model_id} is at {current.sha}")
+                apply_commit(current.path, staged, builder)
+                self._validate(model_id, staged)
+                install(staged, target)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        self.lfs.drop(builder.lfs_files.values())
+        return self.store.resolve_now(model_id)
+
+    def _validate(self, model_id: str, folder) -> None:
+        check_model_folder(folder, self._trusts_pickle(model_id))
+        digest, size = scan_folder(folder)
+        try:
+            infer_task(self.store.describe_folder(model_id, folder, "store", digest, size))
+        except ApiError as exc:
+            raise InvalidInput(f"The model's task cannot be served: {exc.message}") from None
+

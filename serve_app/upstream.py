@@ -1,0 +1,145 @@
+"""The ingress's side of models pulled from an upstream Hub (``hubserve.hub``).
+
+A request for an id the store does not hold starts (or joins) its download: one task per
+model in this replica, one download across replicas (the puller's file lock). The caller
+waits, as for a cold load, up to ``cold_start.max_wait_s``; a caller that does not wait gets
+the 503 of a loading model, its ``estimated_time`` from the bytes still to come at the speed
+measured so far. A pulled model's upstream revision is checked every ``hub.check_every_s``:
+a new one is pulled (the old one answers meanwhile), and a model the upstream no longer
+has is removed here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Optional
+
+from hubserve.auth import Access, Principal
+from hubserve.config import AppConfig
+from hubserve.errors import ModelLoading, ModelNotFound
+from hubserve.hub import Progress, Remote, UpstreamUnavailable, puller_for
+from hubserve.store import ModelRef, ModelStore
+
+from .lifecycle import BASE_LOAD_S
+
+logger = logging.getLogger(__name__)
+
+
+class Upstream:
+    """Pulls for the ingress.
+
+    Args:
+        config: the application config.
+        store: the model store (it reads the pull cache).
+        access: visibility (a model private upstream is private here before it is installed).
+        forget: called with each revision a pull evicted or the upstream deleted (to unload it and drop
+            its cache entries).
+    """
+
+    def __init__(self, config: AppConfig, store: ModelStore, access: Access,
+                 forget: Callable[[ModelRef], Awaitable[None]]) -> None:
+        self.config = config
+        self.store = store
+        self.access = access
+        self.forget = forget
+        self.puller = puller_for(config)
+        self._pulls: dict[str, asyncio.Future] = {}
+        self._checked: dict[str, float] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.puller.enabled
+
+    async def remote(self, model_id: str) -> Remote:
+        """What the upstream holds (the same call, and so the same time, for every id)."""
+        if not self.enabled:
+            raise ModelNotFound.for_id(model_id)
+        return await asyncio.to_thread(self.puller.remote, model_id)
+
+    def _start(self, remote: Remote) -> asyncio.Future:
+        running = self._pulls.get(remote.model_id)
+        if running is not None:
+            return running
+
+        async def run() -> None:
+            try:
+                evicted = await asyncio.to_thread(self.puller.pull, remote.model_id, remote)
+            finally:
+                self._pulls.pop(remote.model_id, None)
+            self.store.forget(remote.model_id)
+            for model_id, sha in evicted:
+                await self.forget(ModelRef(model_id=model_id, path=self.puller.repo(model_id), sha=sha, source="hub"))
+
+        future = asyncio.ensure_future(run())
+        # NOTE(hubserve): a pull nobody waits for still has its error retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pulls[remote.model_id] = future
+        return future
+
+    def _loading(self, remote: Remote) -> ModelLoading:
+        progress = self.puller.progress(remote.model_id) or Progress(0, remote.total_bytes, time.time())
+        return ModelLoading.for_id(remote.model_id, progress.seconds_left() + BASE_LOAD_S)
+
+    async def obtain(self, model_id: str, principal: Principal, wait: bool, shadowed: bool) -> None:
+        """Pulls ``model_id`` (or joins its pull); returns once it is in the pull cache.
+
+        Args:
+            wait: whether the caller waits for the download.
+            shadowed: a model the caller may not see holds this id here: it is answered, after
+                the same upstream call, as an id the upstream does not have.
+
+        Raises:
+            ModelNotFound: not upstream (or not visible to ``principal``).
+            ModelLoading: the download runs and the caller does not wait (or waited too long).
+            UpstreamUnavailable: the upstream cannot be reached.
+        """
+        remote = await self.remote(model_id)
+        if shadowed or (remote.private and not principal.owns(model_id)):
+            raise ModelNotFound.for_id(model_id)
+        if remote.private:
+            # NOTE(hubserve): recorded private before it exists here, as an upload is.
+            await asyncio.to_thread(self.access.store.set_private, model_id, True)
+            self.access.forget()
+        pull = self._start(remote)
+        if not wait:
+            if not pull.done():
+                raise self._loading(remote)
+        try:
+            await asyncio.wait_for(asyncio.shield(pull), self.config.cold_start.max_wait_s)
+        except asyncio.TimeoutError:
+            raise self._loading(remote) from None
+
+    async def refresh(self, ref: ModelRef) -> None:
+        """Checks a pulled model's upstream revision (every ``hub.check_every_s``): a new one is
+        pulled in the background; one the upstream no longer has is removed (ModelNotFound)."""
+        self.puller.touch(ref.model_id)
+        now = time.monotonic()
+        if not self.enabled or now - self._checked.get(ref.model_id, now - 1e9) < self.config.hub.check_every_s:
+            return
+        self._checked[ref.model_id] = now
+        try:
+            remote = await asyncio.to_thread(self.puller.remote, ref.model_id)
+        except UpstreamUnavailable:
+            return  # the copy here answers while the upstream is away
+        except ModelNotFound:
+            await asyncio.to_thread(self.puller.drop, ref.model_id)
+            self.store.forget(ref.model_id)
+            await self.forget(ref)
+            raise
+        if remote.sha != ref.sha and ref.model_id not in self._pulls:
+            logger.info("%s has a new upstream revision %s; pulling it", ref.model_id, remote.sha[:12])
+            self._start(remote)
+
+    def status(self, model_id: str, principal: Principal) -> Optional[dict]:
+        """The ``/status`` answer of a model being downloaded (that the caller may see), else None."""
+        if not self.access.can_read(principal, model_id):
+            return None
+        progress = self.puller.progress(model_id)
+        if progress is None:
+            return None
+        return {"loaded": False, "state": "Downloading", **progress.as_dict(),
+                "estimated_time": round(progress.seconds_left() + BASE_LOAD_S, 3),
+                "compute_type": "cpu", "framework": "transformers"}
+
