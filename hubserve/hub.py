@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 #: The download speed assumed before one was measured (bytes per second).
 PRIOR_BYTES_PER_S = 20e6
+_SHA = re.compile(r"[0-9a-f]{40}")
 #: How often a running download's progress is logged.
 LOG_EVERY_S = 5.0
 
@@ -184,6 +186,8 @@ class Puller:
             raise self._down(f"the upstream Hub answered {status}") from None
         except Exception as exc:  # noqa: BLE001 - connection errors, timeouts, malformed answers
             raise self._down(f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(info.sha, str) or not _SHA.fullmatch(info.sha):
+            raise self._down(f"the upstream Hub answered a malformed revision {info.sha!r}")
         patterns = self.patterns(model_id)
         files = tuple((s.rfilename, int(s.size or 0)) for s in (info.siblings or ())
                       if _matches(s.rfilename, patterns))

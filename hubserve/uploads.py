@@ -26,6 +26,7 @@ from typing import IO, Callable, Iterator, Optional
 
 from .errors import InvalidInput, PayloadTooLarge
 from .model_files import inspect_folder, refusals
+from .store import config_file
 
 MAX_FILES = 10_000
 STAGING = ".uploads"
@@ -119,29 +120,30 @@ def unpack(archive: Path, target: Path, limit: int) -> None:
 def model_root(folder: Path) -> Path:
     """The model folder inside an unpacked archive: itself, or its only subfolder."""
     entries = [p for p in folder.iterdir() if p.name not in ("__MACOSX",)]
-    if len(entries) == 1 and entries[0].is_dir() and not (folder / "config.json").exists():
+    if len(entries) == 1 and entries[0].is_dir() and config_file(folder) is None:
         return entries[0]
     return folder
 
 
 def check_model_folder(folder: Path, trust_pickle: bool = False) -> dict:
-    """Validates an unpacked model: a JSON ``config.json`` and loadable, safe weights.
+    """Validates an unpacked model: a JSON ``config.json`` (or a diffusers pipeline's
+    ``model_index.json``) and loadable, safe weights.
 
     Returns:
-        The parsed ``config.json``.
+        The parsed config.
 
     Raises:
         InvalidInput: naming what is missing or refused.
     """
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise InvalidInput("The model has no config.json at its top level")
+    config_path = config_file(folder)
+    if config_path is None:
+        raise InvalidInput("The model has no config.json (or model_index.json) at its top level")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"config.json is not valid JSON: {exc}") from None
+        raise InvalidInput(f"{config_path.name} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
-        raise InvalidInput("config.json must be a JSON object")
+        raise InvalidInput(f"{config_path.name} must be a JSON object")
     report = inspect_folder(folder)
     problems = refusals(report, trust_pickle, any_pickle=True)
     if problems:

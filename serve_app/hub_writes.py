@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import shutil
 import uuid
+from pathlib import Path
 from typing import Optional
 
 import orjson
@@ -26,10 +28,9 @@ from deployments.tasks import infer_task
 from hubserve.auth import Principal
 from hubserve.commits import (MAX_LINE_BYTES, CommitBuilder, LfsObjects, PreconditionFailed, apply_commit,
                               check_oid, git_blob_sha1, ignored, refused, repo_path, upload_mode)
-from hubserve.errors import (ApiError, Conflict, Forbidden, InvalidInput, PayloadTooLarge, RevisionNotFound,
-                             Unauthorized)
+from hubserve.errors import ApiError, Conflict, InvalidInput, PayloadTooLarge, RevisionNotFound, Unauthorized
 from hubserve.store import ModelRef, scan_folder, validate_model_id
-from hubserve.uploads import check_model_folder, install, model_lock, remove, staging_dir
+from hubserve.uploads import check_model_folder, install, model_lock, staging_dir
 
 from .management import MAX_FORM_BYTES, ModelAdmin
 from .responses import json_response
@@ -102,17 +103,6 @@ class HubWrites:
         namespace = organization or principal.user
         return validate_model_id(f"{namespace}/{name}")
 
-    async def _writable(self, request: Request, model_id: str) -> tuple[Principal, ModelRef]:
-        """The caller, and the store repo ``model_id`` it may write (an error otherwise)."""
-        principal = self.admin.guard.admit(request)
-        validate_model_id(model_id)
-        self.admin._check_write(principal, model_id)
-        ref = await self.admin._visible(principal, model_id, repo=True)
-        self.admin._check_store_model(model_id)
-        if ref.source != "store":
-            raise Forbidden(f"{model_id} is not a repo of the model store ({ref.source}); it cannot be changed here")
-        return principal, ref
-
     @staticmethod
     def _check_branch(revision: str) -> None:
         if revision != "main":
@@ -158,28 +148,16 @@ class HubWrites:
         """``DELETE /api/repos/delete``: the repo and its files."""
         principal = self.admin.guard.admit(request)
         model_id = self._repo_id(principal, await _json_body(request))
-        _, ref = await self._writable(request, model_id)
-
-        def drop() -> None:
-            with model_lock(self.admin.data_dir, model_id):
-                remove(self.admin.root / model_id, staging_dir(self.admin.root))
-            self.access.store.forget_model(model_id)
-
-        await asyncio.to_thread(drop)
-        await self.admin.forget_revision(ref)
-        self.access.forget()
-        logger.info("deleted the repo %s", model_id)
+        await self.admin.remove_repo(await self.admin.store_repo(request, model_id, principal))
         return {}
 
     async def settings(self, request: Request, model_id: str) -> dict:
         """``PUT /api/models/{id}/settings``: ``{"private": bool}``."""
-        _, ref = await self._writable(request, model_id)
+        await self.admin.store_repo(request, model_id)
         body = await _json_body(request)
         if set(body) - {"private"} or not isinstance(body.get("private"), bool):
             raise InvalidInput('Only `private` can be changed on this server: {"private": true|false}')
-        await asyncio.to_thread(self.access.store.set_private, model_id, body["private"])
-        self.access.forget()
-        self.admin._evict_cache(model_id)
+        await self.admin.set_private(model_id, body["private"])
         return {"private": body["private"]}
 
     async def validate_yaml(self, request: Request) -> dict:
@@ -199,7 +177,7 @@ class HubWrites:
     async def preupload(self, request: Request, model_id: str, revision: str) -> dict:
         """``POST /api/models/{id}/preupload/{rev}``: each file's upload mode (regular or lfs),
         whether it is ignored, and the id of the file the repo holds under that path."""
-        _, ref = await self._writable(request, model_id)
+        ref = await self.admin.store_repo(request, model_id)
         self._check_branch(revision)
         body = await _json_body(request)
         files = body.get("files")
@@ -220,7 +198,7 @@ class HubWrites:
             mode = upload_mode(sample, size)
             entry = {"path": path, "uploadMode": mode, "shouldIgnore": ignored(path)}
             existing = ref.path / path
-            if existing.is_file() and not existing.is_symlink():
+            if existing.is_file() and Path(os.path.realpath(existing)).is_relative_to(os.path.realpath(ref.path)):
                 entry["oid"] = await asyncio.to_thread(
                     self.admin.digests.of if mode == "lfs" else git_blob_sha1, existing)
             out.append(entry)
@@ -232,7 +210,7 @@ class HubWrites:
 
     async def lfs_batch(self, request: Request, model_id: str) -> Response:
         """``POST /{id}.git/info/lfs/objects/batch``: where to PUT each object not held yet."""
-        await self._writable(request, model_id)
+        await self.admin.store_repo(request, model_id)
         body = await _json_body(request)
         if body.get("operation") != "upload":
             raise InvalidInput("Only LFS uploads are served here; files download from /{id}/resolve/{rev}/{path}")
@@ -275,7 +253,7 @@ class HubWrites:
 
     async def commit(self, request: Request, model_id: str, revision: str) -> dict:
         """``POST /api/models/{id}/commit/{rev}``: the NDJSON commit, applied whole."""
-        _, ref = await self._writable(request, model_id)
+        ref = await self.admin.store_repo(request, model_id)
         self._check_branch(revision)
         if request.query_params.get("create_pr"):
             raise InvalidInput("Pull requests are not served here: commit to main")

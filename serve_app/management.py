@@ -152,41 +152,50 @@ class ModelAdmin:
                 "auth": {"type": "access_token", "accessToken": {"displayName": principal.token_id or name,
                                                                   "role": role}}}
 
-    async def patch(self, request: Request, model_id: str) -> dict:
-        principal = self.guard.admit(request)
+    async def store_repo(self, request: Request, model_id: str, principal: Optional[Principal] = None) -> ModelRef:
+        """The repo of the model store that the caller (``principal``, else the request's) may
+        change, or an error: the write is refused from the namespace alone, before anything
+        about the repo is looked at."""
+        principal = principal or self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
         ref = await self._visible(principal, model_id, repo=True)
+        self._check_store_model(model_id)
+        if ref.source != "store":
+            raise Forbidden(f"{model_id} is not a folder of the model store ({ref.source}); it cannot be changed here")
+        return ref
+
+    async def set_private(self, model_id: str, private: bool) -> None:
+        await asyncio.to_thread(self.access.store.set_private, model_id, private)
+        self.access.forget()
+        self._evict_cache(model_id)
+
+    async def remove_repo(self, ref: ModelRef) -> int:
+        """Deletes a store repo whole; returns how many replicas unloaded it."""
+        def _remove() -> None:
+            with model_lock(self.data_dir, ref.model_id):
+                remove(self.root / ref.model_id, staging_dir(self.root))
+            self.access.store.forget_model(ref.model_id)
+
+        await asyncio.to_thread(_remove)
+        self.access.forget()
+        unloaded = await self.forget_revision(ref)
+        logger.info("deleted %s (unloaded from %d replica(s))", ref.model_id, unloaded)
+        return unloaded
+
+    async def patch(self, request: Request, model_id: str) -> dict:
+        ref = await self.store_repo(request, model_id)
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"Malformed JSON body: {exc}") from None
         if not isinstance(body, dict) or not isinstance(body.get("private"), bool) or set(body) != {"private"}:
             raise InvalidInput('The body is {"private": true} or {"private": false}')
-        await asyncio.to_thread(self.access.store.set_private, model_id, body["private"])
-        self.access.forget()
+        await self.set_private(model_id, body["private"])
         return self.describe(ref)
 
     async def delete(self, request: Request, model_id: str) -> dict:
-        principal = self.guard.admit(request)
-        validate_model_id(model_id)
-        self._check_write(principal, model_id)
-        ref = await self._visible(principal, model_id, repo=True)
-        target = self._check_store_model(model_id)
-        if ref.source != "store":
-            raise Forbidden(f"{model_id} is not a folder of the model store ({ref.source}); it cannot be deleted here")
-
-        def _remove() -> None:
-            with model_lock(self.data_dir, model_id):
-                remove(target, staging_dir(self.root))
-            self.access.store.forget_model(model_id)
-
-        await asyncio.to_thread(_remove)
-        self.access.forget()
-        self.store.forget(model_id)
-        self._evict_cache(model_id)
-        unloaded = await self.gate.unload(ref)
-        logger.info("deleted %s (unloaded from %d replica(s))", model_id, unloaded)
+        unloaded = await self.remove_repo(await self.store_repo(request, model_id))
         return {"model_id": model_id, "deleted": True, "unloaded_replicas": unloaded}
 
     async def upload(self, request: Request, model_id: str) -> dict:
@@ -225,14 +234,12 @@ class ModelAdmin:
         logger.info("uploaded %s (%d bytes, private=%s)", model_id, size, bool(private))
         return self.describe(ref)
 
-    async def forget_revision(self, ref: ModelRef, unload: bool = True) -> None:
+    async def forget_revision(self, ref: ModelRef, unload: bool = True) -> int:
         """After ``ref``'s model changed or went away: no cached answers, no stale resolution, and
-        (``unload``) no replica holding it."""
+        (``unload``) no replica holding it. Returns how many replicas unloaded it."""
         self.store.forget(ref.model_id)
         self._evict_cache(ref.model_id)
-        if unload:
-            unloaded = await self.gate.unload(ref)
-            logger.info("%s: unloaded from %d replica(s)", ref.model_id, unloaded)
+        return await self.gate.unload(ref) if unload else 0
 
     def _evict_cache(self, model_id: str) -> None:
         if self.cache is not None:

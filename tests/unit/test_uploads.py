@@ -87,6 +87,18 @@ def test_model_folder_checks(tmp_path):
     assert check_model_folder(folder) == {"model_type": "bert"}
 
 
+def test_a_diffusers_pipeline_folder_is_a_model(tmp_path):
+    folder = tmp_path / "pipe"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0")
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    assert check_model_folder(folder)["_class_name"] == "StableDiffusionPipeline"
+    (folder / "model_index.json").write_text(json.dumps({**index, "unet": ["evil_module", "Unet"]}))
+    with pytest.raises(InvalidInput, match="refused"):
+        check_model_folder(folder)
+
+
 def test_a_single_top_folder_is_the_model_and_installs_replace_whole(tmp_path):
     staged = tmp_path / "store" / ".uploads" / "u1"
     (staged / "my-model").mkdir(parents=True)
