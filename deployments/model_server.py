@@ -26,6 +26,7 @@ from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLa
 from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
 from hubserve.store import ModelRef, open_store
 
+from . import serve_internals
 from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
 from .backends.ort_embedder import ExportUnsupported
 from .tasks import get_task, infer_task
@@ -179,6 +180,7 @@ class ModelServer:
 
     def __init__(self, task: str, config: dict, *, torch: bool = True,
                  backends: Optional[SharedBackends] = None, threads: Optional[int] = None) -> None:
+        serve_internals.check_ray_version()
         self.task = get_task(task)
         self.config = AppConfig.model_validate(config)
         self.options = self.config.deployment_for(task)
@@ -226,21 +228,11 @@ class ModelServer:
     # -- the resident models ---------------------------------------------------------
 
     def _resident(self) -> "OrderedDict[str, LoadedModel]":
-        # NOTE(hubserve): Ray 2.60 keeps the multiplexed LRU on the wrapper it caches on the
-        # decorated function; the memory budget needs to see and trim it (pinned Ray version,
-        # covered by tests/serve/test_lifecycle.py).
-        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper", None)
-        return wrapper.models if wrapper is not None else OrderedDict()
+        return serve_internals.resident(self._load_fn)
 
     async def _evict(self, revision_id: Optional[str] = None) -> None:
         """Unloads one model (the least recently used one by default) and frees its memory."""
-        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper")
-        if revision_id is None:
-            await wrapper.unload_model_lru()
-        else:
-            model = wrapper.models.pop(revision_id)
-            await asyncio.to_thread(model.__del__)
-        wrapper._push_multiplexed_replica_info = True
+        await serve_internals.unload(self._load_fn, revision_id)
 
     def resident_bytes(self) -> int:
         return sum(m.ref.size_bytes for m in self._resident().values())

@@ -1,4 +1,6 @@
-"""Tokens, users, organisations and model visibility, kept in one SQLite file.
+"""Tokens, users, organisations and model visibility, kept in one SQLite file (one machine) or
+in PostgreSQL (``auth.db: postgresql://...``: every pod and ingress replica of a cluster reads
+the same tables).
 
 Tokens look like the hosted ones (``hf_`` + 34 letters), come from ``secrets`` and
 are stored only as SHA-256 hashes (they are random, so a fast hash is enough). A
@@ -22,6 +24,7 @@ import re
 import secrets
 import sqlite3
 import string
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -40,13 +43,17 @@ MIN_ADMIN_TOKEN_CHARS = 32
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL,
-    hint TEXT NOT NULL, created REAL NOT NULL, revoked REAL);
-CREATE TABLE IF NOT EXISTS members (org TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (org, user));
-CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, private INTEGER NOT NULL, updated REAL NOT NULL);
-"""
+# NOTE(hubserve): one SQL for both databases: "user" quoted (a reserved word in PostgreSQL),
+# DOUBLE PRECISION times (PostgreSQL's REAL is 4 bytes), ON CONFLICT upserts.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, "user" TEXT NOT NULL, role TEXT NOT NULL,
+    hint TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, revoked DOUBLE PRECISION)""",
+    """CREATE TABLE IF NOT EXISTS members (org TEXT NOT NULL, "user" TEXT NOT NULL, PRIMARY KEY (org, "user"))""",
+    """CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, private INTEGER NOT NULL,
+    updated DOUBLE PRECISION NOT NULL)""",
+)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -108,10 +115,11 @@ ADMIN = Principal(user="admin", role="admin")
 
 
 class AuthStore:
-    """The SQLite file of tokens, organisation members and model visibility.
+    """The tables of tokens, organisation members and model visibility.
 
-    Args:
-        path: the database file (created, with its folder, on the first write).
+    ``AuthStore(path)`` is the SQLite file (created, with its folder, on the first write);
+    ``open_auth_store`` picks PostgreSQL for a ``postgresql://`` URL. Subclasses provide
+    ``_read`` and ``_write``; the SQL is the same.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -125,7 +133,8 @@ class AuthStore:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         if write:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            for statement in _SCHEMA:
+                conn.execute(statement)
         return conn
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -157,15 +166,15 @@ class AuthStore:
             raise InvalidInput(f"Invalid role {role!r}: one of {', '.join(ROLES)}")
         if org is not None:
             check_name(org, "organisation")
-            self._write("INSERT OR IGNORE INTO members (org, user) VALUES (?, ?)", (org, user))
+            self._write('INSERT INTO members (org, "user") VALUES (?, ?) ON CONFLICT DO NOTHING', (org, user))
         token, token_id = new_token(), secrets.token_hex(4)
-        self._write("INSERT INTO tokens (id, hash, user, role, hint, created) VALUES (?, ?, ?, ?, ?, ?)",
+        self._write('INSERT INTO tokens (id, hash, "user", role, hint, created) VALUES (?, ?, ?, ?, ?, ?)',
                     (token_id, token_hash(token), user, role, token[-4:], time.time()))
         return token_id, token
 
     def list_tokens(self) -> list[dict]:
-        rows = self._read("SELECT id, user, role, hint, created, revoked FROM tokens ORDER BY created")
-        members = self._read("SELECT org, user FROM members")
+        rows = self._read('SELECT id, "user", role, hint, created, revoked FROM tokens ORDER BY created')
+        members = self._read('SELECT org, "user" FROM members')
         return [{"id": i, "user": u, "role": r, "hint": f"hf_...{h}", "created": c, "revoked": v,
                  "orgs": sorted(o for o, mu in members if mu == u)} for i, u, r, h, c, v in rows]
 
@@ -181,13 +190,13 @@ class AuthStore:
 
     def lookup(self, token: str) -> "Principal | str | None":
         """The principal of an active token, ``"revoked"`` for a revoked one, None if unknown."""
-        rows = self._read("SELECT id, user, role, revoked FROM tokens WHERE hash = ?", (token_hash(token),))
+        rows = self._read('SELECT id, "user", role, revoked FROM tokens WHERE hash = ?', (token_hash(token),))
         if not rows:
             return None
         token_id, user, role, revoked = rows[0]
         if revoked is not None:
             return "revoked"
-        orgs = frozenset(o for (o,) in self._read("SELECT org FROM members WHERE user = ?", (user,)))
+        orgs = frozenset(o for (o,) in self._read('SELECT org FROM members WHERE "user" = ?', (user,)))
         return Principal(user=user, role=role, orgs=orgs, token_id=token_id)
 
     # -- models -----------------------------------------------------------------------
@@ -205,6 +214,57 @@ class AuthStore:
 
     def is_private(self, model_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM models WHERE model_id = ? AND private = 1", (model_id,)))
+
+
+class PostgresAuthStore(AuthStore):
+    """The same tables in PostgreSQL (``psycopg``): one connection per process, opened on first
+    use and again after it breaks; the schema is made on first use.
+
+    Args:
+        url: a ``postgresql://user:password@host:port/database`` URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = Path(url.split("@")[-1])  # for messages only: never the password
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _execute(self, sql: str, args: tuple, fetch: bool):
+        import psycopg
+
+        sql = sql.replace("?", "%s")
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                        for statement in _SCHEMA:
+                            try:
+                                self._conn.execute(statement)
+                            except psycopg.errors.UniqueViolation:
+                                pass  # another process made the table at the same moment
+                    cursor = self._conn.execute(sql, args)
+                    return cursor.fetchall() if fetch else cursor.rowcount
+                except psycopg.OperationalError:
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return [tuple(row) for row in self._execute(sql, args, fetch=True)]
+
+    def _write(self, sql: str, args: tuple = ()) -> int:
+        return self._execute(sql, args, fetch=False)
+
+
+def open_auth_store(db: str | os.PathLike) -> AuthStore:
+    """The auth store of ``auth.db``: a ``postgresql://`` URL, else a SQLite file."""
+    if isinstance(db, str) and db.startswith(POSTGRES_SCHEMES):
+        return PostgresAuthStore(db)
+    return AuthStore(db)
 
 
 def admin_token_hash(env: Optional[Mapping[str, str]] = None) -> Optional[str]:

@@ -32,10 +32,10 @@ from typing import Optional, Sequence
 
 import yaml
 
-from hubserve.auth import ROLES, AuthStore, admin_token_hash
+from hubserve.auth import ROLES, AuthStore, admin_token_hash, open_auth_store
 from hubserve.config import AppConfig, check_serve_config, hubserve_args, load_yaml
 from hubserve.errors import ApiError
-from hubserve.store import open_store
+from hubserve.store import config_file, open_store
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -270,6 +270,8 @@ def _serve(args: argparse.Namespace) -> int:
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
     env[SERVE_ID_ENV] = uuid.uuid4().hex
+    if args.address:
+        env["RAY_ADDRESS"] = args.address
     haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy else None
     if haproxy_dir is not None:
         env.update(haproxy_env(haproxy_dir))
@@ -296,7 +298,7 @@ def _serve(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
     if node:
-        _run_child(["shutdown", node["address"]], env, None, timeout_s=STOP_GRACE_S)
+        _run_child(["shutdown", node["address"], *(node.get("applications") or [])], env, None, timeout_s=STOP_GRACE_S)
     raylet = node.get("pids", {}).get("raylet", [])
     _stop_leftovers(raylet, [pid for pid in processes_with_env(SERVE_ID_ENV, env[SERVE_ID_ENV]) if pid not in raylet])
     if haproxy_dir is not None:
@@ -374,7 +376,7 @@ def _models_pull(args: argparse.Namespace) -> int:
 # -- local admin commands: they act on the configured token store directly ------------
 
 def _auth_store(args: argparse.Namespace) -> AuthStore:
-    return AuthStore(_app_config(args.config).auth.db)
+    return open_auth_store(_app_config(args.config).auth.db)
 
 
 def _token_create(args: argparse.Namespace) -> int:
@@ -432,8 +434,8 @@ def _pack(folder: Path, out) -> None:
 
 def _models_upload(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
-    if not (folder / "config.json").is_file():
-        print(f"hubserve: {folder} has no config.json", file=sys.stderr)
+    if config_file(folder) is None:
+        print(f"hubserve: {folder} has no config.json (or model_index.json)", file=sys.stderr)
         return 2
     with tempfile.TemporaryFile() as archive, _client(args) as client:
         _pack(folder, archive)
@@ -465,6 +467,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--state-dir", default=".hubserve", help="where the rendered config is written")
+    serve.add_argument("--address", help="deploy onto this running Ray cluster (default: $RAY_ADDRESS, else a "
+                                         "local head this command starts and stops)")
     serve.add_argument("--haproxy", action=argparse.BooleanOptionalAction, default=True,
                        help="Ray's HAProxy ingress in front (the default: several times the throughput of "
                             "Serve's Python proxy); --no-haproxy uses Serve's proxy")

@@ -20,9 +20,12 @@ Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Device = Literal["cpu", "cuda"]
 Dtype = Literal["float32", "float16"]
 
-#: The environment variables that override ``model_store`` and ``data_dir``.
+#: The environment variables that override ``model_store``, ``data_dir``, ``auth.db`` and the Redis
+#: URL of the cache and the rate limits (a Kubernetes Secret's values arrive this way).
 STORE_ENV = "HUBSERVE_MODEL_STORE"
 DATA_ENV = "HUBSERVE_DATA_DIR"
+AUTH_DB_ENV = "HUBSERVE_AUTH_DB"
+REDIS_ENV = "HUBSERVE_REDIS_URL"
 
 
 class StrictModel(BaseModel):
@@ -165,7 +168,9 @@ class ColdStartConfig(StrictModel):
 class AuthConfig(StrictModel):
     """Tokens and who may call without one (see ``hubserve.auth``)."""
 
-    db: Optional[str] = Field(None, description="the SQLite file (default: <data_dir>/auth.sqlite)")
+    db: Optional[str] = Field(
+        None, description="the SQLite file (default: <data_dir>/auth.sqlite), or a postgresql:// URL shared by "
+                          "every replica and pod ($HUBSERVE_AUTH_DB overrides)")
     anonymous: bool = Field(True, description="calls without a token may use public models")
     unknown_tokens_as_anonymous: bool = Field(
         False, description="with anonymous on, a token this server never issued (e.g. a huggingface.co token "
@@ -240,6 +245,9 @@ class LimitsConfig(StrictModel):
     token_rate: Optional[RateLimit] = Field(None, description="per token; off unless set")
     client_ip_header: Optional[str] = Field(
         None, description="take the client address from this header's last entry (behind a trusted proxy)")
+    redis_url: Optional[str] = Field(
+        None, description="keep the rate-limit windows in this Redis, exact across replicas and pods (default: "
+                          "each ingress replica counts what it sees)")
 
 
 class AppConfig(StrictModel):
@@ -295,11 +303,18 @@ class AppConfig(StrictModel):
             data["model_store"] = env[STORE_ENV]
         if env.get(DATA_ENV):
             data["data_dir"] = env[DATA_ENV]
+        if env.get(AUTH_DB_ENV):
+            data["auth"] = {**(data.get("auth") or {}), "db": env[AUTH_DB_ENV]}
+        if env.get(REDIS_ENV):
+            for section in ("cache", "limits"):
+                data[section] = {**(data.get(section) or {}), "redis_url": env[REDIS_ENV]}
         config = cls.model_validate(data)
         store = Path(config.model_store).expanduser().resolve()
         onnx_cache = Path(config.onnx_cache).expanduser().resolve() if config.onnx_cache else store / ".onnx-cache"
         data_dir = Path(config.data_dir).expanduser().resolve()
-        db = Path(config.auth.db).expanduser().resolve() if config.auth.db else data_dir / "auth.sqlite"
+        db = config.auth.db or data_dir / "auth.sqlite"
+        if not str(db).startswith(("postgresql://", "postgres://")):
+            db = Path(db).expanduser().resolve()
         models = {
             model_id: entry if not entry.path or entry.path.startswith("pkg://") else
             entry.model_copy(update={"path": str(Path(entry.path).expanduser().resolve())})

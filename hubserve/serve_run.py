@@ -4,16 +4,18 @@
 next to the server (a driver is about 150 MB of memory, doing nothing):
 
     python -m hubserve.serve_run deploy CONFIG STATE_FILE [--dashboard]
-    python -m hubserve.serve_run shutdown ADDRESS
+    python -m hubserve.serve_run shutdown ADDRESS [APPLICATION...]
 
 ``deploy`` starts a Ray head node of its own (unless ``RAY_ADDRESS`` names a cluster, which
 it then joins as is; it never joins a Ray that happens to run on the machine), without what a
 single local server has no use for: the dashboard (unless ``--dashboard``), the cluster
 autoscaler's monitor, the log monitor (it streams worker output to drivers, and there is
 none) and the Ray Client server. It deploys the config's applications like ``serve run``,
-writes ``{"address", "pids" (by process kind), "logs"}`` to STATE_FILE, and exits 0 once every application is
-RUNNING, or 1 with Serve's message when one fails. The node outlives it: its processes are
-stopped by ``shutdown`` and then by PID (see ``hubserve.cli``).
+writes ``{"address", "pids" (by process kind), "logs", "applications"}`` to STATE_FILE, and exits 0
+once every application is RUNNING, or 1 with Serve's message when one fails. The node outlives
+it: its processes are stopped by ``shutdown`` and then by PID (see ``hubserve.cli``). On a
+cluster it joined, ``shutdown`` deletes only the config's applications: the cluster, its Serve
+(and its proxy settings: HAProxy is the cluster's choice there) and its other applications stay.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from typing import Optional, Sequence
 
 import yaml
 
-#: The Ray release whose private node API (``ray._private.node``, ``RayParams``) this module
-#: uses to start a head without the processes above; another release fails here, loudly.
-RAY_VERSION = "2.60.0"
+# NOTE(hubserve): the Ray release of the private node API (``ray._private.node``, ``RayParams``)
+# used below to start a head without the processes above; another release fails here, loudly.
+from hubserve import RAY_VERSION
 
 
 def _start_head(dashboard: bool):
@@ -81,9 +83,10 @@ def deploy(config: str, state_file: str, dashboard: bool) -> int:
         pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
         logs = str(Path(node.get_logs_dir_path()) / "serve")
     ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
-    Path(state_file).write_text(json.dumps({"address": address, "pids": pids, "logs": logs}), encoding="utf-8")
-    cli.main(["run", config, "--non-blocking"], prog_name="serve", standalone_mode=False)
     names = [app["name"] for app in yaml.safe_load(Path(config).read_text(encoding="utf-8"))["applications"]]
+    Path(state_file).write_text(json.dumps({"address": address, "pids": pids, "logs": logs,
+                                            "applications": names if not pids else None}), encoding="utf-8")
+    cli.main(["run", config, "--non-blocking"], prog_name="serve", standalone_mode=False)
     failure = _wait_running(names)
     if failure:
         print(f"hubserve: {failure}", file=sys.stderr, flush=True)
@@ -91,13 +94,19 @@ def deploy(config: str, state_file: str, dashboard: bool) -> int:
     return 0
 
 
-def shutdown(address: str) -> int:
+def shutdown(address: str, applications: Sequence[str] = ()) -> int:
+    """Stops Serve on the head this command started, or, on a cluster it joined, deletes only
+    ``applications`` (the cluster and its other applications keep running)."""
     import ray
     from ray import serve
     from ray.serve._private.constants import SERVE_NAMESPACE
 
     ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
-    serve.shutdown()
+    if applications:
+        for name in applications:
+            serve.delete(name)
+    else:
+        serve.shutdown()
     return 0
 
 
@@ -110,10 +119,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (port 8265)")
     stop = sub.add_parser("shutdown")
     stop.add_argument("address")
+    stop.add_argument("applications", nargs="*", help="delete only these (on a cluster hubserve joined)")
     args = parser.parse_args(argv)
     if args.action == "deploy":
         return deploy(args.config, args.state_file, args.dashboard)
-    return shutdown(args.address)
+    return shutdown(args.address, args.applications)
 
 
 if __name__ == "__main__":

@@ -3,37 +3,94 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Optional
 
 from starlette.requests import Request
 
-from hubserve.auth import ANONYMOUS, Access, AuthStore, Principal, admin_token_hash
+from hubserve.auth import ANONYMOUS, Access, Principal, admin_token_hash, open_auth_store
 from hubserve.config import AppConfig, LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, ModelNotFound, RateLimited, Unauthorized
 from hubserve.store import ModelRef, ModelStore, validate_model_id
+
+logger = logging.getLogger(__name__)
 
 ANONYMOUS_LIMIT_MESSAGE = "Rate limit reached. Please log in or use a HF access token"
 
 
 def make_access(config: AppConfig) -> Access:
     """The server's ``Access`` over the configured token store and the admin token."""
-    return Access(AuthStore(config.auth.db), anonymous=config.auth.anonymous,
+    return Access(open_auth_store(config.auth.db), anonymous=config.auth.anonymous,
                   admin_hash=admin_token_hash(), ttl_s=config.auth.cache_ttl_s,
                   unknown_as_anonymous=config.auth.unknown_tokens_as_anonymous)
 
 
-class RateLimiter:
-    """Fixed windows per token, and per client address for anonymous calls.
+class MemoryWindows:
+    """Fixed windows in this replica's memory: each ingress replica counts the requests it sees."""
 
-    Counts live in this replica's memory: with several ingress replicas each
-    enforces the limit on the requests it sees.
-    """
-
-    def __init__(self, limits: LimitsConfig, clock=time.monotonic) -> None:
-        self.limits = limits
+    def __init__(self, clock=time.monotonic) -> None:
         self.clock = clock
         self.windows: dict[str, tuple[float, int]] = {}
+
+    def take(self, key: str, rule: RateLimit) -> Optional[float]:
+        """Counts one request of ``key``: None if admitted, else the seconds until its window resets."""
+        now = self.clock()
+        start, count = self.windows.get(key, (now, 0))
+        if now - start >= rule.window_s:
+            start, count = now, 0
+        if count >= rule.requests:
+            return rule.window_s - (now - start)
+        if len(self.windows) > 100_000:
+            self.windows = {k: v for k, v in self.windows.items() if now - v[0] < rule.window_s}
+        self.windows[key] = (start, count + 1)
+        return None
+
+
+class RedisWindows:
+    """Fixed windows in Redis (aligned to multiples of ``window_s``): one count for every replica
+    and pod. An unreachable Redis admits the request (and says so in the log, once a minute):
+    the limits protect the service, they must not take it down."""
+
+    PREFIX = "hubserve:rate:"
+
+    def __init__(self, url: str, clock=time.time) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self.clock = clock
+        self._warned = 0.0
+
+    def take(self, key: str, rule: RateLimit) -> Optional[float]:
+        import redis
+
+        now = self.clock()
+        bucket = int(now // rule.window_s)
+        name = f"{self.PREFIX}{key}:{rule.window_s:g}:{bucket}"
+        try:
+            pipe = self.client.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, int(rule.window_s) + 1)
+            count = pipe.execute()[0]
+        except redis.RedisError as exc:
+            if now - self._warned > 60:
+                logger.warning("rate limits are not enforced: Redis is unreachable (%s)", exc)
+                self._warned = now
+            return None
+        if count > rule.requests:
+            return (bucket + 1) * rule.window_s - now
+        return None
+
+
+class RateLimiter:
+    """Fixed windows per token, and per client address for anonymous calls, counted in
+    ``windows`` (``MemoryWindows`` by default; ``RedisWindows`` with ``limits.redis_url``)."""
+
+    def __init__(self, limits: LimitsConfig, clock=time.monotonic, windows=None) -> None:
+        self.limits = limits
+        if windows is None:
+            windows = RedisWindows(limits.redis_url) if limits.redis_url else MemoryWindows(clock)
+        self.windows = windows
 
     def check(self, principal: Principal, client: str) -> None:
         """Counts one request.
@@ -47,22 +104,17 @@ class RateLimiter:
         if rule is None:
             return
         key = f"ip:{client}" if principal.anonymous else principal.key
-        now = self.clock()
-        start, count = self.windows.get(key, (now, 0))
-        if now - start >= rule.window_s:
-            start, count = now, 0
-        if count >= rule.requests:
-            reset = max(1, int(rule.window_s - (now - start) + 0.999))
-            message = ANONYMOUS_LIMIT_MESSAGE if principal.anonymous else (
-                f"Rate limit reached: {rule.requests} requests per {rule.window_s:g}s for this token")
-            raise RateLimited(message, headers={
-                "ratelimit": f'"api";r=0;t={reset}',
-                "ratelimit-policy": f'"fixed window";"api";q={rule.requests};w={rule.window_s:g}',
-                "Retry-After": str(reset),
-            })
-        if len(self.windows) > 100_000:
-            self.windows = {k: v for k, v in self.windows.items() if now - v[0] < rule.window_s}
-        self.windows[key] = (start, count + 1)
+        left = self.windows.take(key, rule)
+        if left is None:
+            return
+        reset = max(1, int(left + 0.999))
+        message = ANONYMOUS_LIMIT_MESSAGE if principal.anonymous else (
+            f"Rate limit reached: {rule.requests} requests per {rule.window_s:g}s for this token")
+        raise RateLimited(message, headers={
+            "ratelimit": f'"api";r=0;t={reset}',
+            "ratelimit-policy": f'"fixed window";"api";q={rule.requests};w={rule.window_s:g}',
+            "Retry-After": str(reset),
+        })
 
 
 def client_address(request: Request, header: Optional[str]) -> str:

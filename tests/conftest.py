@@ -120,6 +120,66 @@ def redis_url(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+def postgres_binary(name: str):
+    """A PostgreSQL server command: on the PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    import glob
+
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    return candidates[-1] if candidates else None
+
+
+def _as_user(uid: int, gid: int):
+    def demote() -> None:
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return demote
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (Debian's package; `make setup` installs it) in a private folder on
+    a free loopback port, stopped by PID. PostgreSQL refuses to run as root: as root, it runs as the
+    package's `postgres` user."""
+    import pwd
+
+    import psycopg
+
+    initdb, postgres = postgres_binary("initdb"), postgres_binary("postgres")
+    assert initdb and postgres, "PostgreSQL is not installed: run `make setup` (it installs Debian's postgresql)"
+    root = Path(tempfile.mkdtemp(prefix="hs-pg-", dir="/tmp"))
+    demote = None
+    if os.getuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        demote = _as_user(user.pw_uid, user.pw_gid)
+
+    subprocess.run([initdb, "-D", str(root / "data"), "-U", "hubserve", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                   cwd=root, preexec_fn=demote, check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen([postgres, "-D", str(root / "data"), "-p", str(port), "-k", str(root),
+                             "-h", "127.0.0.1", "-F"], cwd=root, preexec_fn=demote,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"postgresql://hubserve@127.0.0.1:{port}/postgres"
+    deadline = time.time() + 30
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            break
+        except psycopg.OperationalError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 #: The bootstrap admin token of the test graph.
 ADMIN_TOKEN = "hf_" + "A" * 34
 

@@ -2,26 +2,42 @@
 
 import re
 import sqlite3
+import uuid
 
 import pytest
 
-from hubserve.auth import (ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Access, AuthStore,
-                           admin_token_hash, new_token)
+from hubserve.auth import (ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Access, AuthStore, PostgresAuthStore,
+                           Principal, admin_token_hash, new_token, open_auth_store, token_hash)
 from hubserve.config import LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, RateLimited, Unauthorized
-from serve_app.security import RateLimiter, check_inputs
+from serve_app.security import MemoryWindows, RateLimiter, RedisWindows, check_inputs
 
 
-@pytest.fixture()
-def store(tmp_path):
-    return AuthStore(tmp_path / "data" / "auth.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """The token store on each database: a SQLite file, and a real PostgreSQL server (its tables
+    emptied for each test)."""
+    if request.param == "sqlite":
+        return AuthStore(tmp_path / "data" / "auth.sqlite")
+    postgres = open_auth_store(request.getfixturevalue("postgres_url"))
+    for table in ("tokens", "members", "models"):
+        postgres._write(f"DELETE FROM {table}")
+    return postgres
+
+
+def stored_bytes(store) -> bytes:
+    """Everything the database holds of the tokens, as bytes."""
+    if isinstance(store, PostgresAuthStore):
+        return repr(store._read("SELECT * FROM tokens")).encode()
+    return store.path.read_bytes() + b"".join(p.read_bytes() for p in store.path.parent.glob("*-wal"))
 
 
 def test_tokens_look_like_hosted_ones_and_are_stored_only_as_hashes(store):
     tokens = {new_token() for _ in range(200)}
     assert len(tokens) == 200 and all(re.fullmatch(r"hf_[A-Za-z]{34}", t) for t in tokens)
     token_id, token = store.create_token("alice", role="write", org="acme")
-    raw = store.path.read_bytes() + b"".join(p.read_bytes() for p in store.path.parent.glob("*-wal"))
+    raw = stored_bytes(store)
+    assert token_hash(token).encode() in raw
     assert token.encode() not in raw and token[3:].encode() not in raw
     [listed] = store.list_tokens()
     assert listed["id"] == token_id and listed["user"] == "alice" and listed["role"] == "write"
@@ -122,17 +138,31 @@ def test_private_models_are_visible_to_their_namespace_only(store):
     assert access.can_read(bob, "acme/secret")
 
 
-def test_store_file_is_plain_sqlite_with_wal(store):
+def test_store_file_is_plain_sqlite_with_wal(tmp_path):
+    store = AuthStore(tmp_path / "auth.sqlite")
     store.create_token("erin")
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_rate_limits_use_fixed_windows_and_the_hosted_headers(store):
-    clock = [100.0]
+@pytest.fixture(params=["memory", "redis"])
+def windows(request):
+    """Rate-limit windows in memory, and in a real Redis (shared by every replica); both on a
+    clock the test moves, at the start of a 60 s window."""
+    clock = [120.0]
+    if request.param == "memory":
+        return MemoryWindows(clock=lambda: clock[0]), clock
+    shared = RedisWindows(request.getfixturevalue("redis_url"), clock=lambda: clock[0])
+    shared.PREFIX = f"test:{uuid.uuid4().hex}:"
+    return shared, clock
+
+
+def test_rate_limits_use_fixed_windows_and_the_hosted_headers(tmp_path, windows):
+    store = AuthStore(tmp_path / "auth.sqlite")
+    windows, clock = windows
     limits = LimitsConfig(anonymous_rate=RateLimit(requests=3, window_s=60),
                           token_rate=RateLimit(requests=5, window_s=300))
-    limiter = RateLimiter(limits, clock=lambda: clock[0])
+    limiter = RateLimiter(limits, windows=windows)
     anonymous = Access(store).principal(None)
     for _ in range(3):
         limiter.check(anonymous, "10.0.0.1")
@@ -153,6 +183,29 @@ def test_rate_limits_use_fixed_windows_and_the_hosted_headers(store):
     unlimited = RateLimiter(LimitsConfig(anonymous_rate=None, token_rate=None))
     for _ in range(100):
         unlimited.check(anonymous, "10.0.0.1")
+
+
+def test_replicas_sharing_redis_count_one_window(redis_url):
+    limits = LimitsConfig(token_rate=RateLimit(requests=3, window_s=3600), redis_url=redis_url)
+    replicas = [RateLimiter(limits) for _ in range(2)]
+    prefix = f"test:{uuid.uuid4().hex}:"
+    for replica in replicas:
+        assert isinstance(replica.windows, RedisWindows)
+        replica.windows.PREFIX = prefix
+    user = Principal(user="gina", role="read", token_id="t1")
+    replicas[0].check(user, "a")
+    replicas[1].check(user, "b")
+    replicas[0].check(user, "a")
+    with pytest.raises(RateLimited):
+        replicas[1].check(user, "b")
+
+
+def test_an_unreachable_redis_admits_requests():
+    limits = LimitsConfig(token_rate=RateLimit(requests=1, window_s=60), redis_url="redis://127.0.0.1:1/0")
+    limiter = RateLimiter(limits)
+    user = Principal(user="hal", role="read", token_id="t2")
+    for _ in range(3):
+        limiter.check(user, "a")
 
 
 def test_request_caps():
