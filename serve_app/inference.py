@@ -171,7 +171,7 @@ class Inference:
             await self.upstream.obtain(model_id, principal, await self._waits(request), shadowed)
             return await resolve_visible(self.store, self.access, principal, model_id)
         if ref.source == "hub" and self.upstream is not None:
-            await self.upstream.refresh(ref)
+            self.upstream.refresh(ref)
         return ref
 
     def _held(self, model_id: str) -> bool:

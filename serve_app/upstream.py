@@ -111,23 +111,29 @@ class Upstream:
         except asyncio.TimeoutError:
             raise self._loading(remote) from None
 
-    async def refresh(self, ref: ModelRef) -> None:
-        """Checks a pulled model's upstream revision (every ``hub.check_every_s``): a new one is
-        pulled in the background; one the upstream no longer has is removed (ModelNotFound)."""
+    def refresh(self, ref: ModelRef) -> None:
+        """Marks a pulled model used, and checks its upstream revision every ``hub.check_every_s``
+        in the background (the copy here answers meanwhile): a new revision is pulled, and a model
+        the upstream no longer has is removed here too."""
         self.puller.touch(ref.model_id)
         now = time.monotonic()
         if not self.enabled or now - self._checked.get(ref.model_id, now - 1e9) < self.config.hub.check_every_s:
             return
         self._checked[ref.model_id] = now
+        check = asyncio.ensure_future(self._check(ref))
+        check.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _check(self, ref: ModelRef) -> None:
         try:
             remote = await asyncio.to_thread(self.puller.remote, ref.model_id)
         except UpstreamUnavailable:
             return  # the copy here answers while the upstream is away
         except ModelNotFound:
+            logger.info("%s is gone from the upstream Hub; removing the pulled copy", ref.model_id)
             await asyncio.to_thread(self.puller.drop, ref.model_id)
             self.store.forget(ref.model_id)
             await self.forget(ref)
-            raise
+            return
         if remote.sha != ref.sha and ref.model_id not in self._pulls:
             logger.info("%s has a new upstream revision %s; pulling it", ref.model_id, remote.sha[:12])
             self._start(remote)

@@ -85,7 +85,8 @@ def world(server, tiny_store, tmp_path_factory):
     args = server_args(tiny_store)
     args.update(
         model_store=str(root / "store"), data_dir=str(root / "data"), models={}, serve_tasks=["text-classification"],
-        ingress={"num_cpus": 0, "num_replicas": 1},
+        # NOTE(hubserve): two ingress replicas: a model is downloaded once for both (the pull cache's lock).
+        ingress={"num_cpus": 0, "num_replicas": 2},
         hub={"endpoint": proxy.url, "token_file": str(root / "upstream-token"), "retry_after_s": 1,
              "missing_ttl_s": 0, "check_every_s": 2, "timeout_s": 5, "max_disk_bytes": int(size * 2.5)},
     )
@@ -311,9 +312,13 @@ def test_a_new_upload_after_delete_is_served_by_b_under_its_new_sha(world):
     assert ask(world, "hubco/renewed").headers["x-sha"] == old
     api = HfApi(endpoint=world.a, token=world.writer)
     api.delete_repo("hubco/renewed")
-    time.sleep(2.5)  # hub.check_every_s: B learns the upstream no longer has it
-    gone = ask(world, "hubco/renewed")
-    assert gone.status_code == 404 and not (world.pulled / "models--hubco--renewed").exists()
+    time.sleep(2.5)  # hub.check_every_s: the next request has B check the upstream, in the background
+    deadline = time.monotonic() + 30
+    while (gone := ask(world, "hubco/renewed")).status_code != 404:
+        assert gone.status_code == 200 and time.monotonic() < deadline, gone.text  # the copy answers meanwhile
+        time.sleep(0.3)
+    assert gone.json()["error"] == "Model hubco/renewed does not exist"
+    assert not (world.pulled / "models--hubco--renewed").exists()
     new = publish(world, "hubco/renewed")
     assert new != old
     answer = ask(world, "hubco/renewed")
