@@ -34,13 +34,24 @@ def test_manifest_matches_the_rayservice_crd(manifest):
         jsonschema.validate(broken, crd_schema("v1"))
 
 
+#: What the pods' environment brings from the `hubserve-state` Secret.
+SECRET_ENV = {"HUBSERVE_AUTH_DB": "postgresql://hubserve:pw@postgres/hubserve",
+              "HUBSERVE_REDIS_URL": "redis://:pw@hubserve-redis:6379/0"}
+
+
 def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest):
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(serve_config)
-    config = check_serve_config(serve_config, env={})
+    config = check_serve_config(serve_config, env=SECRET_ENV)
     config.check_tasks(set(task_names()))
     assert config.ingress.inline
-    assert serve_config["http_options"]["host"] == "0.0.0.0"
+    assert serve_config["http_options"]["host"] == "0.0.0.0" and serve_config["proxy_location"] == "EveryNode"
+    # every pod shares the tokens, the cache and the rate-limit windows
+    assert config.auth.db == SECRET_ENV["HUBSERVE_AUTH_DB"]
+    assert config.cache.backend == "redis" and config.cache.redis_url == SECRET_ENV["HUBSERVE_REDIS_URL"]
+    assert config.limits.redis_url == SECRET_ENV["HUBSERVE_REDIS_URL"]
+    with pytest.raises(ValueError, match="redis_url"):
+        check_serve_config(serve_config, env={})  # the Secret is required
 
 
 def test_serve_config_runs_the_default_application_with_rate_limits(manifest):
@@ -48,6 +59,9 @@ def test_serve_config_runs_the_default_application_with_rate_limits(manifest):
     apps = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
     limits = apps[0]["args"].pop("limits")
     assert limits["anonymous_rate"] and limits["token_rate"] and limits["client_ip_header"]
+    assert apps[0]["args"].pop("cache") == {"backend": "redis"}
+    gpu = {key: apps[0]["args"]["tasks"]["text-to-image"].pop(key) for key in ("device", "num_gpus", "dtype")}
+    assert gpu == {"device": "cuda", "num_gpus": 1, "dtype": "float16"}
     assert apps == default["applications"]
     assert "limits" not in default["applications"][0]["args"]  # a local server does not throttle its user
     ServeDeploySchema.model_validate(default)
@@ -78,3 +92,59 @@ def test_ray_token_auth_is_on_and_nothing_runs_jobs_for_strangers(manifest):
     for rule in policy["spec"]["ingress"]:
         for source in rule.get("from", []):
             assert "podSelector" in source and "ipBlock" not in source
+
+
+def groups(manifest) -> dict:
+    """Ray resources per worker group: CPUs and GPUs of one pod, and the most pods."""
+    out = {}
+    for group in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        params = group["rayStartParams"]
+        out[group["groupName"]] = (float(params["num-cpus"]), float(params.get("num-gpus", 0)), group["maxReplicas"])
+    return out
+
+
+def test_ray_resources_match_the_pods_and_the_autoscaler_is_on(manifest):
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no replica on the head
+    for group in cluster["workerGroupSpecs"]:
+        [container] = group["template"]["spec"]["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        assert float(group["rayStartParams"]["num-cpus"]) == float(requests["cpu"]) == float(limits["cpu"])
+        assert float(group["rayStartParams"].get("num-gpus", 0)) == float(requests.get("nvidia.com/gpu", 0))
+        assert group["minReplicas"] <= group["maxReplicas"]
+
+
+def test_the_serve_config_asks_for_no_more_than_the_worker_groups_offer(manifest):
+    config = check_serve_config(yaml.safe_load(manifest["spec"]["serveConfigV2"]), env=SECRET_ENV)
+    offered = groups(manifest)
+    cpus = sum(c * n for c, _, n in offered.values())
+    gpus = sum(g * n for _, g, n in offered.values())
+    biggest_cpu = max(c for c, _, _ in offered.values())
+    biggest_gpu = max(g for _, g, _ in offered.values())
+    ingress = config.ingress
+    asked_cpus = ingress.num_cpus * (ingress.autoscaling.max_replicas if ingress.autoscaling else ingress.num_replicas)
+    asked_gpus = 0.0
+    for task in config.serve_tasks or task_names():
+        options = config.deployment_for(task)
+        assert options.num_cpus <= biggest_cpu and (options.num_gpus or 0) <= biggest_gpu, task
+        if options.device == "cuda":
+            assert options.num_gpus, f"{task} runs on cuda: it must ask for a GPU (num_gpus)"
+        asked_cpus += options.num_cpus * options.autoscaling.max_replicas
+        asked_gpus += (options.num_gpus or 0) * options.autoscaling.max_replicas
+    assert asked_cpus <= cpus and asked_gpus <= gpus and asked_gpus > 0
+
+
+def test_shared_state_comes_from_secrets_and_pods_are_ready_on_health(manifest):
+    cluster = manifest["spec"]["rayClusterConfig"]
+    ft = cluster["gcsFaultToleranceOptions"]
+    assert ft["redisAddress"] and "value" not in ft["redisPassword"]
+    assert ft["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == "hubserve-state"
+    for template in pod_templates(manifest):
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e for e in container["env"]}
+            for name in SECRET_ENV:
+                assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"] == "hubserve-state"
+            probe = container["readinessProbe"]["httpGet"]
+            assert probe == {"path": "/health", "port": 8000}
+            assert not any(m.get("readOnly") for m in container.get("volumeMounts", []) if m["name"] == "models")
