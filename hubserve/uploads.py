@@ -154,9 +154,11 @@ def check_model_folder(folder: Path, trust_pickle: bool = False) -> dict:
 
 
 @contextmanager
-def model_lock(data_dir: Path, model_id: str) -> Iterator[None]:
-    """An exclusive lock on one model id across processes (uploads and deletes)."""
-    locks = data_dir / "locks"
+def model_lock(folder: Path, model_id: str) -> Iterator[None]:
+    """An exclusive lock on one model id across processes (uploads, commits and deletes): a file
+    lock under ``folder`` (the store's staging folder, so that every pod sharing the store's
+    volume takes the same lock)."""
+    locks = folder / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with open(locks / (model_id.replace("/", "--") + ".lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

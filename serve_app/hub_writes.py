@@ -123,7 +123,7 @@ class HubWrites:
 
         def make() -> bool:
             target = self.admin.root / model_id
-            with model_lock(self.admin.data_dir, model_id):
+            with model_lock(staging_dir(self.admin.root), model_id):
                 if model_id in self.admin.config.models or self._exists(model_id):
                     return False
                 self.access.store.set_private(model_id, bool(private))
@@ -288,7 +288,7 @@ class HubWrites:
         target = self.admin.root / model_id
         staged = staging_dir(self.admin.root) / uuid.uuid4().hex
         try:
-            with model_lock(self.admin.data_dir, model_id):
+            with model_lock(staging_dir(self.admin.root), model_id):
                 self.store.forget(model_id)
                 current = self.store.resolve_repo(model_id)
                 if builder.parent is not None and builder.parent != current.sha:

@@ -173,7 +173,7 @@ class ModelAdmin:
     async def remove_repo(self, ref: ModelRef) -> int:
         """Deletes a store repo whole; returns how many replicas unloaded it."""
         def _remove() -> None:
-            with model_lock(self.data_dir, ref.model_id):
+            with model_lock(staging_dir(self.root), ref.model_id):
                 remove(self.root / ref.model_id, staging_dir(self.root))
             self.access.store.forget_model(ref.model_id)
 
@@ -257,7 +257,7 @@ class ModelAdmin:
             infer_task(ref)
         except ApiError as exc:
             raise InvalidInput(f"The model's task cannot be served: {exc.message}") from None
-        with model_lock(self.data_dir, model_id):
+        with model_lock(staging_dir(self.root), model_id):
             # NOTE(hubserve): a private model is recorded private before it exists, so that no
             # replica ever finds it public; making a model public waits until it is installed.
             was_private = self.access.store.is_private(model_id)

@@ -157,9 +157,11 @@ def zip_of(folder: Path, extra: dict | None = None, skip: tuple = ()) -> bytes:
 
 
 def leftovers(server) -> list:
+    """What uploads left behind: staged folders and archive parts (the per-model lock files and
+    the LFS objects' folder stay, by design)."""
     staged = server.store / ".uploads"
     parts = server.auth_db.parent / "uploads"
-    return [p for d in (staged, parts) if d.exists() for p in d.iterdir()]
+    return [p for d in (staged, parts) if d.exists() for p in d.iterdir() if p.name not in ("locks", "lfs")]
 
 
 def upload(http, model_id, data, token, **params):
