@@ -19,6 +19,8 @@ from hubserve.store import ModelRef
 
 logger = logging.getLogger(__name__)
 
+#: How long a replica's answer that it holds a model is trusted by no-wait requests.
+HELD_TTL_S = 1.0
 #: Prior load speed (weights bytes per second) and fixed cost, before any load was measured.
 PRIOR_BYTES_PER_S = 100e6
 BASE_LOAD_S = 1.0
@@ -229,6 +231,7 @@ class ModelGate:
         self.config = config
         self.tracker = ModelTracker(config.cold_start.retry_failed_after_s)
         self._options: dict[str, object] = {}
+        self._held_at: dict[str, float] = {}
 
     def options(self, task: str):
         if task not in self._options:
@@ -266,17 +269,26 @@ class ModelGate:
         failed = self.tracker.failure(key)
         if failed is not None:
             raise failed
-        if key in self.tracker.loaded:
-            return
         if wait is None:
             wait = self.config.cold_start.wait_by_default
         if load is False or not wait:
+            # NOTE(hubserve): the replicas' view, not this replica's memory of past loads: a model
+            # evicted since (LRU, memory budget, a replica restart) answers 503, never loads inline.
+            # A replica's "held" is trusted for HELD_TTL_S, so a busy no-wait model costs no extra hop.
+            now = time.monotonic()
+            if now - self._held_at.get(key, -1e9) < HELD_TTL_S:
+                return
             if await self.held(task, ref):
                 self.tracker.mark_loaded(key)
+                self._held_at[key] = now
                 return
+            self.tracker.forget(key)
+            self._held_at.pop(key, None)
             if load is not False:
                 self.tracker.start(key, ref, self._loader(task, ref))
             raise ModelLoading.for_id(ref.model_id, self.tracker.remaining(key, ref))
+        if key in self.tracker.loaded:
+            return  # loaded before; if evicted since, the replica loads it again for this waiting call
         try:
             await self.tracker.wait(key, ref, self._loader(task, ref), self.config.cold_start.max_wait_s)
         except asyncio.TimeoutError:
@@ -286,6 +298,7 @@ class ModelGate:
         """Unloads ``ref``'s model from the replicas of every deployed task; forgets its state."""
         for key in [k for k in self.tracker.loaded if k.split("|", 1)[1].startswith(f"{ref.model_id}@")]:
             self.tracker.forget(key)
+            self._held_at.pop(key, None)
         return await self.models.unload(ref)
 
     async def status(self, task: str, ref: ModelRef) -> dict:
