@@ -190,6 +190,7 @@ class ModelServer:
         self.threads = threads or self.options.threads or max(1, int(round(self.options.num_cpus or 1)))
         self.failures: dict[str, tuple[ApiError, float]] = {}
         self.loads: Counter = Counter()
+        self.served = 0  # requests this replica took (its share of a hot model's traffic)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
         async def load_model(revision_id: str) -> LoadedModel:
@@ -353,10 +354,11 @@ class ModelServer:
         """Whether this replica holds ``revision_id``, and what it holds."""
         return {"loaded": revision_id in self._resident(), "failed": self.recent_failure(revision_id) is not None,
                 "models": list(self._resident()), "resident_bytes": self.resident_bytes(),
-                "loads": self.loads[revision_id]}
+                "loads": self.loads[revision_id], "pid": os.getpid(), "served": self.served}
 
     async def infer(self, item: WorkItem) -> Answer:
         """Runs one request, batched with its concurrent neighbours."""
+        self.served += 1
         result = await self.run_batch(item)
         if isinstance(result, BaseException):
             raise result

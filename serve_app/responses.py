@@ -7,7 +7,7 @@ from typing import Any, Optional
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from ray.exceptions import RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from hubserve.errors import ApiError, ServiceUnavailable
@@ -54,6 +54,11 @@ def error_response(exc: BaseException, request_id: str) -> Response:
     exc = unwrap(exc)
     if isinstance(exc, (BackPressureError, DeploymentUnavailableError)):
         exc = ServiceUnavailable(f"The server is busy, retry shortly ({type(exc).__name__})",
+                                 headers={"Retry-After": "1"})
+    elif isinstance(exc, (RayActorError, ActorUnavailableError)):
+        # NOTE(hubserve): the replica running the request died (or is restarting); Ray starts
+        # another, and the router sends the retry to a live one.
+        exc = ServiceUnavailable("The replica serving this request stopped; retry shortly",
                                  headers={"Retry-After": "1"})
     if not isinstance(exc, ApiError):
         logger.error("request %s failed", request_id, exc_info=exc)
