@@ -57,8 +57,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 async def _worker(url: str, body: bytes, headers: dict, result: Result, budget: list, deadline: Optional[float]):
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 80
+    headers = {"content-type": "application/json", **{k.lower(): v for k, v in headers.items()}}
     request = (
-        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     ).encode() + body
     reader = writer = None
