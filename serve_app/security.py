@@ -50,7 +50,8 @@ class MemoryWindows:
 class RedisWindows:
     """Fixed windows in Redis (aligned to multiples of ``window_s``): one count for every replica
     and pod. An unreachable Redis admits the request (and says so in the log, once a minute):
-    the limits protect the service, they must not take it down."""
+    the limits protect the service, they must not take it down. The count is one round trip on the
+    request's path (``Guard.admit`` is synchronous), bounded by a 0.25 s socket timeout."""
 
     PREFIX = "hubserve:rate:"
 
