@@ -185,7 +185,7 @@ class Puller:
                 return self._not_found(model_id)
             raise self._down(f"the upstream Hub answered {status}") from None
         except Exception as exc:  # noqa: BLE001 - connection errors, timeouts, malformed answers
-            raise self._down(f"{type(exc).__name__}: {exc}") from None
+            raise self._down(type(exc).__name__, detail=str(exc)) from None
         if not isinstance(info.sha, str) or not _SHA.fullmatch(info.sha):
             raise self._down(f"the upstream Hub answered a malformed revision {info.sha!r}")
         patterns = self.patterns(model_id)
@@ -200,11 +200,12 @@ class Puller:
         self._missing[model_id] = self.clock() + self.hub.missing_ttl_s
         raise ModelNotFound.for_id(model_id)
 
-    def _down(self, reason: str) -> UpstreamUnavailable:
+    def _down(self, reason: str, detail: str = "") -> UpstreamUnavailable:
+        """Starts the back-off; the caller sees ``reason``, the log also ``detail``."""
         self._down_until = self.clock() + self.hub.retry_after_s
         self._down_reason = reason
-        logger.warning("the upstream Hub %s cannot be reached (%s); retrying in %gs", self.endpoint, reason,
-                       self.hub.retry_after_s)
+        logger.warning("the upstream Hub %s cannot be reached (%s%s); retrying in %gs", self.endpoint, reason,
+                       f": {detail}" if detail else "", self.hub.retry_after_s)
         return self._unavailable()
 
     def _unavailable(self) -> UpstreamUnavailable:
@@ -306,7 +307,7 @@ class Puller:
         except (RepositoryNotFoundError, RevisionNotFoundError):
             self._not_found(model_id)
         except Exception as exc:  # noqa: BLE001 - the connection died, a file failed: nothing is installed
-            raise self._down(f"the download of {model_id} failed: {type(exc).__name__}: {exc}") from None
+            raise self._down(f"the download of {model_id} failed: {type(exc).__name__}", detail=str(exc)) from None
         finally:
             stop.set()
             record.unlink(missing_ok=True)
