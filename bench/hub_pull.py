@@ -13,7 +13,6 @@ ONNX export), then ``--requests`` warm answers (cache bypassed). Every request m
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.embeddings import stop  # noqa: E402
 from bench.make_serve import start_make_serve  # noqa: E402
-from bench.real_models import CHAT, EFFICIENTNET, SMOLLM, WHISPER, call  # noqa: E402
+from bench.real_models import CHAT, EFFICIENTNET, SMOLLM, WHISPER, first_and_warm, wait_up  # noqa: E402
 from tests.media import speech  # noqa: E402
 
 
@@ -40,19 +39,6 @@ def mirror_config(work: Path, upstream: str) -> Path:
     path = work / "mirror.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def wait_up(base: str, proc, log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"a server did not start; see {log}:\n{log.read_text()[-2000:]}")
-        time.sleep(1)
 
 
 def download_only(upstream: str, model_id: str, cache: Path) -> tuple[float, int]:
@@ -92,16 +78,8 @@ def main() -> None:
             with httpx.Client(base_url=b_base, timeout=900, headers={"x-use-cache": "false"}) as client:
                 for model_id, path, body in cases:
                     seconds, size = download_only(a_base, model_id, work / "download-only" / model_id)
-                    start = time.perf_counter()
-                    first = call(client, "POST", path.format(model_id), **body)
-                    first_s = time.perf_counter() - start
-                    warm = []
-                    for _ in range(args.requests):
-                        start = time.perf_counter()
-                        call(client, "POST", path.format(model_id), **body)
-                        warm.append(time.perf_counter() - start)
-                    rows.append((model_id, size, seconds, first_s, statistics.median(warm),
-                                 first.headers.get("x-compute-type", "?")))
+                    first, first_s, p50 = first_and_warm(client, path.format(model_id), body, args.requests)
+                    rows.append((model_id, size, seconds, first_s, p50, first.headers.get("x-compute-type", "?")))
         finally:
             if b is not None:
                 stop(b.proc)

@@ -76,6 +76,33 @@ def call(client: httpx.Client, method: str, path: str, **kwargs) -> httpx.Respon
     return r
 
 
+def first_and_warm(client: httpx.Client, path: str, body: dict, requests: int) -> tuple[httpx.Response, float, float]:
+    """The first answer, its seconds, and the median seconds of ``requests`` warm answers (all 200)."""
+    start = time.perf_counter()
+    first = call(client, "POST", path, **body)
+    first_s = time.perf_counter() - start
+    warm = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        call(client, "POST", path, **body)
+        warm.append(time.perf_counter() - start)
+    return first, first_s, statistics.median(warm)
+
+
+def wait_up(base: str, proc, log: Path, timeout_s: float = 300) -> None:
+    """Returns once ``base`` answers /health; raises with the server's log if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"the server did not start; see {log}:\n{log.read_text()[-2000:]}")
+        time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10, help="warm answers per model")
@@ -96,28 +123,12 @@ def main() -> None:
         rows = []
         try:
             with httpx.Client(base_url=base, timeout=600, headers={"x-use-cache": "false"}) as client:
-                deadline = time.monotonic() + 300
-                while True:
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline or target.proc.poll() is not None:
-                        raise RuntimeError(f"the server did not start; see {log}:\n{log.read_text()[-2000:]}")
-                    time.sleep(1)
+                wait_up(base, target.proc, log)
                 for model_id, task, path, body in cases:
                     for served in (model_id, twin(model_id)):
-                        start = time.perf_counter()
-                        first = call(client, "POST", path.format(served), **body)
-                        first_s = time.perf_counter() - start
-                        warm = []
-                        for _ in range(args.requests):
-                            start = time.perf_counter()
-                            call(client, "POST", path.format(served), **body)
-                            warm.append(time.perf_counter() - start)
-                        rows.append((served, task, first.headers.get("x-compute-type", "?"), first_s,
-                                     statistics.median(warm), replica_rss(task)))
+                        first, first_s, p50 = first_and_warm(client, path.format(served), body, args.requests)
+                        rows.append((served, task, first.headers.get("x-compute-type", "?"), first_s, p50,
+                                     replica_rss(task)))
         finally:
             stop(target.proc)
     report(rows, args)

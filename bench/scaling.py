@@ -31,10 +31,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when Ray is imported: the server's Ray, as `make serve` starts it
 
 from bench.embeddings import stop  # noqa: E402
-from bench.hub_pull import wait_up  # noqa: E402
 from bench.loadgen import run  # noqa: E402
 from bench.make_serve import start_make_serve  # noqa: E402
-from bench.real_models import EFFICIENTNET  # noqa: E402
+from bench.real_models import EFFICIENTNET, wait_up  # noqa: E402
 
 TASK = "image-classification"
 

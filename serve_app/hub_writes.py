@@ -33,6 +33,7 @@ from hubserve.store import ModelRef, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, staging_dir
 
 from .management import MAX_FORM_BYTES, ModelAdmin
+from .parsing import read_body
 from .responses import json_response
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,8 @@ def base_url(request: Request) -> str:
 
 
 async def _json_body(request: Request, limit: int = MAX_FORM_BYTES) -> dict:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body is larger than {limit} bytes")
-        chunks.append(chunk)
     try:
-        body = orjson.loads(b"".join(chunks) or b"{}")
+        body = orjson.loads(await read_body(request, limit) or b"{}")
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"Malformed JSON body: {exc}") from None
     if not isinstance(body, dict):

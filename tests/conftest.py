@@ -91,6 +91,20 @@ def legacy_args(store: Path, redis_url: str) -> dict:
     return args
 
 
+def wait_serving(proc: subprocess.Popen, check, refused: type, timeout_s: float) -> None:
+    """Returns once ``check()`` stops raising ``refused``; kills ``proc`` if it never does."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            check()
+            return
+        except refused:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real redis-server on a free loopback port (Debian's package; `make setup` installs it)."""
@@ -105,16 +119,7 @@ def redis_url(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    deadline = time.time() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+    wait_serving(proc, client.ping, redis.ConnectionError, timeout_s=10)
     yield url
     proc.terminate()
     proc.wait(timeout=10)
@@ -164,16 +169,8 @@ def postgres_url():
                              "-h", "127.0.0.1", "-F"], cwd=root, preexec_fn=demote,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"postgresql://hubserve@127.0.0.1:{port}/postgres"
-    deadline = time.time() + 30
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.1)
+    wait_serving(proc, lambda: psycopg.connect(url, connect_timeout=2).close(), psycopg.OperationalError,
+                 timeout_s=30)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
