@@ -359,3 +359,34 @@ applications:
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+def test_bad_bodies_on_the_hub_write_routes_are_clear_400s(world):
+    api = HfApi(endpoint=world.a, token=world.writer)
+    api.create_repo("hubco/bodies")
+    h = auth(world.writer)
+    a = world.a
+    lfs = f"{a}/hubco/bodies.git/info/lfs/objects/batch"
+    cases = [
+        ("POST", f"{a}/api/validate-yaml", {"json": {"content": "---\nkey: [unclosed\n---\n"}}),
+        ("POST", f"{a}/api/validate-yaml", {"json": {"content": 42}}),
+        ("PUT", f"{a}/api/models/hubco/bodies/settings", {"json": {"gated": "auto"}}),
+        ("PUT", f"{a}/api/models/hubco/bodies/settings", {"json": {"private": "yes"}}),
+        ("PUT", f"{a}/api/models/hubco/bodies/settings", {"content": b"not json"}),
+        ("POST", f"{a}/api/models/hubco/bodies/preupload/main", {"json": {"files": [{"path": "../x", "size": 1}]}}),
+        ("POST", f"{a}/api/models/hubco/bodies/preupload/main", {"json": {"files": [{"path": "a.json", "size": -1}]}}),
+        ("POST", f"{a}/api/models/hubco/bodies/preupload/main", {"json": {"files": "a.json"}}),
+        ("POST", lfs, {"json": {"operation": "download", "objects": []}}),
+        ("POST", lfs, {"json": {"operation": "upload", "objects": [{"oid": "../../etc", "size": 1}]}}),
+        ("POST", lfs, {"json": {"operation": "upload", "objects": [{"oid": "a" * 64, "size": 1}] * 1001}}),
+        ("POST", f"{a}/api/repos/create", {"json": {"name": "d", "organization": "hubco", "type": "dataset"}}),
+        ("POST", f"{a}/api/repos/create", {"json": {"name": "../x", "organization": "hubco"}}),
+        ("POST", f"{a}/api/models/hubco/bodies/commit/main?create_pr=1", {"content": b"{}"}),
+        ("POST", f"{a}/api/models/hubco/bodies/commit/main", {"content": b"{not json\n"}),
+    ]
+    for method, url, kwargs in cases:
+        r = httpx.request(method, url, headers=h, timeout=30, **kwargs)
+        assert r.status_code == 400 and isinstance(r.json()["error"], str), (url, kwargs, r.status_code, r.text)
+    big = httpx.post(lfs, headers=h, json={"operation": "upload", "objects": [{"oid": "b" * 64, "size": 10**15}]})
+    assert big.status_code == 200 and big.json()["objects"][0]["error"]["code"] == 422  # per object, as LFS says
+    assert api.model_info("hubco/bodies").siblings == []
