@@ -36,6 +36,7 @@ from .config import AppConfig, HubConfig
 from .errors import InvalidInput, ModelNotFound, ModelTooLarge, ServiceUnavailable
 from .model_files import inspect_folder, refusals
 from .store import PULLED_INFO, cached_snapshot, pulled_info, repo_folder_name, validate_model_id
+from .uploads import install
 
 logger = logging.getLogger(__name__)
 
@@ -323,19 +324,10 @@ class Puller:
         (work / PULLED_INFO).write_bytes(orjson.dumps({
             "endpoint": self.endpoint, "sha": remote.sha, "private": remote.private,
             "pipeline_tag": remote.pipeline_tag, "library_name": remote.library_name, "pulled": time.time()}))
-        self._install(work, self.repo(model_id))
+        install(work, self.repo(model_id))
         seconds = time.monotonic() - started
         logger.info("pulled %s@%s in %.1fs (%.1f MB/s)", model_id, remote.sha[:12], seconds,
                     remote.total_bytes / max(seconds, 1e-6) / 1e6)
-
-    def _install(self, work: Path, target: Path) -> None:
-        old = None
-        if target.exists():
-            old = self.incoming / f"{uuid.uuid4().hex}.old"
-            os.rename(target, old)
-        os.rename(work, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
     def _log_progress(self, model_id: str, stop: threading.Event) -> None:
         while not stop.wait(LOG_EVERY_S):

@@ -12,6 +12,8 @@ two uploads of the same id at once end with one of them, complete.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -30,6 +32,9 @@ from .store import config_file
 
 MAX_FILES = 10_000
 STAGING = ".uploads"
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def staging_dir(store: Path) -> Path:
@@ -168,24 +173,42 @@ def model_lock(folder: Path, model_id: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one step (Linux's ``renameat2(RENAME_EXCHANGE)``); False where the system
+    or file system cannot."""
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def install(staged: Path, target: Path) -> None:
     """Puts the folder ``staged`` at ``target``, replacing a previous model whole.
 
-    Both live on one file system; the caller holds the model's lock.
+    Both live on one file system; the caller holds the model's lock. A replaced model is swapped
+    out in one step, so a reader finds the old folder or the new one, never no folder; where the
+    system cannot swap, the old folder is renamed away first.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if target.exists():
-        old = staged.parent / f"{uuid.uuid4().hex}.old"
-        os.rename(target, old)
-    try:
+    if not target.exists():
         os.rename(staged, target)
-    except OSError:
-        if old is not None:
+        return
+    old = staged.parent / f"{uuid.uuid4().hex}.old"
+    if _exchange(staged, target):
+        os.rename(staged, old)
+    else:
+        os.rename(target, old)
+        try:
+            os.rename(staged, target)
+        except OSError:
             os.rename(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def remove(target: Path, staging: Path) -> None:

@@ -292,10 +292,11 @@ class HubWrites:
                 apply_commit(current.path, staged, builder)
                 self._validate(model_id, staged)
                 install(staged, target)
+                ref = self.store.resolve_now(model_id)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         self.lfs.drop(builder.lfs_files.values())
-        return self.store.resolve_now(model_id)
+        return ref
 
     def _validate(self, model_id: str, folder) -> None:
         check_model_folder(folder, self._trusts_pickle(model_id))

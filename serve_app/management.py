@@ -266,4 +266,4 @@ class ModelAdmin:
             install(root, target)
             if not private and (private is not None or not was_private):
                 self.access.store.set_private(model_id, False)
-        return self.store.resolve_now(model_id)
+            return self.store.resolve_now(model_id)

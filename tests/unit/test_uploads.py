@@ -4,11 +4,13 @@ import io
 import json
 import stat
 import tarfile
+import threading
 import zipfile
 
 import pytest
 
 from hubserve.errors import InvalidInput, PayloadTooLarge
+from hubserve import uploads
 from hubserve.uploads import check_model_folder, install, model_root, remove, unpack
 
 
@@ -97,6 +99,36 @@ def test_a_diffusers_pipeline_folder_is_a_model(tmp_path):
     (folder / "model_index.json").write_text(json.dumps({**index, "unet": ["evil_module", "Unet"]}))
     with pytest.raises(InvalidInput, match="refused"):
         check_model_folder(folder)
+
+
+@pytest.mark.parametrize("can_swap", [True, False])
+def test_a_reader_finds_the_old_model_or_the_new_one_while_installs_replace_it(tmp_path, monkeypatch, can_swap):
+    if not can_swap:
+        monkeypatch.setattr(uploads, "_exchange", lambda a, b: False)
+    staging, target = tmp_path / ".uploads", tmp_path / "org" / "name"
+    staging.mkdir()
+    seen, stop = set(), threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.add((target / "config.json").read_text())
+            except FileNotFoundError:
+                seen.add("missing")
+
+    for i in range(300):
+        staged = staging / f"u{i}"
+        staged.mkdir()
+        (staged / "config.json").write_text(str(i))
+        install(staged, target)
+        if i == 0:
+            reader = threading.Thread(target=read)
+            reader.start()
+    stop.set()
+    reader.join()
+    assert (target / "config.json").read_text() == "299" and list(staging.iterdir()) == []
+    if can_swap:
+        assert "missing" not in seen and len(seen) > 1, sorted(seen)[:5]
 
 
 def test_a_single_top_folder_is_the_model_and_installs_replace_whole(tmp_path):
