@@ -10,6 +10,8 @@ copy with another listen address.
 server (``--url``, ``--token`` or ``$HF_TOKEN``); ``hubserve models local`` lists
 what the configured store can serve, and ``hubserve models pull ID`` fetches a model from
 the upstream Hub ahead of time (``hub:`` in the config, ``HF_ENDPOINT``, ``HF_TOKEN``).
+``hubserve cluster up|down`` runs a Ray cluster of several nodes on this machine
+(``hubserve.cluster``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(path: str, host: Optional[str] = None, port: Optional[int] = None) -> str:
+def render(path: str, host: Optional[str] = None, port: Optional[int] = None,
+           proxy_location: Optional[str] = None) -> str:
     """A checked Serve config as YAML text, with another listen address if given."""
     data = load_yaml(path)
     check_serve_config(data)
@@ -57,6 +60,8 @@ def render(path: str, host: Optional[str] = None, port: Optional[int] = None) ->
     if port:
         http["port"] = port
     data["http_options"] = http
+    if proxy_location:
+        data["proxy_location"] = proxy_location
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -100,6 +105,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _error_file(path: Path, status: int, reason: str, message: str, retry_after: bool = False) -> None:
+    """An HAProxy ``errorfile``: the whole HTTP answer, here hubserve's ``{"error": ...}``."""
+    body = json.dumps({"error": message}).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}",
+            "Cache-Control: no-cache", *(["Retry-After: 1"] if retry_after else []), "Connection: close"]
+    path.write_bytes(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
 def haproxy_env(folder: Path) -> dict:
     """Ray Serve's HAProxy ingress with its files in ``folder``, and its stats and metrics
     listeners on free loopback ports.
@@ -116,13 +129,20 @@ def haproxy_env(folder: Path) -> dict:
     while metrics == stats:
         metrics = _free_port()
     wrapper = folder / "haproxy"
+    unavailable, timeout = folder / "503.http", folder / "504.http"
+    _error_file(unavailable, 503, "Service Unavailable",
+                "The server is restarting a replica or has none ready; retry shortly", retry_after=True)
+    _error_file(timeout, 504, "Gateway Timeout", "The request took longer than the server allows")
     wrapper.write_text(
         "#!/bin/sh\n"
-        "# hubserve: HAProxy's stats and metrics listeners on loopback only.\n"
+        "# hubserve: HAProxy's stats and metrics listeners on loopback only; its own errors (no\n"
+        "# replica reachable, a replica gone under a request, a timeout) as hubserve's JSON.\n"
         'cfg=""; prev=""\n'
         'for arg in "$@"; do [ "$prev" = "-f" ] && cfg="$arg"; prev="$arg"; done\n'
         'if [ -n "$cfg" ] && [ -f "$cfg" ]; then\n'
-        f'  sed -i -E "s/^([[:space:]]*bind )\\*?:({stats}|{metrics})([^0-9]|$)/\\1127.0.0.1:\\2\\3/" "$cfg"\n'
+        f'  sed -i -E -e "s/^([[:space:]]*bind )\\*?:({stats}|{metrics})([^0-9]|$)/\\1127.0.0.1:\\2\\3/" \\\n'
+        f'    -e "s#^([[:space:]]*errorfile (502|503) ).*#\\1{unavailable}#" \\\n'
+        f'    -e "s#^([[:space:]]*errorfile 504 ).*#\\1{timeout}#" "$cfg"\n'
         "fi\n"
         f'exec "{get_haproxy_binary()}" "$@"\n', encoding="utf-8")
     wrapper.chmod(0o700)
@@ -136,6 +156,23 @@ def haproxy_env(folder: Path) -> dict:
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
     }
+
+
+def serve_env(haproxy_dir: Optional[Path]) -> dict:
+    """The environment of a Ray node's processes for Serve: with ``haproxy_dir``, Ray's HAProxy
+    ingress (its files there) and Serve's throughput preset; without, nothing."""
+    if haproxy_dir is None:
+        return {}
+    env = haproxy_env(haproxy_dir)
+    # NOTE(hubserve): Serve's throughput preset: handle calls over gRPC (the ingress's hop to a
+    # task deployment costs a fraction of an actor call), replica logs to files only. Replica
+    # ports are already bound for HAProxy, so it exposes nothing more.
+    env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # NOTE(hubserve): a stopping replica of that preset keeps taking requests for 30 s, so that a
+    # cluster's load balancer notices; one local HAProxy notices at once.
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = os.environ.get(
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    return env
 
 
 #: Set, to a value of its own, in the environment of every process a `hubserve serve` starts
@@ -259,7 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     rendered = state / "serve.yaml"
-    rendered.write_text(render(args.config, args.host, args.port), encoding="utf-8")
+    rendered.write_text(render(args.config, args.host, args.port, args.proxy_location), encoding="utf-8")
     ray_state = state / "ray.json"
     ray_state.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -272,16 +309,10 @@ def _serve(args: argparse.Namespace) -> int:
     env[SERVE_ID_ENV] = uuid.uuid4().hex
     if args.address:
         env["RAY_ADDRESS"] = args.address
-    haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy else None
-    if haproxy_dir is not None:
-        env.update(haproxy_env(haproxy_dir))
-        # NOTE(hubserve): Serve's throughput preset: handle calls over gRPC (the ingress's hop to a
-        # task deployment costs a fraction of an actor call), replica logs to files only. Replica
-        # ports are already bound for HAProxy, so it exposes nothing more.
-        env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-        # NOTE(hubserve): a stopping replica of that preset keeps taking requests for 30 s, so that a
-        # cluster's load balancer notices; one local HAProxy notices at once.
-        env.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    # NOTE(hubserve): on a cluster this joins, the nodes' own environment chose the proxy.
+    joined = env.get("RAY_ADDRESS", "") not in ("", "local")
+    haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy and not joined else None
+    env.update(serve_env(haproxy_dir))
     _become_subreaper()
     stop = _Stop()
     code = _run_child(["deploy", str(rendered), str(ray_state), *(["--dashboard"] if args.dashboard else [])],
@@ -469,6 +500,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.add_argument("--state-dir", default=".hubserve", help="where the rendered config is written")
     serve.add_argument("--address", help="deploy onto this running Ray cluster (default: $RAY_ADDRESS, else a "
                                          "local head this command starts and stops)")
+    serve.add_argument("--proxy-location", choices=["HeadOnly", "EveryNode", "Disabled"],
+                       help="where Serve runs proxies (default: the config's; EveryNode on a cluster of several nodes)")
     serve.add_argument("--haproxy", action=argparse.BooleanOptionalAction, default=True,
                        help="Ray's HAProxy ingress in front (the default: several times the throughput of "
                             "Serve's Python proxy); --no-haproxy uses Serve's proxy")
@@ -522,6 +555,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pull.add_argument("--revision", help="a branch, tag or commit of the upstream repo (default: main)")
     pull.add_argument("--config", default="configs/default.yaml")
     pull.set_defaults(func=_models_pull)
+    from hubserve import cluster
+
+    cluster.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
