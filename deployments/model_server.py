@@ -27,6 +27,7 @@ from hubserve.model_files import FolderReport, inspect_folder, refusals, without
 from hubserve.store import ModelRef, open_store
 
 from . import serve_internals
+from .routing import ROUTER_CLASS
 from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
 from .backends.ort_embedder import ExportUnsupported
 from .tasks import get_task, infer_task
@@ -354,7 +355,8 @@ class ModelServer:
         """Whether this replica holds ``revision_id``, and what it holds."""
         return {"loaded": revision_id in self._resident(), "failed": self.recent_failure(revision_id) is not None,
                 "models": list(self._resident()), "resident_bytes": self.resident_bytes(),
-                "loads": self.loads[revision_id], "pid": os.getpid(), "served": self.served}
+                "loads": self.loads[revision_id], "all_loads": sum(self.loads.values()), "pid": os.getpid(),
+                "served": self.served}
 
     async def infer(self, item: WorkItem) -> Answer:
         """Runs one request, batched with its concurrent neighbours."""
@@ -458,5 +460,6 @@ def build_model_server(task: str, config: AppConfig):
         max_ongoing_requests=opts.max_ongoing_requests,
         max_queued_requests=opts.max_queued_requests,
         autoscaling_config=opts.autoscaling.serve_config(),
+        request_router_config={"request_router_class": ROUTER_CLASS},
     )
     return deployment.bind(task, config.model_dump(mode="json"))

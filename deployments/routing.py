@@ -1,0 +1,85 @@
+"""The request router of the task deployments: a model's requests go to the replica that holds it.
+
+Serve's router learns which replica holds which model from the replicas' reports, which reach it
+through the controller a moment after a load. Until then it sends a model's requests to the
+replicas holding the fewest models. The ingress asks for a load and then sends the request, so a
+cold model was loaded twice, once on each replica. In a run of 20 tiny models on two replicas,
+that made 41 loads instead of 20, and the copies pushed other models out of the memory budget.
+Serve's FIFO mixin also hands a replica probed for one model's request to whichever request
+waits first.
+
+This router:
+- sends a model whose holder the router does not know yet to the replica its last request went
+  to (for ``STICKY_S``);
+- matches each probed replica to the request it was probed for;
+- keeps Serve's choice of candidates otherwise: the replicas that hold the model (for
+  ``RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S``), then those holding the fewest models,
+  then any. A hot model still spreads to a second replica.
+
+It overrides one private method of the router (``_choose_replica_for_request``, where Ray 2.60
+learns a request's replica whether or not the replica may reject it), and reads the multiplex
+mixin's map of holders, so importing it checks the Ray release (``serve_internals``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Dict, List, Optional, Tuple
+
+from ray.serve.request_router import (LocalityMixin, MultiplexMixin, PendingRequest, ReplicaID, RequestRouter,
+                                      RunningReplica)
+
+from .serve_internals import check_ray_version
+
+check_ray_version()
+
+#: What the deployments name in ``request_router_config``.
+ROUTER_CLASS = "deployments.routing.ModelAffinityRouter"
+#: How long a model's last replica stands in for the holders the controller has not reported yet.
+STICKY_S = 10.0
+
+
+class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
+    def initialize_state(self, **kwargs) -> None:
+        self._last: Dict[str, Tuple[ReplicaID, float]] = {}
+
+    def _sticky(self, request: PendingRequest) -> Optional[RunningReplica]:
+        """The replica this model's last request went to, while the router has no holder for it."""
+        model_id = request.metadata.multiplexed_model_id
+        if self._multiplexed_model_id_to_replica_ids.get(model_id):
+            self._last.pop(model_id, None)
+            return None
+        last = self._last.get(model_id)
+        if last is None or time.monotonic() - last[1] > STICKY_S:
+            return None
+        # the first try only: where that replica is full, Serve's choice takes over
+        if time.time() - request.created_at > self._multiplexed_matching_timeout:
+            return None
+        return self._replicas.get(last[0])
+
+    async def choose_replicas(self, candidate_replicas: List[RunningReplica],
+                              pending_request: Optional[PendingRequest] = None) -> List[List[RunningReplica]]:
+        """Up to two replicas to probe, of the candidates for this request's model."""
+        if pending_request is not None and pending_request.metadata.multiplexed_model_id:
+            sticky = self._sticky(pending_request)
+            if sticky is not None:
+                return [[sticky]]
+            ids = self.apply_multiplex_routing(pending_request=pending_request)
+        else:
+            ids = self.apply_locality_routing(pending_request=pending_request)
+        if not ids:
+            return []
+        chosen = random.sample(tuple(ids), min(2, len(ids)))
+        return [[self._replicas[replica_id] for replica_id in chosen]]
+
+    async def _choose_replica_for_request(self, pending_request: PendingRequest, *,
+                                          is_retry: bool = False) -> RunningReplica:
+        replica = await super()._choose_replica_for_request(pending_request, is_retry=is_retry)
+        model_id = pending_request.metadata.multiplexed_model_id
+        if model_id:
+            self._last[model_id] = (replica.replica_id, time.monotonic())
+            if len(self._last) > 4096:  # bounded: the oldest half goes
+                for key in sorted(self._last, key=lambda k: self._last[k][1])[:2048]:
+                    del self._last[key]
+        return replica

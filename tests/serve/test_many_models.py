@@ -1,0 +1,82 @@
+"""Many models, few replicas: 20 tiny models of one task over two replicas whose memory budget
+holds 12 each. Every model is loaded once, on one replica, and its later requests (concurrent
+ones included) go to the replica that holds it."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.conftest import server_args
+
+MODELS = 20
+PER_REPLICA = 12
+
+
+@pytest.fixture(scope="module")
+def many(server, tiny_store, tiny_models, tmp_path_factory):
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    source = tiny_models["text-classification"]
+    weights = (tiny_store / source / "model.safetensors").stat().st_size
+    ids = [f"many/model-{i:02d}" for i in range(MODELS)]
+    for model_id in ids:
+        server.copy_model(source, model_id)
+    args = server_args(tiny_store)
+    args.update(data_dir=str(tmp_path_factory.mktemp("many") / "data"), models={},
+                serve_tasks=["text-classification"], ingress={"num_cpus": 0, "num_replicas": 1},
+                tasks={"text-classification": {"max_models_per_replica": MODELS,
+                                               "max_model_bytes": int(weights * (PER_REPLICA + 0.5))}},
+                deployment_defaults={**args["deployment_defaults"], "autoscaling": {"min_replicas": 2,
+                                                                                    "max_replicas": 2}})
+    serve.run(build_app(args), name="many", route_prefix="/many")
+    yield f"{server.url}/many", ids
+    serve.delete("many")
+
+
+def test_twenty_models_spread_over_two_replicas_and_stay_where_they_were_loaded(many, server):
+    url, ids = many
+    body = {"inputs": "a fine day", "options": {"use_cache": False}}
+    shas = {}
+    with httpx.Client(timeout=120) as client:
+        for model_id in ids:  # first requests, one at a time: each loads its model once
+            r = client.post(f"{url}/models/{model_id}", json=body)
+            assert r.status_code == 200, (model_id, r.text)
+            shas[model_id] = r.headers["x-sha"]
+
+    failures: list[str] = []
+
+    def rounds(offset: int) -> None:
+        with httpx.Client(timeout=120) as client:
+            for n in range(3 * MODELS):
+                model_id = ids[(n + offset) % MODELS]
+                r = client.post(f"{url}/models/{model_id}", json=body)
+                if r.status_code != 200:
+                    failures.append(f"{model_id}: {r.status_code} {r.text[:100]}")
+
+    threads = [threading.Thread(target=rounds, args=(k * 5,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:5]
+
+    replicas = {}
+    for model_id in ids:
+        status = server.replica_status("text-classification", f"{model_id}@{shas[model_id]}", app="many")
+        assert status["loaded"], model_id
+        replicas[status["pid"]] = status
+    assert len(replicas) == 2, "the models sit on both replicas"
+    held = Counter(revision for status in replicas.values() for revision in status["models"])
+    assert set(held) == {f"{model_id}@{sha}" for model_id, sha in shas.items()}
+    assert all(count == 1 for count in held.values()), "a model is held by one replica"
+    assert all(len(status["models"]) <= PER_REPLICA for status in replicas.values()), "within the memory budget"
+    print(f"\n{MODELS} models over 2 replicas: {[len(s['models']) for s in replicas.values()]} held, "
+          f"{[s['served'] for s in replicas.values()]} requests served")
+    # every model was loaded exactly once: no request went to a replica that did not hold it
+    assert sum(status["all_loads"] for status in replicas.values()) == MODELS, replicas
