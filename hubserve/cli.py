@@ -257,6 +257,19 @@ def _stop_leftovers(first: list[int], rest: list[int]) -> None:
         send(alive(pids), signal.SIGKILL)
 
 
+def stop_tagged(tag: str) -> None:
+    """Stops every process that carries ``SERVE_ID_ENV=tag``: the raylets first, then the rest."""
+    pids = processes_with_env(SERVE_ID_ENV, tag)
+    raylets = []
+    for pid in pids:
+        try:
+            if b"raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                raylets.append(pid)
+        except OSError:
+            continue
+    _stop_leftovers(raylets, [pid for pid in pids if pid not in raylets])
+
+
 class _Stop:
     """Set by SIGINT or SIGTERM."""
 
@@ -330,8 +343,7 @@ def _serve(args: argparse.Namespace) -> int:
             time.sleep(0.5)
     if node:
         _run_child(["shutdown", node["address"], *(node.get("applications") or [])], env, None, timeout_s=STOP_GRACE_S)
-    raylet = node.get("pids", {}).get("raylet", [])
-    _stop_leftovers(raylet, [pid for pid in processes_with_env(SERVE_ID_ENV, env[SERVE_ID_ENV]) if pid not in raylet])
+    stop_tagged(env[SERVE_ID_ENV])
     if haproxy_dir is not None:
         shutil.rmtree(haproxy_dir, ignore_errors=True)
     return 0 if code is None else code

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 from hubserve import RAY_VERSION
-from hubserve.cli import SERVE_ID_ENV, _alive, _free_port, _stop_leftovers, _Stop, processes_with_env, serve_env
+from hubserve.cli import SERVE_ID_ENV, _alive, _free_port, _Stop, serve_env, stop_tagged
 
 #: How long a node has to say "Ray runtime started".
 START_TIMEOUT_S = 90.0
@@ -73,8 +73,7 @@ def _node_env(base: dict, haproxy: bool, worker_port: Optional[int]) -> tuple[di
 def _start_node(name: str, argv: list[str], env: dict, root: Path, http_port: int,
                 haproxy_dir: Optional[Path]) -> Node:
     log = root / f"{name}.log"
-    out = open(log, "wb")
-    with out:
+    with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     return Node(name, proc, log, http_port, haproxy_dir)
@@ -87,19 +86,6 @@ def _wait_started(node: Node) -> None:
             tail = node.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"the Ray node {node.name} did not start: " + " | ".join(tail))
         time.sleep(0.2)
-
-
-def stop_tagged(tag: str) -> None:
-    """Stops every process carrying the cluster's tag: raylets first, then the rest."""
-    pids = processes_with_env(SERVE_ID_ENV, tag)
-    raylets = []
-    for pid in pids:
-        try:
-            if b"raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                raylets.append(pid)
-        except OSError:
-            continue
-    _stop_leftovers(raylets, [pid for pid in pids if pid not in raylets])
 
 
 def up(args: argparse.Namespace) -> int:

@@ -19,16 +19,10 @@ import pytest
 
 from hubserve.cli import processes_with_env
 from tests.conftest import ADMIN_TOKEN, free_port
+from tests.serve.test_stop import command
 
 TIMEOUT_S = 30
 HUBSERVE = [sys.executable, "-m", "hubserve.cli"]
-
-
-def command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def parent(pid: int) -> int:
