@@ -24,7 +24,7 @@ from ray import serve
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLarge
 from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
-from hubserve.store import ModelRef, open_store
+from hubserve.store import ModelRef, Revision, open_store
 
 from . import serve_internals
 from .routing import ROUTER_CLASS
@@ -82,8 +82,10 @@ def human_bytes(n: float) -> str:
     return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
 
 
-def too_large(ref: ModelRef, budget: int, task: str) -> ModelTooLarge:
-    """The 403 of a model larger than a replica's memory budget."""
+def too_large(ref: ModelRef, budget: int, task: str) -> Optional[ModelTooLarge]:
+    """The 403 of a model larger than a replica's memory budget, else None."""
+    if ref.size_bytes <= budget:
+        return None
     return ModelTooLarge(
         f"The model {ref.model_id} is too large to be loaded automatically "
         f"({human_bytes(ref.size_bytes)} > {human_bytes(budget)}). "
@@ -246,15 +248,16 @@ class ModelServer:
         least recently used models until the new one fits), drops older revisions of the
         same model, and reports a recent failure instead of retrying it.
         """
-        model_id = revision_id.rsplit("@", 1)[0]
+        model_id = Revision.parse(revision_id).model_id
         failed = self.recent_failure(revision_id)
         if failed is not None:
             raise failed
         ref = self.store.resolve_now(model_id)  # a load reads the disk as it is now
         budget = self.options.max_model_bytes
-        if ref.size_bytes > budget:
-            raise too_large(ref, budget, self.task.name)
-        for other in [r for r in self._resident() if r.rsplit("@", 1)[0] == model_id and r != revision_id]:
+        error = too_large(ref, budget, self.task.name)
+        if error is not None:
+            raise error
+        for other in [r for r in self._held_revisions(model_id) if r != revision_id]:
             await self._evict(other)
         while self._resident() and self.resident_bytes() + ref.size_bytes > budget:
             await self._evict()
@@ -337,23 +340,30 @@ class ModelServer:
             return failed[0]
         return None
 
+    def _held_revisions(self, model_id: str) -> list[str]:
+        return [r for r in self._resident() if Revision.parse(r).model_id == model_id]
+
     async def unload(self, model_id: str) -> bool:
         """Unloads every revision of ``model_id`` held here; says whether there was one."""
-        held = [r for r in self._resident() if r.rsplit("@", 1)[0] == model_id]
+        held = self._held_revisions(model_id)
         for revision_id in held:
             await self._evict(revision_id)
         return bool(held)
 
     async def load_model(self, revision_id: str) -> dict:
         """Makes sure ``revision_id`` is loaded here; says whether it already was and how long it took."""
-        cached = revision_id in self._resident()
+        cached = self.holds(revision_id)
         start = time.perf_counter()
         await self.get_model(revision_id)
         return {"cached": cached, "seconds": time.perf_counter() - start}
 
+    def holds(self, revision_id: str) -> bool:
+        return revision_id in self._resident()
+
     async def model_status(self, revision_id: str) -> dict:
-        """Whether this replica holds ``revision_id``, and what it holds."""
-        return {"loaded": revision_id in self._resident(), "failed": self.recent_failure(revision_id) is not None,
+        """Whether this replica holds ``revision_id`` (or the error of its recent failed load),
+        and what it holds. The replicas are the one owner of load state: the ingress asks them."""
+        return {"loaded": self.holds(revision_id), "failure": self.recent_failure(revision_id),
                 "models": list(self._resident()), "resident_bytes": self.resident_bytes(),
                 "loads": self.loads[revision_id], "all_loads": sum(self.loads.values()), "pid": os.getpid(),
                 "served": self.served}

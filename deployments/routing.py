@@ -16,6 +16,10 @@ This router:
   ``RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S``), then those holding the fewest models,
   then any. A hot model still spreads to a second replica.
 
+It is also the ingress's view of what the replicas hold (``serve_internals.holders``). Serve keeps
+it from the replicas' own reports, so a model evicted (LRU, memory budget), or lost with its
+replica (a restart, a scale-down), leaves it without any replica being asked.
+
 It overrides one private method of the router (``_choose_replica_for_request``, where Ray 2.60
 learns a request's replica whether or not the replica may reject it), and reads the multiplex
 mixin's map of holders, so importing it checks the Ray release (``serve_internals``).
@@ -30,9 +34,9 @@ from typing import Dict, List, Optional, Tuple
 from ray.serve.request_router import (LocalityMixin, MultiplexMixin, PendingRequest, ReplicaID, RequestRouter,
                                       RunningReplica)
 
-from .serve_internals import check_ray_version
+from . import serve_internals
 
-check_ray_version()
+serve_internals.check_ray_version()
 
 #: What the deployments name in ``request_router_config``.
 ROUTER_CLASS = "deployments.routing.ModelAffinityRouter"
@@ -43,6 +47,14 @@ STICKY_S = 10.0
 class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
     def initialize_state(self, **kwargs) -> None:
         self._last: Dict[str, Tuple[ReplicaID, float]] = {}
+        self._populated = False
+        # NOTE(hubserve): Serve pickles this class by value; the registry is reached through
+        # its module so that the ingress's ``holders`` sees the routers its handles made.
+        serve_internals.register_router(self)
+
+    def update_replicas(self, replicas: List[RunningReplica]) -> None:
+        super().update_replicas(replicas)
+        self._populated = True
 
     def _sticky(self, request: PendingRequest) -> Optional[RunningReplica]:
         """The replica this model's last request went to, while the router has no holder for it."""

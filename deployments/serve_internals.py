@@ -4,6 +4,7 @@ Serve's ``@serve.multiplexed`` keeps each replica's loaded models in an LRU on a
 caches on the decorated function (``__serve_multiplex_wrapper``), and reports them to the
 router only when told that they changed. The memory budget and the deletes of the model
 admin need to see that LRU, trim it, and tell the router; Serve has no public API for it.
+The ingress reads what the replicas reported from its own routers (``holders``).
 ``check_ray_version`` runs when a model server starts, so that another Ray release fails there,
 loudly, instead of misbehaving later (tests/serve/test_lifecycle.py covers the behaviour).
 """
@@ -11,8 +12,9 @@ loudly, instead of misbehaving later (tests/serve/test_lifecycle.py covers the b
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 from hubserve import RAY_VERSION
 
@@ -52,3 +54,20 @@ async def unload(load_fn: Callable, model_id: Optional[str] = None,
         model = wrapper.models.pop(model_id)
         await asyncio.to_thread(release or (lambda m: m.__del__()), model)
     wrapper._push_multiplexed_replica_info = True
+
+
+#: This process's task deployment routers (``routing.ModelAffinityRouter``), by (application, deployment).
+_ROUTERS: "weakref.WeakValueDictionary[Tuple[str, str], Any]" = weakref.WeakValueDictionary()
+
+
+def register_router(router: Any) -> None:
+    _ROUTERS[(router._deployment_id.app_name, router._deployment_id.name)] = router
+
+
+def holders(app: str, deployment: str, model_id: str) -> Optional[Tuple[int, int]]:
+    """(running replicas, replicas holding or loading ``model_id``) as the router of this process
+    for that deployment knows them from the replicas' reports, or None before it has heard of any."""
+    router = _ROUTERS.get((app, deployment))
+    if router is None or not getattr(router, "_populated", False):
+        return None
+    return len(router._replicas), len(router._multiplexed_model_id_to_replica_ids.get(model_id, ()))

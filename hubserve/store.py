@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, NamedTuple, Optional
 
 import yaml
 
@@ -54,6 +54,22 @@ def config_file(folder: Path) -> Optional[Path]:
     Every name is looked at, so that a model costs the same file system work as no model."""
     found = [folder / name for name in CONFIG_FILES if (folder / name).is_file()]
     return found[0] if found else None
+
+
+class Revision(NamedTuple):
+    """One revision of a model: what a replica loads and holds. Its text form ``<id>@<sha>``
+    is the multiplexed model id Serve routes on (``str(revision)``, ``Revision.parse``)."""
+
+    model_id: str
+    sha: str
+
+    def __str__(self) -> str:
+        return f"{self.model_id}@{self.sha}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Revision":
+        model_id, _, sha = text.rpartition("@")
+        return cls(model_id, sha)
 
 
 @dataclass(frozen=True)
@@ -90,9 +106,13 @@ class ModelRef:
         return self.path.parent.parent if self.source in ("hf-cache", "hub") else None
 
     @property
+    def revision(self) -> Revision:
+        return Revision(self.model_id, self.sha)
+
+    @property
     def revision_id(self) -> str:
         """``<id>@<sha>``: the multiplexed model id of this revision."""
-        return f"{self.model_id}@{self.sha}"
+        return str(self.revision)
 
 
 def validate_model_id(model_id: str) -> str:

@@ -1,4 +1,5 @@
-"""What the ingress knows about model loads: loaded, loading, failed, and how long loads take.
+"""What the ingress knows about model loads: which are loading, which loaded through it, and
+how long loads take. The replicas own load state; the ingress asks them, or Serve's view of them.
 
 Cold requests wait here, in the ingress, on one shared load per model revision:
 twenty concurrent requests for a cold model trigger one load and hold no replica
@@ -11,41 +12,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, NamedTuple, Optional
 
 from deployments.model_server import NeedsTorch, too_large
+from deployments.serve_internals import holders
 from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound
-from hubserve.store import ModelRef
+from hubserve.store import ModelRef, Revision
 
 logger = logging.getLogger(__name__)
 
-#: How long a replica's answer that it holds a model is trusted by no-wait requests.
-HELD_TTL_S = 1.0
 #: Prior load speed (weights bytes per second) and fixed cost, before any load was measured.
 PRIOR_BYTES_PER_S = 100e6
 BASE_LOAD_S = 1.0
 
 
+class ModelKey(NamedTuple):
+    """A model revision as one task's deployment holds it."""
+
+    task: str
+    revision: Revision
+
+    @classmethod
+    def of(cls, task: str, ref: ModelRef) -> "ModelKey":
+        return cls(task, ref.revision)
+
+
 class ModelTracker:
-    """Load state per ``<task>|<id>@<sha>`` key.
+    """The loads this ingress runs or saw finish, per ``ModelKey``.
+
+    ``loaded`` is only what went through here: the gate trusts it while Serve's view of the
+    replicas still shows the model held, and forgets it as soon as that view does not.
+    Failed loads are remembered by the replica that tried (``ModelServer.recent_failure``).
 
     Args:
-        retry_failed_after_s: how long a failed load is reported instead of retried.
         clock: a monotonic clock (tests pass their own).
     """
 
-    def __init__(self, retry_failed_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.retry_failed_after_s = retry_failed_after_s
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.loaded: set[str] = set()
-        self.loading: dict[str, tuple[asyncio.Future, float]] = {}
-        self.failures: dict[str, tuple[ApiError, float]] = {}
+        self.loaded: set[ModelKey] = set()
+        self.loading: dict[ModelKey, tuple[asyncio.Future, float]] = {}
         self.load_seconds: dict[str, float] = {}
         self.bytes_per_s: Optional[float] = None
-
-    @staticmethod
-    def key(task: str, ref: ModelRef) -> str:
-        return f"{task}|{ref.revision_id}"
 
     def estimate(self, ref: ModelRef) -> float:
         """Seconds a load of ``ref`` takes: measured for this model, else from its size."""
@@ -53,29 +61,18 @@ class ModelTracker:
             return self.load_seconds[ref.model_id]
         return BASE_LOAD_S + ref.size_bytes / (self.bytes_per_s or PRIOR_BYTES_PER_S)
 
-    def remaining(self, key: str, ref: ModelRef) -> float:
+    def remaining(self, key: ModelKey, ref: ModelRef) -> float:
         """Seconds left until ``key`` is loaded (the full estimate if no load runs)."""
         started = self.loading.get(key, (None, None))[1]
         if started is None:
             return self.estimate(ref)
         return max(0.5, self.estimate(ref) - (self.clock() - started))
 
-    def failure(self, key: str) -> Optional[ApiError]:
-        """The error of a recent failed load of ``key`` (within the back-off), else None."""
-        hit = self.failures.get(key)
-        if hit and self.clock() - hit[1] < self.retry_failed_after_s:
-            return hit[0]
-        return None
+    def forget_model(self, model_id: str) -> None:
+        """Drops every revision of ``model_id`` (it was deleted or changed)."""
+        self.loaded = {key for key in self.loaded if key.revision.model_id != model_id}
 
-    def mark_loaded(self, key: str) -> None:
-        self.loaded.add(key)
-        self.failures.pop(key, None)
-
-    def forget(self, key: str) -> None:
-        """Drops what is known of ``key`` (it was evicted or changed)."""
-        self.loaded.discard(key)
-
-    def start(self, key: str, ref: ModelRef, load: Callable[[], Awaitable[dict]]) -> asyncio.Future:
+    def start(self, key: ModelKey, ref: ModelRef, load: Callable[[], Awaitable[dict]]) -> asyncio.Future:
         """The running load of ``key``, or a new one (single flight)."""
         running = self.loading.get(key)
         if running is not None:
@@ -86,13 +83,13 @@ class ModelTracker:
         self.loading[key] = (future, self.clock())
         return future
 
-    async def _run(self, key: str, ref: ModelRef, load: Callable[[], Awaitable[dict]]) -> None:
+    async def _run(self, key: ModelKey, ref: ModelRef, load: Callable[[], Awaitable[dict]]) -> None:
         try:
             result = await load()
-        except Exception as exc:  # noqa: BLE001 - recorded, then raised to every waiter
-            error = exc if isinstance(exc, ApiError) else ModelLoadError(f"Failed to load model {ref.model_id}: {exc}")
-            self.failures[key] = (error, self.clock())
-            raise error from None
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised to every waiter as the API's error
+            raise ModelLoadError(f"Failed to load model {ref.model_id}: {exc}") from None
         finally:
             self.loading.pop(key, None)
         if not result.get("cached"):
@@ -101,10 +98,10 @@ class ModelTracker:
             if ref.size_bytes and seconds > 0:
                 speed = ref.size_bytes / seconds
                 self.bytes_per_s = speed if self.bytes_per_s is None else 0.7 * self.bytes_per_s + 0.3 * speed
-            logger.info("loaded %s in %.2fs", key, seconds)
-        self.mark_loaded(key)
+            logger.info("loaded %s for %s in %.2fs", key.revision, key.task, seconds)
+        self.loaded.add(key)
 
-    async def wait(self, key: str, ref: ModelRef, load: Callable[[], Awaitable[dict]], timeout: float) -> None:
+    async def wait(self, key: ModelKey, ref: ModelRef, load: Callable[[], Awaitable[dict]], timeout: float) -> None:
         """Waits for ``key`` to load (starting the load if needed), at most ``timeout`` seconds.
 
         Raises:
@@ -129,7 +126,7 @@ class TaskModels:
     def __init__(self, handles: dict, local: Optional[dict] = None) -> None:
         self.handles = dict(handles)
         self.local = dict(local or {})
-        self.elsewhere: set[tuple[str, str]] = set()
+        self.elsewhere: set[ModelKey] = set()
 
     def deployed(self, task: str) -> bool:
         return task in self.handles or task in self.local
@@ -145,7 +142,7 @@ class TaskModels:
 
     def _server(self, task: str, ref: ModelRef):
         server = self.local.get(task)
-        if server is None or (task, ref.revision_id) in self.elsewhere:
+        if server is None or ModelKey.of(task, ref) in self.elsewhere:
             return None
         return server
 
@@ -158,12 +155,23 @@ class TaskModels:
                 if task not in self.handles:
                     raise ModelLoadError(str(exc)) from None
                 logger.info("%s goes to the %s deployment: %s", ref.model_id, task, exc)
-                self.elsewhere.add((task, ref.revision_id))
+                self.elsewhere.add(ModelKey.of(task, ref))
         return await there()
 
     async def load_model(self, task: str, ref: ModelRef) -> dict:
         return await self._route(task, ref, lambda s: s.load_model(ref.revision_id),
                                  lambda: self.handle(task, ref).load_model.remote(ref.revision_id))
+
+    def holders(self, task: str, ref: ModelRef) -> Optional[tuple[int, int]]:
+        """(running replicas, replicas holding or loading ``ref``) without asking any replica:
+        this replica's own server, or Serve's view of the deployment (None before it has one)."""
+        server = self._server(task, ref)
+        if server is not None:
+            return 1, int(server.holds(ref.revision_id))
+        handle = self.handles.get(task)
+        if handle is None:
+            return None
+        return holders(handle.app_name, handle.deployment_name, ref.revision_id)
 
     async def model_status(self, task: str, ref: ModelRef) -> dict:
         """What a replica says of ``ref`` (the router asks one holding it, if any)."""
@@ -229,9 +237,8 @@ class ModelGate:
     def __init__(self, models, config) -> None:
         self.models = models
         self.config = config
-        self.tracker = ModelTracker(config.cold_start.retry_failed_after_s)
+        self.tracker = ModelTracker()
         self._options: dict[str, object] = {}
-        self._held_at: dict[str, float] = {}
 
     def options(self, task: str):
         if task not in self._options:
@@ -245,9 +252,27 @@ class ModelGate:
     def _loader(self, task: str, ref: ModelRef) -> Callable[[], Awaitable[dict]]:
         return lambda: self.models.load_model(task, ref)
 
-    async def held(self, task: str, ref: ModelRef) -> bool:
-        """Whether a replica holds ``ref``."""
-        return bool((await self.models.model_status(task, ref))["loaded"])
+    def _seen_held(self, key: ModelKey, ref: ModelRef) -> Optional[bool]:
+        """What is known without asking a replica: True (loaded through here, and Serve's view
+        still shows it held), False (no replica of the task runs), None (ask one)."""
+        seen = self.models.holders(key.task, ref)
+        if seen is None:
+            return None
+        replicas, holding = seen
+        if not holding:
+            self.tracker.loaded.discard(key)  # evicted, or lost with its replica
+            return False if replicas == 0 else None
+        return True if key in self.tracker.loaded else None
+
+    async def _state(self, key: ModelKey, ref: ModelRef) -> tuple[bool, Optional[ApiError]]:
+        """Whether a replica holds ``ref`` for the task, else the error of its recent failed load."""
+        seen = self._seen_held(key, ref)
+        if seen is not None:
+            return seen, None
+        status = await self.models.model_status(key.task, ref)
+        if status["loaded"]:
+            self.tracker.loaded.add(key)
+        return bool(status["loaded"]), status["failure"]
 
     async def ready(self, task: str, ref: ModelRef, wait: Optional[bool], load: Optional[bool]) -> None:
         """Returns once ``ref`` is loaded for ``task``, or raises.
@@ -262,43 +287,36 @@ class ModelGate:
             ApiError: a recent load of this revision failed.
         """
         self.check_deployed(task)
-        budget = self.options(task).max_model_bytes
-        if ref.size_bytes > budget:
-            raise too_large(ref, budget, task)
-        key = self.tracker.key(task, ref)
-        failed = self.tracker.failure(key)
-        if failed is not None:
-            raise failed
+        error = too_large(ref, self.options(task).max_model_bytes, task)
+        if error is not None:
+            raise error
+        key = ModelKey.of(task, ref)
+        # NOTE(hubserve): the replicas' view, not this replica's memory of past loads: a model
+        # evicted since (LRU, memory budget, a replica restart, a scale-down) answers a no-wait
+        # call with 503, never loads inline. A model loaded through here and still held costs no hop.
+        held, failure = await self._state(key, ref)
+        if held:
+            return
+        if failure is not None:
+            raise failure
         if wait is None:
             wait = self.config.cold_start.wait_by_default
         if load is False or not wait:
-            # NOTE(hubserve): the replicas' view, not this replica's memory of past loads: a model
-            # evicted since (LRU, memory budget, a replica restart) answers 503, never loads inline.
-            # A replica's "held" is trusted for HELD_TTL_S, so a busy no-wait model costs no extra hop.
-            now = time.monotonic()
-            if now - self._held_at.get(key, -1e9) < HELD_TTL_S:
-                return
-            if await self.held(task, ref):
-                self.tracker.mark_loaded(key)
-                self._held_at[key] = now
-                return
-            self.tracker.forget(key)
-            self._held_at.pop(key, None)
             if load is not False:
                 self.tracker.start(key, ref, self._loader(task, ref))
             raise ModelLoading.for_id(ref.model_id, self.tracker.remaining(key, ref))
-        if key in self.tracker.loaded:
-            return  # loaded before; if evicted since, the replica loads it again for this waiting call
         try:
             await self.tracker.wait(key, ref, self._loader(task, ref), self.config.cold_start.max_wait_s)
         except asyncio.TimeoutError:
             raise ModelLoading.for_id(ref.model_id, self.tracker.remaining(key, ref)) from None
 
+    def seen_loaded(self, ref: ModelRef) -> bool:
+        """Whether ``ref`` loaded through here for some task and Serve's view still shows it held."""
+        return any(self._seen_held(key, ref) for key in list(self.tracker.loaded) if key.revision == ref.revision)
+
     async def unload(self, ref: ModelRef) -> int:
         """Unloads ``ref``'s model from the replicas of every deployed task; forgets its state."""
-        for key in [k for k in self.tracker.loaded if k.split("|", 1)[1].startswith(f"{ref.model_id}@")]:
-            self.tracker.forget(key)
-            self._held_at.pop(key, None)
+        self.tracker.forget_model(ref.model_id)
         return await self.models.unload(ref)
 
     async def status(self, task: str, ref: ModelRef) -> dict:
@@ -306,16 +324,10 @@ class ModelGate:
         options = self.options(task)
         entry = self.config.models.get(ref.model_id)
         device = (entry and entry.device) or options.device
-        key = self.tracker.key(task, ref)
-        if ref.size_bytes > options.max_model_bytes:
+        if too_large(ref, options.max_model_bytes, task) is not None:
             return self._status(False, "TooBig", device)
-        if self.tracker.failure(key) is not None:
-            return self._status(False, "Error", device)
-        # NOTE(hubserve): with several ingress replicas, the model server is the one that
-        # remembers a failed load for all of them.
-        status = await self.models.model_status(task, ref)
-        state = "Loaded" if status["loaded"] else "Error" if status["failed"] else "Loadable"
-        return self._status(status["loaded"], state, device)
+        held, failure = await self._state(ModelKey.of(task, ref), ref)
+        return self._status(held, "Loaded" if held else "Error" if failure is not None else "Loadable", device)
 
     @staticmethod
     def _status(loaded: bool, state: str, device: str) -> dict:

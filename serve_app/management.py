@@ -85,7 +85,7 @@ class ModelAdmin:
         return self.root / model_id
 
     def describe(self, ref: ModelRef) -> dict:
-        loaded = any(key.endswith(f"|{ref.revision_id}") for key in self.gate.tracker.loaded)
+        loaded = self.gate.seen_loaded(ref)
         return {"model_id": ref.model_id, "task": task_or_none(ref), "sha": ref.sha, "size_bytes": ref.size_bytes,
                 "private": self.access.is_private(ref.model_id), "source": ref.source, "loaded": loaded}
 

@@ -1,4 +1,5 @@
-"""Faults survived: a model replica killed (by its PID) in the middle of a load run."""
+"""Faults survived: a model replica killed (by its PID) in the middle of a load run; what the
+ingress says of a model after its replica restarted or scaled down (the replicas' view decides)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,85 @@ def faults(server, tiny_store, tmp_path_factory):
     serve.delete("faults")
 
 
-def running_replicas() -> int:
+@pytest.fixture(scope="module")
+def replicas(server, tiny_store, tmp_path_factory):
+    """An application with the hosted API's no-wait default: text-classification on one replica,
+    fill-mask scaled to zero when idle."""
     from ray import serve
 
-    app = serve.status().applications["faults"]
-    return int(app.deployments["text-classification"].replica_states.get("RUNNING", 0))
+    from serve_app.app import build_app
+
+    args = server_args(tiny_store)
+    args.update(data_dir=str(tmp_path_factory.mktemp("replicas") / "data"), models={},
+                serve_tasks=["text-classification", "fill-mask"], request_timeout_s=TIMEOUT_S,
+                cold_start={"wait_by_default": False, "max_wait_s": 60},
+                ingress={"num_cpus": 0, "num_replicas": 1},
+                tasks={"fill-mask": {"autoscaling": {"min_replicas": 0, "max_replicas": 1, "upscale_delay_s": 0,
+                                                     "downscale_delay_s": 2}}})
+    serve.run(build_app(args), name="replicas", route_prefix="/replicas")
+    with httpx.Client(base_url=f"{server.url}/replicas", timeout=TIMEOUT_S + 30) as client:
+        yield client
+    serve.delete("replicas")
+
+
+def running_replicas(app: str = "faults", task: str = "text-classification") -> int:
+    from ray import serve
+
+    deployment = serve.status().applications[app].deployments[task]
+    return int(deployment.replica_states.get("RUNNING", 0))
+
+
+def state_becomes(client, model_id: str, state: str, timeout: float = 60) -> float:
+    """Seconds until ``/status`` says ``state``."""
+    start = time.monotonic()
+    while (now := client.get(f"/status/{model_id}").json()["state"]) != state:
+        assert time.monotonic() - start < timeout, f"{model_id} stayed {now}"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+NO_WAIT = {"x-wait-for-model": "0", "x-use-cache": "0"}
+WAIT = {"x-wait-for-model": "1", "x-use-cache": "0"}
+
+
+def test_after_a_replica_restart_its_models_are_cold(replicas, server, tiny_models):
+    model_id = tiny_models["text-classification"]
+    body = {"inputs": "great"}
+    first = replicas.post(f"/models/{model_id}", json=body, headers=WAIT)
+    assert first.status_code == 200
+    assert replicas.get(f"/status/{model_id}").json()["state"] == "Loaded"
+    assert replicas.post(f"/models/{model_id}", json=body, headers=NO_WAIT).status_code == 200
+    revision = f"{model_id}@{first.headers['x-sha']}"
+    victim = server.replica_status("text-classification", revision, app="replicas")["pid"]
+
+    os.kill(victim, signal.SIGKILL)
+    print(f"\n/status left Loaded {state_becomes(replicas, model_id, 'Loadable'):.2f}s after the kill")
+    cold = replicas.post(f"/models/{model_id}", json=body, headers=NO_WAIT)
+    assert cold.status_code == 503 and cold.json()["estimated_time"] > 0, cold.text
+    state_becomes(replicas, model_id, "Loaded")  # the 503 started the load, on the new replica
+    status = server.replica_status("text-classification", revision, app="replicas")
+    assert status["pid"] != victim and status["loads"] == 1
+    assert replicas.post(f"/models/{model_id}", json=body, headers=NO_WAIT).status_code == 200
+
+
+def test_after_a_scale_down_to_zero_models_are_cold_and_status_starts_nothing(replicas, tiny_models):
+    model_id = tiny_models["fill-mask"]
+    body = {"inputs": "a [MASK] b"}
+    assert replicas.post(f"/models/{model_id}", json=body, headers=WAIT).status_code == 200
+    assert running_replicas("replicas", "fill-mask") == 1
+    deadline = time.monotonic() + 90
+    while running_replicas("replicas", "fill-mask"):
+        assert time.monotonic() < deadline, "fill-mask did not scale down to zero"
+        time.sleep(1)
+    state_becomes(replicas, model_id, "Loadable", timeout=10)
+    refused = replicas.post(f"/models/{model_id}", json=body, headers={**NO_WAIT, "x-load-model": "0"})
+    assert refused.status_code == 503
+    time.sleep(2)  # neither /status nor X-Load-Model: 0 starts a replica
+    assert running_replicas("replicas", "fill-mask") == 0
+    cold = replicas.post(f"/models/{model_id}", json=body, headers=NO_WAIT)
+    assert cold.status_code == 503 and cold.json()["estimated_time"] > 0
+    state_becomes(replicas, model_id, "Loaded")  # that one started a replica and the load
+    assert replicas.post(f"/models/{model_id}", json=body, headers=NO_WAIT).status_code == 200
 
 
 def test_a_killed_model_replica_costs_only_its_requests_in_flight(faults, server, tiny_models):

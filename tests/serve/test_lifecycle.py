@@ -174,6 +174,7 @@ def test_eviction_under_a_small_budget_and_reload(legacy, server, tiny_models):
     assert revs[0] not in status["models"] and revs[1] in status["models"] and revs[2] in status["models"]
     assert status["resident_bytes"] <= int((server.store / ids[0] / "model.safetensors").stat().st_size * 2.5)
     # the ingress loaded it once, but the replicas' view decides: evicted, so a no-wait call is a 503
+    time.sleep(1.0)  # the replica reports its models every 0.1 s; Serve relays them to each ingress
     cold = legacy.post(f"/models/{ids[0]}", json={"inputs": "a [MASK]"},
                        headers={"x-wait-for-model": "0", "x-use-cache": "0"})
     assert cold.status_code == 503 and cold.json()["estimated_time"] > 0, cold.text

@@ -5,13 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from hubserve.errors import ModelLoadError
+from hubserve.errors import ModelLoadError, ModelLoading
 from hubserve.store import ModelRef
-from serve_app.lifecycle import BASE_LOAD_S, PRIOR_BYTES_PER_S, ModelTracker
+from serve_app.lifecycle import BASE_LOAD_S, PRIOR_BYTES_PER_S, ModelGate, ModelKey, ModelTracker
 
 
 def ref(model_id="o/m", size=200_000_000):
     return ModelRef(model_id=model_id, path=Path("/x"), sha="a" * 40, source="store", size_bytes=size)
+
+
+def key(task="t", model=None):
+    return ModelKey.of(task, model or ref())
 
 
 class Clock:
@@ -27,14 +31,14 @@ def test_estimates_come_from_size_then_from_measurements():
     assert tracker.estimate(ref()) == pytest.approx(BASE_LOAD_S + 200_000_000 / PRIOR_BYTES_PER_S)
 
     async def scenario():
-        await tracker.wait("t|a", ref(), _load({"cached": False, "seconds": 0.5}), timeout=5)
+        await tracker.wait(key(), ref(), _load({"cached": False, "seconds": 0.5}), timeout=5)
 
     asyncio.run(scenario())
     assert tracker.estimate(ref()) == 0.5
     assert tracker.bytes_per_s == pytest.approx(400_000_000)
     # another model of half the size is now estimated from the measured speed
     assert tracker.estimate(ref("o/other", 100_000_000)) == pytest.approx(BASE_LOAD_S + 0.25)
-    assert "t|a" in tracker.loaded
+    assert key() in tracker.loaded
 
 
 def _load(result, delay=0.0, calls=None, error=None):
@@ -54,10 +58,10 @@ def test_concurrent_waiters_share_one_load():
 
     async def scenario():
         load = _load({"cached": False, "seconds": 0.1}, delay=0.05, calls=calls)
-        await asyncio.gather(*(tracker.wait("t|k", ref(), load, timeout=5) for _ in range(20)))
+        await asyncio.gather(*(tracker.wait(key(), ref(), load, timeout=5) for _ in range(20)))
 
     asyncio.run(scenario())
-    assert calls == [1] and "t|k" in tracker.loaded and not tracker.loading
+    assert calls == [1] and key() in tracker.loaded and not tracker.loading
 
 
 def test_remaining_time_counts_down_while_loading():
@@ -66,27 +70,26 @@ def test_remaining_time_counts_down_while_loading():
     tracker.load_seconds["o/m"] = 10.0
 
     async def scenario():
-        tracker.start("t|k", ref(), _load({"cached": False, "seconds": 10}, delay=0.01))
+        tracker.start(key(), ref(), _load({"cached": False, "seconds": 10}, delay=0.01))
         clock.now += 4
-        remaining = tracker.remaining("t|k", ref())
+        remaining = tracker.remaining(key(), ref())
         await asyncio.sleep(0.05)
         return remaining
 
     assert asyncio.run(scenario()) == pytest.approx(6.0)
 
 
-def test_failures_are_reported_during_the_back_off_only():
-    clock = Clock()
-    tracker = ModelTracker(retry_failed_after_s=30, clock=clock)
+def test_a_failed_load_fails_every_waiter_with_an_api_error_and_is_not_loaded():
+    tracker = ModelTracker()
 
     async def scenario():
-        with pytest.raises(ModelLoadError, match="corrupt"):
-            await tracker.wait("t|k", ref(), _load(None, error=ModelLoadError("corrupt")), timeout=5)
+        load = _load(None, delay=0.02, error=RuntimeError("corrupt"))
+        return await asyncio.gather(*(tracker.wait(key(), ref(), load, timeout=5) for _ in range(3)),
+                                    return_exceptions=True)
 
-    asyncio.run(scenario())
-    assert isinstance(tracker.failure("t|k"), ModelLoadError)
-    clock.now += 31
-    assert tracker.failure("t|k") is None
+    errors = asyncio.run(scenario())
+    assert all(isinstance(e, ModelLoadError) and "corrupt" in str(e) for e in errors)
+    assert key() not in tracker.loaded and not tracker.loading
 
 
 def test_a_slow_load_times_out_but_goes_on():
@@ -94,12 +97,12 @@ def test_a_slow_load_times_out_but_goes_on():
 
     async def scenario():
         with pytest.raises(asyncio.TimeoutError):
-            await tracker.wait("t|k", ref(), _load({"cached": False, "seconds": 0.2}, delay=0.2), timeout=0.05)
-        assert "t|k" in tracker.loading
+            await tracker.wait(key(), ref(), _load({"cached": False, "seconds": 0.2}, delay=0.2), timeout=0.05)
+        assert key() in tracker.loading
         await asyncio.sleep(0.3)
 
     asyncio.run(scenario())
-    assert "t|k" in tracker.loaded
+    assert key() in tracker.loaded
 
 
 # -- where a task's models run ----------------------------------------------------------
@@ -179,7 +182,7 @@ class FakeLocal:
         return {"where": "ingress"}
 
     async def model_status(self, revision_id):
-        return {"loaded": False, "failed": False}
+        return {"loaded": False, "failure": None}
 
 
 def test_an_inline_task_runs_here_unless_the_model_needs_torch():
@@ -201,3 +204,101 @@ def test_an_inline_task_runs_here_unless_the_model_needs_torch():
     alone = TaskModels({}, {"feature-extraction": FakeLocal(True)})
     with pytest.raises(ModelLoadError, match="needs torch"):
         asyncio.run(alone.infer("feature-extraction", model, None))
+
+
+# -- the gate: the replicas own load state -----------------------------------------------
+
+class FakeModels:
+    """Serve's view (``seen``: running replicas, holders) and one replica's answer (``status``)."""
+
+    def __init__(self, seen, loaded=False, failure=None):
+        self.seen, self.loaded, self.failure = seen, loaded, failure
+        self.hops, self.loads = 0, 0
+
+    def deployed(self, task):
+        return True
+
+    def holders(self, task, model):
+        return self.seen
+
+    async def model_status(self, task, model):
+        self.hops += 1
+        return {"loaded": self.loaded, "failure": self.failure}
+
+    async def load_model(self, task, model):
+        self.loads += 1
+        self.loaded = True
+        return {"cached": False, "seconds": 0.01}
+
+
+def gate_for(models):
+    from hubserve.config import AppConfig
+
+    return ModelGate(models, AppConfig.model_validate({"cold_start": {"wait_by_default": False}}))
+
+
+def test_a_model_loaded_here_and_still_held_costs_no_hop():
+    models = FakeModels(seen=(2, 1))
+    gate = gate_for(models)
+    asyncio.run(gate.ready("t", ref(), wait=True, load=None))
+    assert models.loads == 1 and key() in gate.tracker.loaded
+    hops = models.hops
+    for _ in range(5):
+        asyncio.run(gate.ready("t", ref(), wait=False, load=None))
+    assert models.hops == hops and models.loads == 1
+    assert asyncio.run(gate.status("t", ref()))["state"] == "Loaded" and gate.seen_loaded(ref())
+
+
+def test_once_serve_shows_no_holder_a_no_wait_call_is_503_and_starts_one_load():
+    models = FakeModels(seen=(2, 1))
+    gate = gate_for(models)
+    asyncio.run(gate.ready("t", ref(), wait=True, load=None))
+    models.seen, models.loaded = (2, 0), False  # evicted on its replica
+
+    async def no_wait():
+        with pytest.raises(ModelLoading) as caught:
+            await gate.ready("t", ref(), wait=False, load=None)
+        await asyncio.sleep(0.05)
+        return caught.value
+
+    error = asyncio.run(no_wait())
+    assert error.status_code == 503 and error.extra["estimated_time"] > 0
+    assert models.loads == 2  # the no-wait call started one load in the background
+
+
+def test_with_no_replica_running_nothing_is_asked_and_x_load_model_0_loads_nothing():
+    models = FakeModels(seen=(0, 0), loaded=True)  # the replica's answer would be stale: none runs
+    gate = gate_for(models)
+    with pytest.raises(ModelLoading):
+        asyncio.run(gate.ready("t", ref(), wait=False, load=False))
+    assert models.hops == 0 and models.loads == 0
+    assert asyncio.run(gate.status("t", ref()))["state"] == "Loadable" and models.hops == 0
+
+
+def test_a_replicas_recent_failure_is_the_answer_wait_or_not():
+    models = FakeModels(seen=(1, 0), failure=ModelLoadError("Failed to load model o/m: corrupt"))
+    gate = gate_for(models)
+    for wait in (True, False):
+        with pytest.raises(ModelLoadError, match="corrupt"):
+            asyncio.run(gate.ready("t", ref(), wait=wait, load=None))
+    assert models.loads == 0  # the back-off is the replica's; the gate does not retry
+    assert asyncio.run(gate.status("t", ref()))["state"] == "Error"
+
+
+def test_without_serves_view_the_gate_asks_a_replica():
+    models = FakeModels(seen=None, loaded=True)
+    gate = gate_for(models)
+    asyncio.run(gate.ready("t", ref(), wait=False, load=None))
+    asyncio.run(gate.ready("t", ref(), wait=False, load=None))
+    assert models.hops == 2 and models.loads == 0
+
+
+def test_a_model_over_the_budget_is_refused_before_any_replica_is_asked():
+    from hubserve.errors import ModelTooLarge
+
+    models = FakeModels(seen=None)
+    gate = gate_for(models)
+    big = ref(size=5 * 2**30)
+    with pytest.raises(ModelTooLarge, match="too large"):
+        asyncio.run(gate.ready("t", big, wait=True, load=None))
+    assert asyncio.run(gate.status("t", big))["state"] == "TooBig" and models.hops == 0
