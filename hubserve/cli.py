@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import yaml
 
 from hubserve.auth import ROLES, AuthStore, admin_token_hash, open_auth_store
-from hubserve.config import AppConfig, check_serve_config, hubserve_args, load_yaml
+from hubserve.config import APP_IMPORT_PATH, AppConfig, check_serve_config, hubserve_args, load_yaml
 from hubserve.errors import ApiError
 from hubserve.store import config_file, open_store
 
@@ -49,11 +49,23 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What keeps huggingface_hub and transformers from any download.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
 def render(path: str, host: Optional[str] = None, port: Optional[int] = None,
            proxy_location: Optional[str] = None) -> str:
-    """A checked Serve config as YAML text, with another listen address if given."""
+    """A checked Serve config as YAML text, with another listen address if given.
+
+    With ``hub.download: false``, the application's replicas get ``OFFLINE_ENV`` on every node
+    (its ``runtime_env``), not only where the deploy command runs.
+    """
     data = load_yaml(path)
-    check_serve_config(data)
+    if not check_serve_config(data).hub.download:
+        for app in data.get("applications") or []:
+            if app.get("import_path") == APP_IMPORT_PATH:
+                runtime_env = app["runtime_env"] = dict(app.get("runtime_env") or {})
+                runtime_env["env_vars"] = {**OFFLINE_ENV, **(runtime_env.get("env_vars") or {})}
     http = dict(data.get("http_options") or {})
     if host:
         http["host"] = host
@@ -316,7 +328,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not _app_config(args.config).hub.download:
         # NOTE(hubserve): nothing pulls from an upstream Hub, and nothing else ever downloads:
         # models load from local folders only.
-        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        env.update(OFFLINE_ENV)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
     env[SERVE_ID_ENV] = uuid.uuid4().hex

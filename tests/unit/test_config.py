@@ -91,3 +91,22 @@ def test_inline_tasks_are_served_embedding_tasks():
     with pytest.raises(ValueError, match="embedding tasks only"):
         _config({"ingress": {"inline": ["feature-extraction", "fill-mask"]}})
     assert _config({"ingress": {"inline": ["sentence-similarity"]}}).ingress.inline == ["sentence-similarity"]
+
+
+def test_with_downloads_off_every_node_of_the_application_is_offline(tmp_path):
+    from hubserve.cli import OFFLINE_ENV, render
+
+    data = load_yaml(ROOT / "configs" / "default.yaml")
+    rendered = yaml.safe_load(render(str(ROOT / "configs" / "default.yaml")))
+    assert "runtime_env" not in rendered["applications"][0]  # downloads on: nothing added
+    app = data["applications"][0]
+    app["args"]["hub"]["download"] = False
+    app["runtime_env"] = {"env_vars": {"HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1"}}
+    path = tmp_path / "offline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    env_vars = yaml.safe_load(render(str(path)))["applications"][0]["runtime_env"]["env_vars"]
+    # the operator's own variables stand
+    assert env_vars == {**OFFLINE_ENV, "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1"}
+    del app["runtime_env"]
+    path.write_text(yaml.safe_dump(data))
+    assert yaml.safe_load(render(str(path)))["applications"][0]["runtime_env"] == {"env_vars": OFFLINE_ENV}
