@@ -283,11 +283,7 @@ class Puller:
         return self.evict(keep=model_id)
 
     def _download(self, remote: Remote, progress_bars: bool) -> None:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
         model_id = remote.model_id
-        work = self._incoming(model_id)
         record = self._record(model_id)
         self.incoming.mkdir(parents=True, exist_ok=True)
         record.write_bytes(orjson.dumps({"total": remote.total_bytes, "started": time.time(), "sha": remote.sha}))
@@ -297,6 +293,23 @@ class Puller:
         watcher.start()
         logger.info("pulling %s@%s from %s: %d files, %d bytes", model_id, remote.sha[:12], self.endpoint,
                     len(remote.files), remote.total_bytes)
+        # NOTE(hubserve): the record lives until the model is installed (or refused), so that
+        # /status never finds the model neither downloading nor in the store.
+        try:
+            self._fetch(remote, progress_bars)
+            self._install(remote)
+        finally:
+            stop.set()
+            record.unlink(missing_ok=True)
+        seconds = time.monotonic() - started
+        logger.info("pulled %s@%s in %.1fs (%.1f MB/s)", model_id, remote.sha[:12], seconds,
+                    remote.total_bytes / max(seconds, 1e-6) / 1e6)
+
+    def _fetch(self, remote: Remote, progress_bars: bool) -> None:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        model_id = remote.model_id
         try:
             if not progress_bars:
                 from huggingface_hub.utils import disable_progress_bars
@@ -309,9 +322,11 @@ class Puller:
             self._not_found(model_id)
         except Exception as exc:  # noqa: BLE001 - the connection died, a file failed: nothing is installed
             raise self._down(f"the download of {model_id} failed: {type(exc).__name__}", detail=str(exc)) from None
-        finally:
-            stop.set()
-            record.unlink(missing_ok=True)
+
+    def _install(self, remote: Remote) -> None:
+        """Checks the downloaded snapshot and moves it into the pull cache."""
+        model_id = remote.model_id
+        work = self._incoming(model_id)
         snapshot = work / "snapshots" / remote.sha
         report = inspect_folder(snapshot, links_within=work)
         problems = refusals(report, self.trusted_pickle(model_id), any_pickle=False)
@@ -325,9 +340,6 @@ class Puller:
             "endpoint": self.endpoint, "sha": remote.sha, "private": remote.private,
             "pipeline_tag": remote.pipeline_tag, "library_name": remote.library_name, "pulled": time.time()}))
         install(work, self.repo(model_id))
-        seconds = time.monotonic() - started
-        logger.info("pulled %s@%s in %.1fs (%.1f MB/s)", model_id, remote.sha[:12], seconds,
-                    remote.total_bytes / max(seconds, 1e-6) / 1e6)
 
     def _log_progress(self, model_id: str, stop: threading.Event) -> None:
         while not stop.wait(LOG_EVERY_S):

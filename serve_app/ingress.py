@@ -110,9 +110,10 @@ class Ingress:
                 ref = await self.inference.resolve(model_id, principal)
             except ModelNotFound:
                 downloading = self.upstream.status(model_id, principal)
-                if downloading is None:
-                    raise
-                return json_response(downloading)
+                if downloading is not None:
+                    return json_response(downloading)
+                # NOTE(hubserve): a pull that finished since the first look is in the store now.
+                ref = await self.inference.resolve(model_id, principal)
             return json_response(await self.gate.status(infer_task(ref), ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, request_id_of(request))

@@ -160,3 +160,31 @@ def test_pulled_models_are_evicted_least_recently_used(tmp_path):
     assert sorted(m["model_id"] for m in puller.local()) == ["acme/new", "acme/old"]
     assert not (cache / "models--acme--mid").exists()
     assert puller_with(tmp_path, None)[0].evict() == []  # no limit: nothing is evicted
+
+
+def test_a_pull_reports_progress_until_its_model_is_in_the_pull_cache(tmp_path, monkeypatch):
+    """/status answers Downloading until the store can resolve the model: no moment between."""
+    import hubserve.hub
+
+    puller, _, _ = puller_with(tmp_path, None)
+    remote = hubserve.hub.Remote("acme/bert", SHA, False, "fill-mask", "transformers", (("model.safetensors", 10),))
+
+    def fetch(remote, progress_bars):
+        work = puller._incoming(remote.model_id)
+        snapshot = work / "snapshots" / remote.sha
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
+        (snapshot / "model.safetensors").write_bytes(b"\x00" * 10)
+
+    seen = []
+
+    def install(work, repo):
+        seen.append(puller.progress("acme/bert"))
+        real_install(work, repo)
+
+    real_install = hubserve.hub.install
+    monkeypatch.setattr(puller, "_fetch", fetch)
+    monkeypatch.setattr(hubserve.hub, "install", install)
+    puller.pull("acme/bert", remote)
+    assert seen and seen[0] is not None and seen[0].total == 10
+    assert puller.progress("acme/bert") is None and puller.pulled_sha("acme/bert") == SHA
