@@ -463,6 +463,7 @@ def build_model_server(task: str, config: AppConfig):
         A bound ``Application`` for the ingress to hold a handle to.
     """
     opts = config.deployment_for(task)
+    placement = {} if opts.max_replicas_per_node is None else {"max_replicas_per_node": opts.max_replicas_per_node}
     deployment = serve.deployment(
         ModelServerDeployment,
         name=task,
@@ -471,5 +472,6 @@ def build_model_server(task: str, config: AppConfig):
         max_queued_requests=opts.max_queued_requests,
         autoscaling_config=opts.autoscaling.serve_config(),
         request_router_config={"request_router_class": ROUTER_CLASS},
+        **placement,
     )
     return deployment.bind(task, config.model_dump(mode="json"))

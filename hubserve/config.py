@@ -75,6 +75,8 @@ class TaskDeployment(StrictModel):
         None, ge=1, description="memory budget for loaded models per replica (weights bytes)"
     )
     autoscaling: Optional[Autoscaling] = None
+    max_replicas_per_node: Optional[int] = Field(
+        None, ge=1, description="Serve's max_replicas_per_node: 1 spreads the replicas one per node (unset: no limit)")
     backend: Optional[Backend] = None
     device: Optional[Device] = None
     dtype: Optional[Dtype] = Field(None, description="float16 halves GPU memory (torch on cuda only)")
@@ -135,6 +137,9 @@ class IngressDeployment(StrictModel):
     num_replicas: int = Field(1, ge=1, description="replicas when autoscaling is not set")
     autoscaling: Optional[Autoscaling] = None
     max_ongoing_requests: int = Field(512, ge=1)
+    max_replicas_per_node: Optional[int] = Field(
+        None, ge=1, description="Serve's max_replicas_per_node: 1 gives each node's proxy an ingress replica of its own, "
+                                "also after a node comes back")
     inline: list[str] = Field(default_factory=list, description="embedding tasks the ingress runs itself")
     threads: int = Field(1, ge=1, description="ONNX Runtime threads per ingress replica for inline models")
 

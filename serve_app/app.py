@@ -50,6 +50,8 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     scaling = config.ingress.autoscaling
     replicas = ({"num_replicas": config.ingress.num_replicas} if scaling is None
                 else {"autoscaling_config": scaling.serve_config()})
+    if config.ingress.max_replicas_per_node is not None:
+        replicas["max_replicas_per_node"] = config.ingress.max_replicas_per_node
     ingress = serve.deployment(
         Ingress,
         name="ingress",
