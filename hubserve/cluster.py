@@ -11,6 +11,11 @@ the head's proxy listens on the config's port and worker node ``i`` on ``http_po
 (Ray's ``RAY_SERVE_WORKER_PROXY_HTTP_PORT``). With ``--haproxy`` (the default) each node runs
 Ray's HAProxy ingress with files and stats ports of its own.
 
+With ``--gcs-redis redis://[:PASSWORD@]HOST:PORT`` the head keeps the cluster's state in that
+Redis (GCS fault tolerance, what KubeRay's ``ray.io/ft-enabled`` sets up), under a namespace of
+this cluster's own, and a head that dies is started again, as Kubernetes restarts a head pod: the
+worker nodes and their replicas keep serving meanwhile, and the new head takes them back.
+
 ``<dir>/cluster.json`` says what is running: the address, the Ray auth token's file (clients
 set ``RAY_AUTH_TOKEN_PATH`` to it), the nodes' Ray folder (their logs: ``<ray_tmp>/<node>/session_latest``),
 and per node its ``ray start`` PID, proxy port and output.
@@ -28,12 +33,13 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from hubserve import RAY_VERSION
-from hubserve.cli import SERVE_ID_ENV, _alive, _free_port, _Stop, serve_env, stop_tagged
+from hubserve.cli import SERVE_ID_ENV, _alive, _free_port, _Stop, processes_with_env, serve_env, stop_tagged
 
 #: How long a node has to say "Ray runtime started".
 START_TIMEOUT_S = 90.0
@@ -48,10 +54,13 @@ class Node:
     log: Path
     http_port: int
     haproxy_dir: Optional[Path]
+    argv: list[str] = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+    starts: int = 1
 
-    def started(self) -> bool:
+    def started(self, times: int = 1) -> bool:
         try:
-            return "Ray runtime started" in self.log.read_text(encoding="utf-8", errors="replace")
+            return self.log.read_text(encoding="utf-8", errors="replace").count("Ray runtime started") >= times
         except OSError:
             return False
 
@@ -70,18 +79,65 @@ def _node_env(base: dict, haproxy: bool, worker_port: Optional[int]) -> tuple[di
     return env, folder
 
 
+def _spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
 def _start_node(name: str, argv: list[str], env: dict, root: Path, http_port: int,
                 haproxy_dir: Optional[Path]) -> Node:
     log = root / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    return Node(name, proc, log, http_port, haproxy_dir)
+    log.write_bytes(b"")
+    return Node(name, _spawn(argv, env, log), log, http_port, haproxy_dir, argv, env)
+
+
+def _session_of(pid: int) -> int:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return -1
+
+
+def _restart(node: Node, tag: str) -> None:
+    """Starts a node that exited again, with the same command, ports and folders, once what its
+    ``ray start`` left (its GCS, raylet, agents) is gone, as a restarted pod's processes are."""
+    left = [pid for pid in processes_with_env(SERVE_ID_ENV, tag) if _session_of(pid) == node.proc.pid]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # NOTE(hubserve): `ray start --head` refuses an address that a raylet on this machine names,
+    # and the worker nodes' raylets name the head's: it is another host on a real cluster. The
+    # check applies only to the address the node's folder recorded, so that record goes.
+    from ray._common.utils import reset_ray_address
+
+    reset_ray_address(node.argv[node.argv.index("--temp-dir") + 1])
+    with open(node.log, "ab") as out:
+        out.write(f"\n--- hubserve: restarting the node ({node.starts + 1}) ---\n".encode())
+    node.proc = _spawn(node.argv, node.env, node.log)
+    node.starts += 1
+
+
+def gcs_storage(url: str, namespace: str) -> tuple[dict, list[str]]:
+    """The head's environment and ``ray start`` flags that keep the GCS in the Redis at ``url``."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname or not parts.port:
+        raise ValueError("--gcs-redis is redis://[:PASSWORD@]HOST:PORT")
+    env = {"RAY_REDIS_ADDRESS": f"{parts.hostname}:{parts.port}", "RAY_external_storage_namespace": namespace}
+    flags = ["--redis-password", parts.password] if parts.password else []
+    if parts.username:
+        flags += ["--redis-username", parts.username]
+    return env, flags
 
 
 def _wait_started(node: Node) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not node.started():
+    while not node.started(node.starts):
         if node.proc.poll() is not None or time.monotonic() > deadline:
             tail = node.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"the Ray node {node.name} did not start: " + " | ".join(tail))
@@ -104,6 +160,8 @@ def up(args: argparse.Namespace) -> int:
     token.write_text(generate_new_authentication_token(), encoding="utf-8")
     token.chmod(0o600)
     tag = uuid.uuid4().hex
+    namespace = f"hubserve-{tag}"  # the GCS's keys in Redis, with --gcs-redis
+    storage_env, storage_flags = gcs_storage(args.gcs_redis, namespace) if args.gcs_redis else ({}, [])
     base = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     base[SERVE_ID_ENV] = tag
     base.pop("RAY_ADDRESS", None)
@@ -125,7 +183,8 @@ def up(args: argparse.Namespace) -> int:
             ports = ["--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port())]
             if i == 0:
                 argv = [_ray(), "start", "--head", "--port", str(port), "--include-dashboard=false",
-                        "--ray-client-server-port", str(_free_port())]
+                        "--ray-client-server-port", str(_free_port()), *storage_flags]
+                env.update(storage_env)
             else:
                 argv = [_ray(), "start", "--address", address]
             argv += [*common, *ports, "--temp-dir", str(ray_tmp / name)]
@@ -134,10 +193,15 @@ def up(args: argparse.Namespace) -> int:
             _wait_started(node)
             if stop.asked:
                 break
-        state.write_text(json.dumps({
-            "address": address, "pid": os.getpid(), "auth_token_path": str(token), "ray_tmp": str(ray_tmp),
-            "nodes": [{"name": n.name, "pid": n.proc.pid, "http_port": n.http_port, "log": str(n.log)}
-                      for n in nodes]}, indent=1), encoding="utf-8")
+
+        def record() -> None:
+            state.write_text(json.dumps({
+                "address": address, "pid": os.getpid(), "auth_token_path": str(token), "ray_tmp": str(ray_tmp),
+                "gcs_namespace": namespace if args.gcs_redis else None,
+                "nodes": [{"name": n.name, "pid": n.proc.pid, "http_port": n.http_port, "log": str(n.log),
+                           "starts": n.starts} for n in nodes]}, indent=1), encoding="utf-8")
+
+        record()
         print(f"hubserve: a Ray cluster of {len(nodes)} node(s) at {address}; Serve proxies on ports "
               f"{', '.join(str(n.http_port) for n in nodes)} (proxy_location: EveryNode).\n"
               f"  deploy onto it: RAY_AUTH_TOKEN_PATH={token} hubserve serve CONFIG --port {args.http_port} "
@@ -146,9 +210,16 @@ def up(args: argparse.Namespace) -> int:
         while not stop.asked:
             for node in nodes:
                 if node.name not in gone and node.proc.poll() is not None:
-                    gone.add(node.name)
                     print(f"hubserve: the Ray node {node.name} exited ({node.proc.returncode})",
                           file=sys.stderr, flush=True)
+                    if node.name == "head" and args.gcs_redis:
+                        # NOTE(hubserve): the GCS's state is in Redis: a new head takes the cluster back.
+                        _restart(node, tag)
+                        _wait_started(node)
+                        record()
+                        print("hubserve: the head is back", file=sys.stderr, flush=True)
+                    else:
+                        gone.add(node.name)
             if "head" in gone:
                 break
             time.sleep(0.5)
@@ -158,11 +229,26 @@ def up(args: argparse.Namespace) -> int:
         return 1
     finally:
         stop_tagged(tag)
+        if args.gcs_redis:
+            _drop_gcs_storage(args.gcs_redis, namespace)
         for node in nodes:
             if node.haproxy_dir is not None:
                 shutil.rmtree(node.haproxy_dir, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
         state.unlink(missing_ok=True)
+
+
+def _drop_gcs_storage(url: str, namespace: str) -> None:
+    """Deletes what the stopped cluster's GCS kept in Redis (its namespace only), as KubeRay's
+    clean-up job does when a fault-tolerant cluster is deleted."""
+    from ray._private.gcs_utils import cleanup_redis_storage
+
+    parts = urlsplit(url)
+    try:
+        cleanup_redis_storage(parts.hostname, parts.port, parts.password or "", False, namespace,
+                              username=parts.username)
+    except Exception as exc:  # noqa: BLE001 - the cluster is stopped either way
+        print(f"hubserve: the cluster's GCS state stays in Redis ({exc})", file=sys.stderr, flush=True)
 
 
 def down(args: argparse.Namespace) -> int:
@@ -196,6 +282,9 @@ def add_parser(sub) -> None:
     start.add_argument("--node-ip", default="127.0.0.1")
     start.add_argument("--haproxy", action=argparse.BooleanOptionalAction, default=True,
                        help="Ray's HAProxy ingress on every node (the default)")
+    start.add_argument("--gcs-redis", metavar="redis://[:PASSWORD@]HOST:PORT",
+                       help="GCS fault tolerance: the head keeps the cluster's state in this Redis and is "
+                            "started again when it dies")
     start.set_defaults(func=up)
     stop = actions.add_parser("down", help="stop the cluster that `cluster up --dir DIR` runs")
     stop.set_defaults(func=down)

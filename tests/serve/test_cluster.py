@@ -1,6 +1,6 @@
-"""Scale-out on a real two-node Ray cluster (`hubserve cluster up`, 1 CPU per node) with
-`hubserve serve --address`: replicas on both nodes, a proxy on each, and a whole worker node
-killed under load."""
+"""Scale-out on a real two-node Ray cluster (`hubserve cluster up`, 1 CPU per node, GCS fault
+tolerance on a real Redis) with `hubserve serve --address`: replicas on both nodes, a proxy on
+each, the whole head node killed and restarted under load, then a whole worker node killed."""
 
 from __future__ import annotations
 
@@ -45,17 +45,24 @@ def wait_for(check, timeout_s: float, what: str, proc: subprocess.Popen):
         time.sleep(0.3)
 
 
+def gcs_keys(redis_url: str, namespace: str) -> list:
+    import redis
+
+    return list(redis.Redis.from_url(redis_url).scan_iter(match=f"*{namespace}*"))
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, redis_url):
     root = tmp_path_factory.mktemp("cluster")
     http_port = free_port()  # the head's proxy; the worker's takes the next port
     up = subprocess.Popen([*HUBSERVE, "cluster", "up", "--nodes", "2", "--cpus-per-node", "1",
-                           "--http-port", str(http_port), "--dir", str(root / "ray")],
+                           "--http-port", str(http_port), "--dir", str(root / "ray"), "--gcs-redis", redis_url],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     state = root / "ray" / "cluster.json"
     wait_for(state.exists, 120, "cluster up", up)
     info = json.loads(state.read_text())
     token_env = ("RAY_AUTH_TOKEN_PATH", info["auth_token_path"])
+    assert gcs_keys(redis_url, info["gcs_namespace"]), "the GCS keeps no state in Redis"
     yield {**info, "root": root, "http_port": http_port, "proc": up, "token_env": token_env}
     up.send_signal(signal.SIGTERM)
     try:
@@ -69,6 +76,7 @@ def cluster(tmp_path_factory):
     assert up.returncode == 0, out
     assert not left, f"left running after cluster up stopped: {[command(p) for p in left]}"
     assert not state.exists()
+    assert not gcs_keys(redis_url, info["gcs_namespace"]), "the cluster's GCS state was left in Redis"
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +88,8 @@ def deployed(cluster, tiny_store, tiny_models):
         "applications": [{"name": "hubserve", "route_prefix": "/", "import_path": "serve_app.app:build_app", "args": {
             "model_store": str(tiny_store), "data_dir": str(root / "data"), "hf_cache": None,
             "hub": {"download": False}, "request_timeout_s": TIMEOUT_S, "serve_tasks": ["text-classification"],
-            "ingress": {"num_cpus": 0.1, "num_replicas": 2, "inline": []},
-            "deployment_defaults": {"num_cpus": 0.3, "threads": 1,
+            "ingress": {"num_cpus": 0.1, "num_replicas": 2, "max_replicas_per_node": 1, "inline": []},
+            "deployment_defaults": {"num_cpus": 0.3, "threads": 1, "max_replicas_per_node": 1,
                                     "autoscaling": {"min_replicas": 2, "max_replicas": 2}}}}]}))
     env = dict(os.environ, HUBSERVE_ADMIN_TOKEN=ADMIN_TOKEN, RAY_AUTH_TOKEN_PATH=cluster["auth_token_path"])
     env.pop("RAY_TMPDIR", None)
@@ -123,42 +131,102 @@ def test_replicas_spread_over_both_nodes_and_every_node_proxy_answers(cluster, d
         assert node_of_replicas(cluster, kind) == nodes, f"{kind}'s replicas are not one per node"
 
 
+def kill_node(cluster, node: dict) -> None:
+    """SIGKILL to a whole node: its `ray start`, raylet and agents (one session), and the workers
+    under its raylet (replicas, proxy, HAProxy)."""
+    processes = processes_with_env(*cluster["token_env"])
+    raylet = next(pid for pid in processes if "raylet/raylet" in command(pid) and os.getsid(pid) == node["pid"])
+    for pid in [pid for pid in processes if os.getsid(pid) == node["pid"] or parent(pid) == raylet]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Load:
+    """Client threads posting to ``url`` until stopped: (status or error name, seconds, retry-after, type)."""
+
+    def __init__(self, url: str, body: dict, threads: int = 4) -> None:
+        self.url, self.body, self.results = url, body, []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=TIMEOUT_S + 30) as client:
+            while not self.stop.is_set():
+                start = time.monotonic()
+                try:
+                    r = client.post(self.url, json=self.body)
+                    self.results.append((r.status_code, time.monotonic() - start, r.headers.get("retry-after", ""),
+                                         r.headers.get("content-type", "")))
+                except httpx.HTTPError as exc:
+                    self.results.append((type(exc).__name__, time.monotonic() - start, "", ""))
+
+    def finish(self) -> tuple[Counter, list]:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+        return Counter(status for status, _, _, _ in self.results), [r for r in self.results if r[0] != 200]
+
+
+def test_a_restarted_head_takes_the_cluster_back_while_the_worker_serves(cluster, deployed):
+    body = {"inputs": "great", "options": {"use_cache": False}}
+    head_url, worker_url = deployed["urls"]
+    head = next(node for node in cluster["nodes"] if node["name"] == "head")
+    state = cluster["root"] / "ray" / "cluster.json"
+    load = Load(f"{worker_url}/models/{deployed['model_id']}", body)
+    time.sleep(3.0)
+    killed = time.monotonic()
+    kill_node(cluster, head)
+    wait_for(lambda: json.loads(state.read_text())["nodes"][0]["starts"] == 2, 120, "the head restarted",
+             cluster["proc"])
+    restarted = time.monotonic() - killed
+
+    def head_serves() -> bool:
+        try:
+            return httpx.post(f"{head_url}/models/{deployed['model_id']}", json=body, timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(head_serves, 180, "the restarted head's proxy serves", cluster["proc"])
+    back = time.monotonic() - killed
+    time.sleep(2.0)
+    statuses, errors = load.finish()
+    print(f"\nload through the worker's proxy across the head's death: {len(load.results)} requests, "
+          f"{dict(statuses)}; head restarted in {restarted:.1f}s, its proxy served again after {back:.1f}s")
+    assert statuses[200] > 20
+    answered = [r for r in errors if r[0] != "RemoteProtocolError"]
+    assert {status for status, _, _, _ in answered} <= {503}, statuses  # never a 500
+    assert all(retry and "json" in kind for _, _, retry, kind in answered), "every 503 is JSON saying when to retry"
+    assert len(errors) <= 8, f"more errors than requests in flight on the head: {len(errors)}"
+    assert max(seconds for _, seconds, _, _ in load.results) < TIMEOUT_S + 5
+    # Serve's controller came back on the new head and replaced the head's replicas
+    def spread() -> bool:
+        nodes = raylets(cluster)
+        found = {kind: node_of_replicas(cluster, kind) for kind in ("ingress", "text-classification")}
+        spread.last = (nodes, found)
+        return len(nodes) == 2 and all(found[kind] == nodes for kind in found)
+
+    try:
+        wait_for(spread, 120, "replicas on both nodes again", cluster["proc"])
+    except AssertionError:
+        raise AssertionError(f"raylets and replicas' raylets: {spread.last}") from None
+    cluster["nodes"] = json.loads(state.read_text())["nodes"]
+
+
 def test_a_killed_worker_node_costs_only_its_requests_in_flight(cluster, deployed):
     url = f"{deployed['urls'][0]}/models/{deployed['model_id']}"
     body = {"inputs": "great", "options": {"use_cache": False}}
     worker = next(node for node in cluster["nodes"] if node["name"] != "head")
-    results: list[tuple] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=TIMEOUT_S + 30) as client:
-            while not stop.is_set():
-                start = time.monotonic()
-                try:
-                    r = client.post(url, json=body)
-                    results.append((r.status_code, time.monotonic() - start, r.headers.get("retry-after", ""),
-                                    r.headers.get("content-type", "")))
-                except httpx.HTTPError as exc:
-                    results.append((type(exc).__name__, time.monotonic() - start, "", ""))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
+    load = Load(url, body)
     time.sleep(3.0)
-    # the whole node: its `ray start`, raylet and agents (one session), and the workers under the raylet
-    raylet = next(pid for pid in processes_with_env(*cluster["token_env"])
-                  if "raylet/raylet" in command(pid) and os.getsid(pid) == worker["pid"])
-    doomed = [pid for pid in processes_with_env(*cluster["token_env"])
-              if os.getsid(pid) == worker["pid"] or parent(pid) == raylet]
-    for pid in doomed:
-        os.kill(pid, signal.SIGKILL)
+    kill_node(cluster, worker)
     time.sleep(12.0)
-    stop.set()
-    for t in threads:
-        t.join()
+    statuses, errors = load.finish()
+    results = load.results
 
-    statuses = Counter(status for status, _, _, _ in results)
-    errors = [r for r in results if r[0] != 200]
     print(f"\nload run across the worker node's death: {len(results)} requests, {dict(statuses)}, "
           f"slowest {max(seconds for _, seconds, _, _ in results):.2f}s")
     assert statuses[200] > 20
@@ -168,7 +236,7 @@ def test_a_killed_worker_node_costs_only_its_requests_in_flight(cluster, deploye
     answered = [r for r in errors if r[0] != "RemoteProtocolError"]
     assert {status for status, _, _, _ in answered} <= {503}, statuses  # never a 500
     assert all(retry and "json" in kind for _, _, retry, kind in answered), "every 503 is JSON saying when to retry"
-    assert len(dropped) <= len(threads), statuses
+    assert len(dropped) <= len(load.threads), statuses
     assert len(errors) <= 8, f"more errors than requests in flight at the kill: {len(errors)}"
     assert max(seconds for _, seconds, _, _ in results) < TIMEOUT_S + 5
     # the head keeps serving, and `cluster up` noticed
