@@ -308,8 +308,9 @@ class Access:
         self._tokens: dict[str, tuple[object, float]] = {}
         self._private: tuple[frozenset, float] = (frozenset(), -1e9)
 
-    def principal(self, authorization: Optional[str]) -> Principal:
-        """The caller of a request with this ``Authorization`` header.
+    def principal(self, authorization: Optional[str], lookup: bool = True) -> Optional[Principal]:
+        """The caller of a request with this ``Authorization`` header; with ``lookup=False``,
+        None where the answer needs a read of the token store (a token not in the cache).
 
         Raises:
             Unauthorized: a bad, unknown or revoked token, or no token where one is required.
@@ -328,6 +329,8 @@ class Access:
         now = time.monotonic()
         cached = self._tokens.get(hashed)
         if cached is None or now - cached[1] > self.ttl_s:
+            if not lookup:
+                return None
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
             cached = (self.store.lookup(token), now)
@@ -339,9 +342,13 @@ class Access:
             return ANONYMOUS
         raise Unauthorized(INVALID_CREDENTIALS)
 
+    def private_models_due(self) -> bool:
+        """Whether the next ``private_models`` reads the store (its cache has expired)."""
+        return time.monotonic() - self._private[1] > self.ttl_s
+
     def private_models(self) -> frozenset:
         models, at = self._private
-        if time.monotonic() - at > self.ttl_s:
+        if self.private_models_due():
             models = frozenset(self.store.private_models())
             self._private = (models, time.monotonic())
         return models

@@ -107,7 +107,7 @@ class HubWrites:
 
     async def create(self, request: Request) -> dict:
         """``POST /api/repos/create``: an empty repo (``private``); 409 when it exists."""
-        principal = self.admin.guard.admit(request)
+        principal = await self.admin.guard.admit(request)
         body = await _json_body(request)
         model_id = self._repo_id(principal, body)
         self.admin._check_write(principal, model_id)
@@ -141,7 +141,7 @@ class HubWrites:
 
     async def delete(self, request: Request) -> dict:
         """``DELETE /api/repos/delete``: the repo and its files."""
-        principal = self.admin.guard.admit(request)
+        principal = await self.admin.guard.admit(request)
         model_id = self._repo_id(principal, await _json_body(request))
         await self.admin.remove_repo(await self.admin.store_repo(request, model_id, principal))
         return {}
@@ -158,7 +158,7 @@ class HubWrites:
     async def validate_yaml(self, request: Request) -> dict:
         """``POST /api/validate-yaml``: the model card's front matter parses (the client asks before
         committing a README.md)."""
-        self.admin.guard.admit(request)
+        await self.admin.guard.admit(request)
         content = (await _json_body(request)).get("content")
         if not isinstance(content, str):
             raise InvalidInput("`content` is the README.md text")

@@ -213,7 +213,7 @@ class Inference:
         """The answer of ``route`` (a ``TaskRoute``, ``CompletionsRoute`` or ``ChatRoute``)."""
         start = time.perf_counter()
         try:
-            principal = self.guard.admit(request)
+            principal = await self.guard.admit(request)
             plan = await route.plan(self, request, model_id, principal)
             if plan.stream:
                 await self.gate.ready(plan.task.name, plan.ref, plan.control.wait_for_model, plan.control.load_model)

@@ -97,7 +97,7 @@ class Ingress:
     async def info(self, request: Request, model_id: str) -> Response:
         rid = request_id_of(request)
         try:
-            ref = await self.inference.resolve(model_id, self.guard.admit(request))
+            ref = await self.inference.resolve(model_id, await self.guard.admit(request))
             return json_response(self._info(ref))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, rid)
@@ -105,7 +105,7 @@ class Ingress:
     @app.get("/status/{model_id:path}")
     async def status(self, request: Request, model_id: str) -> Response:
         try:
-            principal = self.guard.admit(request)
+            principal = await self.guard.admit(request)
             try:
                 ref = await self.inference.resolve(model_id, principal)
             except ModelNotFound:

@@ -94,7 +94,7 @@ class ModelAdmin:
     async def list(self, request: Request) -> list[dict]:
         """The models the caller may see, in the Hub's list form and with hubserve's fields;
         ``author``, ``search``, ``pipeline_tag`` (or ``filter``) and ``limit`` as on the Hub."""
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         query = request.query_params
         limit = query.get("limit", "")
         if limit and not limit.isdigit():
@@ -108,7 +108,7 @@ class ModelAdmin:
 
     async def get(self, request: Request, model_id: str, revision: str = "main") -> dict:
         """The Hub's model info (``?blobs=true``: with file sizes and sha256), and hubserve's own fields."""
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         ref = await self._visible(principal, model_id, repo=True)
         check_revision(ref, revision)
         blobs = request.query_params.get("blobs", "").lower() in ("1", "true")
@@ -118,7 +118,7 @@ class ModelAdmin:
 
     async def tree(self, request: Request, model_id: str, location: str) -> list[dict]:
         """``/api/models/{id}/tree/{rev}[/{path}]`` (``?recursive=true``)."""
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         revision, _, prefix = location.partition("/")
         recursive = request.query_params.get("recursive", "").lower() in ("1", "true")
         ref = await self._visible(principal, model_id, repo=True)
@@ -126,7 +126,7 @@ class ModelAdmin:
 
     async def paths_info(self, request: Request, model_id: str, revision: str) -> list[dict]:
         """``POST /api/models/{id}/paths-info/{rev}`` with the form field ``paths`` (repeated)."""
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
             raise PayloadTooLarge(f"A paths-info form is at most {MAX_FORM_BYTES} bytes")
@@ -136,13 +136,13 @@ class ModelAdmin:
 
     async def file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
         """``/{id}/resolve/{revision}/{path}``: one file of a model the caller may see."""
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         ref = await self._visible(principal, model_id, repo=True)
         return await file_response(ref, revision, filename, self.digests)
 
     async def whoami(self, request: Request) -> dict:
         """``/api/whoami-v2``: the token's user, organisations and role (401 without a token)."""
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         if principal.anonymous:
             raise Unauthorized("Invalid user token")
         name = "admin" if principal.admin else principal.user
@@ -156,7 +156,7 @@ class ModelAdmin:
         """The repo of the model store that the caller (``principal``, else the request's) may
         change, or an error: the write is refused from the namespace alone, before anything
         about the repo is looked at."""
-        principal = principal or self.guard.admit(request)
+        principal = principal or await self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
         ref = await self._visible(principal, model_id, repo=True)
@@ -199,7 +199,7 @@ class ModelAdmin:
         return {"model_id": model_id, "deleted": True, "unloaded_replicas": unloaded}
 
     async def upload(self, request: Request, model_id: str) -> dict:
-        principal = self.guard.admit(request)
+        principal = await self.guard.admit(request)
         validate_model_id(model_id)
         self._check_write(principal, model_id)
         private = flag(request.query_params.get("private"), "private")

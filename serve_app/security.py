@@ -33,7 +33,7 @@ class MemoryWindows:
         self.clock = clock
         self.windows: dict[str, tuple[float, int]] = {}
 
-    def take(self, key: str, rule: RateLimit) -> Optional[float]:
+    async def take(self, key: str, rule: RateLimit) -> Optional[float]:
         """Counts one request of ``key``: None if admitted, else the seconds until its window resets."""
         now = self.clock()
         start, count = self.windows.get(key, (now, 0))
@@ -49,31 +49,37 @@ class MemoryWindows:
 
 class RedisWindows:
     """Fixed windows in Redis (aligned to multiples of ``window_s``): one count for every replica
-    and pod. An unreachable Redis admits the request (and says so in the log, once a minute):
-    the limits protect the service, they must not take it down. The count is one round trip on the
-    request's path (``Guard.admit`` is synchronous), bounded by a 0.25 s socket timeout."""
+    and pod, one asynchronous round trip (bounded by a 0.25 s socket timeout) that never blocks
+    the replica's other requests. An unreachable Redis admits the request, and for
+    ``RETRY_AFTER_S`` every request without asking again (saying so in the log once a minute):
+    the limits protect the service, they must not take it down or slow it."""
 
     PREFIX = "hubserve:rate:"
+    RETRY_AFTER_S = 5.0
 
     def __init__(self, url: str, clock=time.time) -> None:
-        import redis
+        import redis.asyncio
 
-        self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self.client = redis.asyncio.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         self.clock = clock
         self._warned = 0.0
+        self._down_until = 0.0
 
-    def take(self, key: str, rule: RateLimit) -> Optional[float]:
+    async def take(self, key: str, rule: RateLimit) -> Optional[float]:
         import redis
 
         now = self.clock()
+        if now < self._down_until:
+            return None
         bucket = int(now // rule.window_s)
         name = f"{self.PREFIX}{key}:{rule.window_s:g}:{bucket}"
         try:
-            pipe = self.client.pipeline()
-            pipe.incr(name)
-            pipe.expire(name, int(rule.window_s) + 1)
-            count = pipe.execute()[0]
-        except redis.RedisError as exc:
+            async with self.client.pipeline() as pipe:
+                pipe.incr(name)
+                pipe.expire(name, int(rule.window_s) + 1)
+                count = (await pipe.execute())[0]
+        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._down_until = now + self.RETRY_AFTER_S
             if now - self._warned > 60:
                 logger.warning("rate limits are not enforced: Redis is unreachable (%s)", exc)
                 self._warned = now
@@ -93,7 +99,7 @@ class RateLimiter:
             windows = RedisWindows(limits.redis_url) if limits.redis_url else MemoryWindows(clock)
         self.windows = windows
 
-    def check(self, principal: Principal, client: str) -> None:
+    async def check(self, principal: Principal, client: str) -> None:
         """Counts one request.
 
         Raises:
@@ -105,7 +111,7 @@ class RateLimiter:
         if rule is None:
             return
         key = f"ip:{client}" if principal.anonymous else principal.key
-        left = self.windows.take(key, rule)
+        left = await self.windows.take(key, rule)
         if left is None:
             return
         reset = max(1, int(left + 0.999))
@@ -135,16 +141,24 @@ class Guard:
         self.access = make_access(config)
         self.limiter = RateLimiter(config.limits)
 
-    def admit(self, request: Request) -> Principal:
+    async def admit(self, request: Request) -> Principal:
         """The caller, counted against its rate limit; a failed authentication counts as an
-        anonymous call of its address (so tokens cannot be guessed faster than that)."""
+        anonymous call of its address (so tokens cannot be guessed faster than that). A token
+        that must be looked up in the token store is looked up off the event loop, and so is the
+        set of private models when its cache has expired (the request's visibility checks then
+        never wait on the store on the loop)."""
         client = client_address(request, self.config.limits.client_ip_header)
+        authorization = request.headers.get("authorization")
         try:
-            principal = self.access.principal(request.headers.get("authorization"))
+            principal = self.access.principal(authorization, lookup=False)
+            if principal is None:
+                principal = await asyncio.to_thread(self.access.principal, authorization)
         except Unauthorized:
-            self.limiter.check(ANONYMOUS, client)
+            await self.limiter.check(ANONYMOUS, client)
             raise
-        self.limiter.check(principal, client)
+        await self.limiter.check(principal, client)
+        if self.access.private_models_due():
+            await asyncio.to_thread(self.access.private_models)
         return principal
 
 

@@ -1,5 +1,6 @@
 """Tokens, principals, visibility, rate limits and request caps (no Ray)."""
 
+import asyncio
 import re
 import sqlite3
 import uuid
@@ -164,25 +165,29 @@ def test_rate_limits_use_fixed_windows_and_the_hosted_headers(tmp_path, windows)
                           token_rate=RateLimit(requests=5, window_s=300))
     limiter = RateLimiter(limits, windows=windows)
     anonymous = Access(store).principal(None)
-    for _ in range(3):
-        limiter.check(anonymous, "10.0.0.1")
-    with pytest.raises(RateLimited) as err:
-        limiter.check(anonymous, "10.0.0.1")
-    exc = err.value
-    assert exc.status_code == 429 and exc.message == "Rate limit reached. Please log in or use a HF access token"
-    assert re.fullmatch(r'"api";r=0;t=60', exc.headers["ratelimit"])
-    assert exc.headers["ratelimit-policy"] == '"fixed window";"api";q=3;w=60'
-    limiter.check(anonymous, "10.0.0.2")  # another address has its own window
-    clock[0] += 61
-    limiter.check(anonymous, "10.0.0.1")  # a new window
     user = store.authenticate(store.create_token("frank")[1])
-    for _ in range(5):
-        limiter.check(user, "10.0.0.1")
-    with pytest.raises(RateLimited, match="5 requests per 300s"):
-        limiter.check(user, "10.0.0.9")  # per token, wherever it comes from
     unlimited = RateLimiter(LimitsConfig(anonymous_rate=None, token_rate=None))
-    for _ in range(100):
-        unlimited.check(anonymous, "10.0.0.1")
+
+    async def run() -> None:
+        for _ in range(3):
+            await limiter.check(anonymous, "10.0.0.1")
+        with pytest.raises(RateLimited) as err:
+            await limiter.check(anonymous, "10.0.0.1")
+        exc = err.value
+        assert exc.status_code == 429 and exc.message == "Rate limit reached. Please log in or use a HF access token"
+        assert re.fullmatch(r'"api";r=0;t=60', exc.headers["ratelimit"])
+        assert exc.headers["ratelimit-policy"] == '"fixed window";"api";q=3;w=60'
+        await limiter.check(anonymous, "10.0.0.2")  # another address has its own window
+        clock[0] += 61
+        await limiter.check(anonymous, "10.0.0.1")  # a new window
+        for _ in range(5):
+            await limiter.check(user, "10.0.0.1")
+        with pytest.raises(RateLimited, match="5 requests per 300s"):
+            await limiter.check(user, "10.0.0.9")  # per token, wherever it comes from
+        for _ in range(100):
+            await unlimited.check(anonymous, "10.0.0.1")
+
+    asyncio.run(run())
 
 
 def test_replicas_sharing_redis_count_one_window(redis_url):
@@ -193,19 +198,40 @@ def test_replicas_sharing_redis_count_one_window(redis_url):
         assert isinstance(replica.windows, RedisWindows)
         replica.windows.PREFIX = prefix
     user = Principal(user="gina", role="read", token_id="t1")
-    replicas[0].check(user, "a")
-    replicas[1].check(user, "b")
-    replicas[0].check(user, "a")
-    with pytest.raises(RateLimited):
-        replicas[1].check(user, "b")
+
+    async def run() -> None:
+        await replicas[0].check(user, "a")
+        await replicas[1].check(user, "b")
+        await replicas[0].check(user, "a")
+        with pytest.raises(RateLimited):
+            await replicas[1].check(user, "b")
+
+    asyncio.run(run())
 
 
-def test_an_unreachable_redis_admits_requests():
+class Unreachable:
+    """A Redis client that must not be called."""
+
+    def pipeline(self):
+        raise AssertionError("Redis was asked again while it is known to be down")
+
+
+def test_an_unreachable_redis_admits_requests_and_is_not_asked_again_for_a_while():
+    clock = [1000.0]
     limits = LimitsConfig(token_rate=RateLimit(requests=1, window_s=60), redis_url="redis://127.0.0.1:1/0")
-    limiter = RateLimiter(limits)
+    limiter = RateLimiter(limits, windows=RedisWindows(limits.redis_url, clock=lambda: clock[0]))
     user = Principal(user="hal", role="read", token_id="t2")
-    for _ in range(3):
-        limiter.check(user, "a")
+
+    async def run() -> None:
+        await limiter.check(user, "a")  # refused connection: admitted
+        real, limiter.windows.client = limiter.windows.client, Unreachable()
+        for _ in range(3):
+            await limiter.check(user, "a")  # admitted without a round trip
+        clock[0] += RedisWindows.RETRY_AFTER_S + 1
+        limiter.windows.client = real
+        await limiter.check(user, "a")  # asked again, still down: admitted
+
+    asyncio.run(run())
 
 
 def test_request_caps():
@@ -233,7 +259,7 @@ def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, mo
 
     def call(authorization, client="10.1.1.1"):
         headers = [(b"authorization", authorization.encode())] if authorization else []
-        return guard.admit(Request({"type": "http", "headers": headers, "client": (client, 1)}))
+        return asyncio.run(guard.admit(Request({"type": "http", "headers": headers, "client": (client, 1)})))
 
     for guess in range(3):
         with pytest.raises(Unauthorized):
@@ -248,8 +274,6 @@ def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, mo
 
 
 def test_a_private_id_costs_the_lookup_a_missing_one_does(tmp_path):
-    import asyncio
-
     from hubserve.auth import ANONYMOUS
     from hubserve.errors import ModelNotFound
     from hubserve.store import ModelStore
@@ -279,8 +303,6 @@ def test_a_private_id_costs_the_lookup_a_missing_one_does(tmp_path):
 
 
 def test_a_model_installed_private_elsewhere_is_never_shown_from_a_stale_cache(tmp_path):
-    import asyncio
-
     from hubserve.auth import ANONYMOUS
     from hubserve.errors import ModelNotFound
     from hubserve.store import ModelStore
@@ -299,3 +321,53 @@ def test_a_model_installed_private_elsewhere_is_never_shown_from_a_stale_cache(t
             asyncio.run(resolve_visible(store, access, ANONYMOUS, "acme/new"))
     owner = AuthStore(tmp_path / "auth.sqlite").authenticate(auth_store.create_token("ann", org="acme")[1])
     assert asyncio.run(resolve_visible(store, access, owner, "acme/new")).model_id == "acme/new"
+
+
+def test_only_a_token_the_cache_lacks_needs_the_token_store(tmp_path):
+    """``Guard.admit`` answers from memory where it can; a store read runs off the event loop."""
+    store = AuthStore(tmp_path / "auth.sqlite")
+    access = Access(store, ttl_s=30)
+    token = store.create_token("ivy")[1]
+    assert access.principal(None, lookup=False) is not None  # anonymous
+    with pytest.raises(Unauthorized):
+        access.principal("Basic abc", lookup=False)
+    assert access.principal(f"Bearer {token}", lookup=False) is None  # not cached yet
+    assert access.principal(f"Bearer {token}").user == "ivy"
+    assert access.principal(f"Bearer {token}", lookup=False).user == "ivy"
+    assert access.principal("Bearer hf_unknown", lookup=False) is None
+
+
+def test_guard_admit_reads_the_store_only_off_the_event_loop(tmp_path, monkeypatch):
+    """A token lookup and the private-model set's refresh run in a worker thread: a slow
+    database never stalls the ingress's other requests. After ``admit`` the visibility checks
+    answer from memory."""
+    import threading
+
+    from starlette.requests import Request
+
+    from hubserve.config import AppConfig
+    from serve_app.security import Guard
+
+    monkeypatch.delenv(ADMIN_ENV, raising=False)
+    config = AppConfig.from_args({"data_dir": str(tmp_path)}, env={})
+    guard = Guard(config)
+    store = guard.access.store
+    token = store.create_token("lee")[1]
+    store.set_private("lee/secret", True)
+    reads = []
+    for name in ("lookup", "private_models", "is_private"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _real=real, _name=name: (
+            reads.append((_name, threading.current_thread() is threading.main_thread())), _real(*a))[1])
+
+    def admit(authorization):
+        headers = [(b"authorization", authorization.encode())] if authorization else []
+        return asyncio.run(guard.admit(Request({"type": "http", "headers": headers, "client": ("10.2.2.2", 1)})))
+
+    assert admit(f"Bearer {token}").user == "lee"
+    assert sorted(name for name, _ in reads) == ["lookup", "private_models"]
+    assert not any(on_loop for _, on_loop in reads), reads
+    reads.clear()
+    assert admit(None).anonymous and admit(f"Bearer {token}").user == "lee"
+    assert guard.access.is_private("lee/secret") and not guard.access.is_private("lee/open")
+    assert reads == []  # all from the caches
