@@ -3,7 +3,7 @@
 ``create_commit``): ``preupload``, the Git LFS batch API with basic transfers, ``commit``.
 
 Every write needs a token with the write role in the repo's namespace, checked from the
-namespace alone before anything about the repo is looked at (``ModelAdmin._check_write``).
+namespace alone before anything about the repo is looked at (``ModelAdmin.check_write``).
 A commit is validated and installed as an archive upload is (``hubserve.commits``), under
 the same per-model lock: the repo's folder changes whole, or not at all.
 """
@@ -110,7 +110,7 @@ class HubWrites:
         principal = await self.admin.guard.admit(request)
         body = await _json_body(request)
         model_id = self._repo_id(principal, body)
-        self.admin._check_write(principal, model_id)
+        self.admin.check_write(principal, model_id)
         private = body.get("private")
         if private is not None and not isinstance(private, bool):
             raise InvalidInput("`private` is true or false")

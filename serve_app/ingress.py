@@ -140,10 +140,7 @@ class Ingress:
 
     @app.api_route("/{model_id:path}/resolve/{revision}/{filename:path}", methods=["GET", "HEAD"])
     async def hub_file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
-        try:
-            return await self.admin.file(request, model_id, revision, filename)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            return error_response(hub_error(exc), request_id_of(request))
+        return await self._admin(request, self.admin.file(request, model_id, revision, filename))
 
     @app.post("/api/models/{model_id:path}")
     async def api_upload(self, request: Request, model_id: str) -> Response:
@@ -174,10 +171,7 @@ class Ingress:
 
     @app.post("/{model_id:path}.git/info/lfs/objects/batch")
     async def lfs_batch(self, request: Request, model_id: str) -> Response:
-        try:
-            return await self.writes.lfs_batch(request, model_id)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            return error_response(hub_error(exc), request_id_of(request))
+        return await self._admin(request, self.writes.lfs_batch(request, model_id))
 
     @app.put("/api/lfs/objects/{ticket}")
     async def lfs_upload(self, request: Request, ticket: str) -> Response:
@@ -192,9 +186,11 @@ class Ingress:
         return await self._admin(request, self.admin.delete(request, model_id))
 
     async def _admin(self, request: Request, work, status: int = 200) -> Response:
-        """A management or Hub API answer; errors carry the Hub's ``X-Error-Code``."""
+        """A management or Hub API answer (a response of its own, or JSON); errors carry the
+        Hub's ``X-Error-Code``."""
         try:
-            return json_response(await work, status=status)
+            answer = await work
+            return answer if isinstance(answer, Response) else json_response(answer, status=status)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
             return error_response(hub_error(exc), request_id_of(request))
 

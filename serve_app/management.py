@@ -27,7 +27,7 @@ from starlette.responses import Response
 from deployments.tasks import infer_task, task_or_none
 from hubserve.auth import Principal, namespace_of
 from hubserve.config import AppConfig
-from hubserve.errors import ApiError, Forbidden, InvalidInput, PayloadTooLarge, Unauthorized
+from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
@@ -68,7 +68,7 @@ class ModelAdmin:
     async def _visible(self, principal: Principal, model_id: str, repo: bool = False) -> ModelRef:
         return await resolve_visible(self.store, self.access, principal, model_id, repo)
 
-    def _check_write(self, principal: Principal, model_id: str) -> None:
+    def check_write(self, principal: Principal, model_id: str) -> None:
         """Refuses a write from the caller and the id's namespace alone: whether the model
         exists, or is private, never changes the answer."""
         if principal.can_write(model_id):
@@ -99,12 +99,23 @@ class ModelAdmin:
         limit = query.get("limit", "")
         if limit and not limit.isdigit():
             raise InvalidInput("`limit` is a number")
-        ids = await asyncio.to_thread(self.store.model_ids)
-        refs = [self.store.resolve(m) for m in ids if self.access.can_read(principal, m)]
+        refs = await asyncio.to_thread(self._readable, principal)
         refs = [ref for ref in refs if matches(ref, query.get("author"), query.get("search"),
                                                query.get("pipeline_tag") or query.get("filter"))]
         refs = refs[:int(limit)] if limit else refs
         return [{**summary(ref, self.access.is_private(ref.model_id)), **self.describe(ref)} for ref in refs]
+
+    def _readable(self, principal: Principal) -> list[ModelRef]:
+        """The models the caller may see (one walk of each folder whose cached revision has
+        expired; a model deleted meanwhile is left out)."""
+        refs = []
+        for model_id in self.store.model_ids():
+            if self.access.can_read(principal, model_id):
+                try:
+                    refs.append(self.store.resolve(model_id))
+                except ModelNotFound:
+                    continue
+        return refs
 
     async def get(self, request: Request, model_id: str, revision: str = "main") -> dict:
         """The Hub's model info (``?blobs=true``: with file sizes and sha256), and hubserve's own fields."""
@@ -158,7 +169,7 @@ class ModelAdmin:
         about the repo is looked at."""
         principal = principal or await self.guard.admit(request)
         validate_model_id(model_id)
-        self._check_write(principal, model_id)
+        self.check_write(principal, model_id)
         ref = await self._visible(principal, model_id, repo=True)
         self._check_store_model(model_id)
         if ref.source != "store":
@@ -201,7 +212,7 @@ class ModelAdmin:
     async def upload(self, request: Request, model_id: str) -> dict:
         principal = await self.guard.admit(request)
         validate_model_id(model_id)
-        self._check_write(principal, model_id)
+        self.check_write(principal, model_id)
         private = flag(request.query_params.get("private"), "private")
         target = self._check_store_model(model_id)
         limit = self.config.limits.max_upload_bytes

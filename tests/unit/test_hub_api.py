@@ -69,3 +69,51 @@ def test_tree_and_paths_info(tmp_path):
         tree(ref, "main", "nowhere", False, digests)
     info = paths_info(ref, "main", ["sub/deep/b.txt", "sub", "missing.txt", "../x"], digests)
     assert [(e["type"], e["path"], e.get("size")) for e in info] == [("file", "sub/deep/b.txt", 2), ("directory", "sub", None)]
+
+
+def test_a_model_deleted_while_the_list_is_built_is_left_out(tmp_path, monkeypatch):
+    """``GET /api/models`` walks the folders off the event loop; a model that disappears between
+    finding its id and reading its folder is missing from the list, not a 404 of the list."""
+    import threading
+
+    from starlette.requests import Request
+
+    from hubserve.auth import ADMIN_ENV
+    from hubserve.config import AppConfig
+    from hubserve.store import open_store
+    from serve_app.management import ModelAdmin
+    from serve_app.security import Guard
+
+    monkeypatch.delenv(ADMIN_ENV, raising=False)
+    config = AppConfig.from_args({"data_dir": str(tmp_path)}, env={})
+    for model_id in ("acme/kept", "acme/gone"):
+        folder = tmp_path / "models" / model_id
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    config = config.model_copy(update={"model_store": str(tmp_path / "models")})
+    store = open_store(config)
+    store.ttl_s = 0.0  # every resolution reads the disk, as one past the cache's life does
+    walks = []
+    real_ids, real_resolve = store.model_ids, store.resolve
+
+    def model_ids():
+        ids = real_ids()
+        (tmp_path / "models" / "acme" / "gone" / "config.json").unlink()  # deleted meanwhile
+        return ids
+
+    def resolve(model_id):
+        walks.append(threading.current_thread() is threading.main_thread())
+        return real_resolve(model_id)
+
+    monkeypatch.setattr(store, "model_ids", model_ids)
+    monkeypatch.setattr(store, "resolve", resolve)
+
+    class Gate:
+        def seen_loaded(self, ref):
+            return False
+
+    admin = ModelAdmin(config, store, Guard(config), Gate())
+    listed = asyncio.run(admin.list(Request({"type": "http", "headers": [], "client": ("10.3.3.3", 1),
+                                             "query_string": b""})))
+    assert [entry["id"] for entry in listed] == ["acme/kept"]
+    assert walks and not any(walks), "every folder walk runs off the event loop"
