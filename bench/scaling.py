@@ -9,8 +9,8 @@ request finds no replica (min_replicas 0) and waits for one. Each phase then run
 concurrency for ``--phase-s`` seconds and prints the running replicas at its end (Serve's
 controller), the rps and p50/p99 of its second half (after the autoscaler had time to act), and
 how many requests each replica took (by PID). After the load, the run waits for the replicas to
-return to ``min_replicas`` within the configured ``downscale_delay_s``. Every request must be a
-200, or the run stops.
+return to ``min_replicas``, one step per ``downscale_delay_s`` (2 to 1, then 1 to 0), and prints
+when each step came. Every request must be a 200, or the run stops.
 """
 
 from __future__ import annotations
@@ -102,11 +102,16 @@ def main() -> None:
                 rows.append((concurrency, controller.running(), result.rps, result.percentile(0.5),
                              result.percentile(0.99), controller.served(revision)))
             idle_start = time.monotonic()
-            while controller.running() > int(scaling.get("min_replicas", 0)):
-                if time.monotonic() - idle_start > downscale_s + 120:
+            steps = []  # (seconds after the load, replicas now running)
+            running = controller.running()
+            # Serve scales down one step at a time, each after downscale_delay_s: to 1, then to 0
+            while running > int(scaling.get("min_replicas", 0)):
+                if time.monotonic() - idle_start > 2 * downscale_s + 120:
                     raise RuntimeError("the replicas did not scale back down")
-                time.sleep(2)
-            idle_s = time.monotonic() - idle_start
+                time.sleep(1)
+                if (now := controller.running()) != running:
+                    steps.append((time.monotonic() - idle_start, now))
+                    running = now
         finally:
             import ray
 
@@ -120,8 +125,8 @@ def main() -> None:
     for concurrency, replicas, rps, p50, p99, served in rows:
         shares = ", ".join(f"{pid}: {count}" for pid, count in sorted(served.items()))
         print(f"{concurrency:>11} {replicas:>8} {rps:>7.1f} {p50 * 1000:>6.0f}ms {p99 * 1000:>6.0f}ms  {shares}")
-    print(f"\nback to min_replicas {scaling.get('min_replicas')} {idle_s:.0f} s after the load stopped "
-          f"(downscale_delay_s {downscale_s:g})")
+    print(f"\nafter the load stopped (downscale_delay_s {downscale_s:g}): "
+          + ", ".join(f"{replicas} replica(s) at {at:.0f} s" for at, replicas in steps))
 
 
 if __name__ == "__main__":

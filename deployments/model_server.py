@@ -471,7 +471,8 @@ def build_model_server(task: str, config: AppConfig):
         max_ongoing_requests=opts.max_ongoing_requests,
         max_queued_requests=opts.max_queued_requests,
         autoscaling_config=opts.autoscaling.serve_config(),
-        request_router_config={"request_router_class": ROUTER_CLASS},
+        request_router_config={"request_router_class": ROUTER_CLASS,
+                               "request_router_kwargs": {"spread_above": opts.autoscaling.target_ongoing_requests}},
         **placement,
     )
     return deployment.bind(task, config.model_dump(mode="json"))

@@ -12,9 +12,15 @@ This router:
 - sends a model whose holder the router does not know yet to the replica its last request went
   to (for ``STICKY_S``);
 - matches each probed replica to the request it was probed for;
+- spreads a hot model: where every replica holding it has more requests in flight than the
+  deployment's ``target_ongoing_requests`` (``spread_above``), one replica below that (the same
+  one until it reports the model) joins the candidates, and the less busy one takes the request
+  (and loads the model). Under Serve's
+  router a holder took every request of its model until it was full (``max_ongoing_requests``),
+  so the replica the autoscaler added for a hot model stood idle;
 - keeps Serve's choice of candidates otherwise: the replicas that hold the model (for
   ``RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S``), then those holding the fewest models,
-  then any. A hot model still spreads to a second replica.
+  then any.
 
 It is also the ingress's view of what the replicas hold (``serve_internals.holders``). Serve keeps
 it from the replicas' own reports, so a model evicted (LRU, memory budget), or lost with its
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from ray.serve.request_router import (LocalityMixin, MultiplexMixin, PendingRequest, ReplicaID, RequestRouter,
                                       RunningReplica)
@@ -45,8 +51,9 @@ STICKY_S = 10.0
 
 
 class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
-    def initialize_state(self, **kwargs) -> None:
+    def initialize_state(self, spread_above: Optional[float] = None, **kwargs) -> None:
         self._last: Dict[str, Tuple[ReplicaID, float]] = {}
+        self._spread_above = spread_above
         self._populated = False
         # NOTE(hubserve): Serve pickles this class by value; the registry is reached through
         # its module so that the ingress's ``holders`` sees the routers its handles made.
@@ -70,6 +77,25 @@ class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
             return None
         return self._replicas.get(last[0])
 
+    def _spread(self, model_id: str, ids: Set[ReplicaID]) -> Set[ReplicaID]:
+        """``ids``, with one replica below ``spread_above`` where every holder of the model is above it."""
+        holders = self._multiplexed_model_id_to_replica_ids.get(model_id)
+        if self._spread_above is None or not holders or ids != holders:
+            return ids
+        queue = self._replica_queue_len_cache
+        if any((queue.get(replica_id) or 0) <= self._spread_above for replica_id in holders):
+            return ids
+        others = [replica_id for replica_id in self._replica_id_set - holders
+                  if (queue.get(replica_id) or 0) < self._spread_above]
+        if not others:
+            return ids
+        # NOTE(hubserve): one replica at a time, the same one until it reports the model (the
+        # fewest models, then its id): choosing among all would load a copy on every replica.
+        # An idle replica has no cached queue length (nothing was sent to it); Serve probes it
+        # before it counts as the less busy one.
+        spare = min(others, key=lambda r: (len(self._replicas[r].multiplexed_model_ids), r.unique_id))
+        return ids | {spare}
+
     async def choose_replicas(self, candidate_replicas: List[RunningReplica],
                               pending_request: Optional[PendingRequest] = None) -> List[List[RunningReplica]]:
         """Up to two replicas to probe, of the candidates for this request's model."""
@@ -77,7 +103,8 @@ class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
             sticky = self._sticky(pending_request)
             if sticky is not None:
                 return [[sticky]]
-            ids = self.apply_multiplex_routing(pending_request=pending_request)
+            ids = self._spread(pending_request.metadata.multiplexed_model_id,
+                               self.apply_multiplex_routing(pending_request=pending_request))
         else:
             ids = self.apply_locality_routing(pending_request=pending_request)
         if not ids:

@@ -1,6 +1,7 @@
 """Many models, few replicas: 20 tiny models of one task over two replicas whose memory budget
 holds 12 each. Every model is loaded once, on one replica, and its later requests (concurrent
-ones included) go to the replica that holds it."""
+ones included) go to the replica that holds it. One hot model, more requests in flight than
+``target_ongoing_requests``, spreads to the second replica."""
 
 from __future__ import annotations
 
@@ -80,3 +81,56 @@ def test_twenty_models_spread_over_two_replicas_and_stay_where_they_were_loaded(
           f"{[s['served'] for s in replicas.values()]} requests served")
     # every model was loaded exactly once: no request went to a replica that did not hold it
     assert sum(status["all_loads"] for status in replicas.values()) == MODELS, replicas
+
+
+@pytest.fixture(scope="module")
+def hot(server, tiny_store, tiny_models, tmp_path_factory):
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    args = server_args(tiny_store)
+    args.update(data_dir=str(tmp_path_factory.mktemp("hot") / "data"), models={},
+                serve_tasks=["text-classification"], ingress={"num_cpus": 0, "num_replicas": 1},
+                tasks={"text-classification": {"max_batch_size": 1}},
+                deployment_defaults={**args["deployment_defaults"], "autoscaling": {
+                    "min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 1}})
+    serve.run(build_app(args), name="hot", route_prefix="/hot")
+    yield f"{server.url}/hot", tiny_models["text-classification"]
+    serve.delete("hot")
+
+
+def test_a_hot_model_spreads_to_the_second_replica_above_the_target(hot):
+    from ray import serve
+
+    url, model_id = hot
+    body = {"inputs": "a fine day", "options": {"use_cache": False}}
+    first = httpx.post(f"{url}/models/{model_id}", json=body, timeout=120)
+    assert first.status_code == 200, first.text
+    revision = f"{model_id}@{first.headers['x-sha']}"
+    failures: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            for _ in range(40):
+                r = http.post(f"{url}/models/{model_id}", json=body)
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:100]}")
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:5]
+
+    handle = serve.get_deployment_handle("text-classification", app_name="hot")
+    replicas = {}
+    for _ in range(40):  # no model id: any replica answers
+        status = handle.model_status.remote(revision).result()
+        replicas[status["pid"]] = status
+        if len(replicas) == 2:
+            break
+    assert len(replicas) == 2, "two replicas run"
+    print(f"\nhot model over 2 replicas: {[s['served'] for s in replicas.values()]} requests served")
+    assert all(status["loaded"] and status["served"] > 20 for status in replicas.values()), replicas
