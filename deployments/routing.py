@@ -15,9 +15,9 @@ This router:
 - spreads a hot model: where every replica holding it has more requests in flight than the
   deployment's ``target_ongoing_requests`` (``spread_above``), one replica below that (the same
   one until it reports the model) joins the candidates, and the less busy one takes the request
-  (and loads the model). Under Serve's
-  router a holder took every request of its model until it was full (``max_ongoing_requests``),
-  so the replica the autoscaler added for a hot model stood idle;
+  (and loads the model). Under Serve's router a holder took every request of its model until it
+  was full (``max_ongoing_requests``), so the replica the autoscaler added for a hot model stood
+  idle;
 - keeps Serve's choice of candidates otherwise: the replicas that hold the model (for
   ``RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S``), then those holding the fewest models,
   then any.

@@ -17,26 +17,34 @@ MODELS = 20
 PER_REPLICA = 12
 
 
-@pytest.fixture(scope="module")
-def many(server, tiny_store, tiny_models, tmp_path_factory):
+def two_replicas(server, tiny_store, tmp_path_factory, name: str, classification: dict, autoscaling: dict):
+    """An application ``name`` serving only text-classification, on two replicas, at ``/name``."""
     from ray import serve
 
     from serve_app.app import build_app
+
+    args = server_args(tiny_store)
+    args.update(data_dir=str(tmp_path_factory.mktemp(name) / "data"), models={},
+                serve_tasks=["text-classification"], ingress={"num_cpus": 0, "num_replicas": 1},
+                tasks={"text-classification": classification},
+                deployment_defaults={**args["deployment_defaults"],
+                                     "autoscaling": {"min_replicas": 2, "max_replicas": 2, **autoscaling}})
+    serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+    return f"{server.url}/{name}"
+
+
+@pytest.fixture(scope="module")
+def many(server, tiny_store, tiny_models, tmp_path_factory):
+    from ray import serve
 
     source = tiny_models["text-classification"]
     weights = (tiny_store / source / "model.safetensors").stat().st_size
     ids = [f"many/model-{i:02d}" for i in range(MODELS)]
     for model_id in ids:
         server.copy_model(source, model_id)
-    args = server_args(tiny_store)
-    args.update(data_dir=str(tmp_path_factory.mktemp("many") / "data"), models={},
-                serve_tasks=["text-classification"], ingress={"num_cpus": 0, "num_replicas": 1},
-                tasks={"text-classification": {"max_models_per_replica": MODELS,
-                                               "max_model_bytes": int(weights * (PER_REPLICA + 0.5))}},
-                deployment_defaults={**args["deployment_defaults"], "autoscaling": {"min_replicas": 2,
-                                                                                    "max_replicas": 2}})
-    serve.run(build_app(args), name="many", route_prefix="/many")
-    yield f"{server.url}/many", ids
+    yield two_replicas(server, tiny_store, tmp_path_factory, "many",
+                       {"max_models_per_replica": MODELS, "max_model_bytes": int(weights * (PER_REPLICA + 0.5))},
+                       {}), ids
     serve.delete("many")
 
 
@@ -87,16 +95,8 @@ def test_twenty_models_spread_over_two_replicas_and_stay_where_they_were_loaded(
 def hot(server, tiny_store, tiny_models, tmp_path_factory):
     from ray import serve
 
-    from serve_app.app import build_app
-
-    args = server_args(tiny_store)
-    args.update(data_dir=str(tmp_path_factory.mktemp("hot") / "data"), models={},
-                serve_tasks=["text-classification"], ingress={"num_cpus": 0, "num_replicas": 1},
-                tasks={"text-classification": {"max_batch_size": 1}},
-                deployment_defaults={**args["deployment_defaults"], "autoscaling": {
-                    "min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 1}})
-    serve.run(build_app(args), name="hot", route_prefix="/hot")
-    yield f"{server.url}/hot", tiny_models["text-classification"]
+    yield two_replicas(server, tiny_store, tmp_path_factory, "hot", {"max_batch_size": 1},
+                       {"target_ongoing_requests": 1}), tiny_models["text-classification"]
     serve.delete("hot")
 
 
