@@ -161,6 +161,13 @@ class ModelLoadError(ApiError):
     error_type = "load"
 
 
+class ModelRefused(ModelLoadError):
+    """A model's own files are refused (code, links, paths that leave its folder...): the
+    folder is at fault, not the server (403)."""
+
+    status_code = 403
+
+
 class ModelLoading(ApiError):
     """The model is cold and the caller asked not to wait (503)."""
 

@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Mapping, Optional
 
 import orjson
 
-from .config import AppConfig, HubConfig
+from .config import AppConfig, HubConfig, LimitsConfig
 from .errors import InvalidInput, ModelNotFound, ModelTooLarge, ServiceUnavailable
 from .model_files import inspect_folder, refusals
 from .store import PULLED_INFO, cached_snapshot, pulled_info, repo_folder_name, validate_model_id
@@ -129,11 +129,14 @@ class Puller:
         trusted_pickle: whether a model id's pickle weights are trusted (they are then fetched).
         env: the environment (endpoint and token where the config names none).
         clock: a monotonic clock.
+        limits: the server's ``limits`` a pulled model's files are checked under.
     """
 
     def __init__(self, hub: HubConfig, trusted_pickle: Callable[[str], bool] = lambda _: False,
-                 env: Optional[Mapping[str, str]] = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 env: Optional[Mapping[str, str]] = None, clock: Callable[[], float] = time.monotonic,
+                 limits: LimitsConfig = LimitsConfig()) -> None:
         self.hub = hub
+        self.limits = limits
         self.cache = Path(hub.cache_dir)
         self.incoming = self.cache / ".incoming"
         self.locks = self.cache / ".locks"
@@ -328,7 +331,7 @@ class Puller:
         model_id = remote.model_id
         work = self._incoming(model_id)
         snapshot = work / "snapshots" / remote.sha
-        report = inspect_folder(snapshot, links_within=work)
+        report = inspect_folder(snapshot, self.limits, links_within=work)
         problems = refusals(report, self.trusted_pickle(model_id), any_pickle=False)
         if problems:
             shutil.rmtree(work, ignore_errors=True)
@@ -419,4 +422,4 @@ class Puller:
 def puller_for(config: AppConfig) -> Puller:
     """The ``Puller`` of an application config (pickle weights fetched for trusted models only)."""
     trusted = {model_id for model_id, entry in config.models.items() if entry.trust_pickle}
-    return Puller(config.hub, trusted_pickle=trusted.__contains__)
+    return Puller(config.hub, trusted_pickle=trusted.__contains__, limits=config.limits)

@@ -4,14 +4,11 @@ One check serves uploads (a 400 before the model is installed) and the loader (a
 error for a folder copied into the store). Refused:
 
 - code: ``*.py`` files and a ``custom_generate/`` folder (transformers' ``generate``
-  imports ``custom_generate/generate.py``), ``auto_map`` or ``custom_pipelines`` in any
-  JSON config (they name remote code classes);
+  imports ``custom_generate/generate.py``);
 - links and special files (an HF cache snapshot may link into its own repo's ``blobs/``);
-- path fields that leave the folder: ``weight_map`` of a safetensors index, the
-  ``*_file``/``*_files`` fields of tokenizer and processor configs, sentence-transformers
-  ``modules.json`` paths;
-- a diffusers ``model_index.json`` naming a custom pipeline, a component from a module other
-  than diffusers or transformers, or a component folder outside the model folder;
+- JSON files, every one whatever its size: one too large or not parseable, remote code
+  (``auto_map``, ``custom_pipelines``), a path field that leaves the folder, an unsafe
+  diffusers ``model_index.json`` (see ``hubserve.model_json``);
 - pickle weights (``*.bin``, ``*.pt``...: unpickling runs code) unless the config trusts
   the model. A folder with safetensors beside them loads the safetensors only
   (``without_pickles``); one with pickle weights only is refused.
@@ -24,17 +21,16 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from pathlib import Path
+from typing import Optional
+
+from .config import LimitsConfig
+from .model_json import Folder, json_problem
 
 #: Weight formats that unpickle (and so can run code) when loaded.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyo"})
 CODE_FOLDERS = frozenset({"custom_generate"})
-CODE_KEYS = ("auto_map", "custom_pipelines")
-#: JSON files larger than this are not parsed (tokenizer.json vocabularies hold no paths).
-MAX_JSON_BYTES = 5 * 1024**2
-SKIPPED_JSON = frozenset({"tokenizer.json", "vocab.json"})
 
 
 @dataclass
@@ -52,73 +48,19 @@ class FolderReport:
     safetensors: bool = False
 
 
-def escapes(value: Any) -> bool:
-    """Whether a path field's value could leave its folder (absolute, ``..``, ``~``, backslash, NUL)."""
-    if not isinstance(value, str):
-        return False
-    if not value or "\x00" in value or "\\" in value or value.startswith("~"):
-        return bool(value)
-    path = PurePosixPath(value)
-    return path.is_absolute() or ".." in path.parts
-
-
-def _json_problems(rel: str, data: Any) -> list[str]:
-    if not isinstance(data, dict):
-        return []
-    found = [f"{rel} has `{key}`, which names code to import" for key in CODE_KEYS if key in data]
-    name = PurePosixPath(rel).name
-    if name.endswith(".index.json"):
-        targets = (data.get("weight_map") or {}).values() if isinstance(data.get("weight_map"), dict) else []
-        found += [f"{rel} maps weights to {t!r}, outside the model folder" for t in targets if escapes(t)]
-    for key, value in data.items():
-        if isinstance(key, str) and (key.endswith("_file") or key.endswith("_files")):
-            values = value if isinstance(value, list) else [value]
-            found += [f"{rel}: `{key}` points outside the model folder ({v!r})" for v in values if escapes(v)]
-    return found
-
-
-#: The libraries a diffusers pipeline's components may come from.
-PIPELINE_LIBRARIES = frozenset({"diffusers", "transformers"})
-
-
-def _pipeline_index_problems(rel: str, data: Any) -> list[str]:
-    """A diffusers ``model_index.json``: ``{"_class_name": "...Pipeline", "<folder>": [library, class]}``."""
-    if not isinstance(data, dict):
-        return [f"{rel} is not a JSON object"]
-    found = _json_problems(rel, data)
-    name = data.get("_class_name")
-    if not isinstance(name, str) or not name.isidentifier():
-        found.append(f"{rel}: `_class_name` {name!r} is not a diffusers pipeline class (a custom pipeline is code)")
-    for key, value in data.items():
-        if key.startswith("_") or not isinstance(value, list):
-            continue
-        if not key.isidentifier():
-            found.append(f"{rel}: component folder {key!r} is not a plain name inside the model folder")
-        library, cls = (value + [None, None])[:2]
-        if library is None and cls is None:
-            continue
-        if library not in PIPELINE_LIBRARIES or not isinstance(cls, str) or not cls.isidentifier():
-            found.append(f"{rel}: component `{key}` comes from {library!r}, not diffusers or transformers")
-    return found
-
-
-def _modules_problems(rel: str, data: Any) -> list[str]:
-    modules = data if isinstance(data, list) else []
-    return [f"{rel}: module path {m.get('path')!r} points outside the model folder"
-            for m in modules if isinstance(m, dict) and escapes(m.get("path"))]
-
-
-def inspect_folder(folder: Path, *, links_within: Optional[Path] = None) -> FolderReport:
+def inspect_folder(folder: Path, limits: LimitsConfig, *, links_within: Optional[Path] = None) -> FolderReport:
     """Checks every entry of a model folder.
 
     Args:
         folder: the model folder.
+        limits: the server's ``limits`` (``max_model_json_bytes``).
         links_within: links are allowed when they resolve to a regular file inside this
             folder (an HF cache repo's ``blobs/``); None refuses every link.
     """
     report = FolderReport()
     root = Path(folder)
-    limit = Path(os.path.realpath(links_within)) if links_within is not None else None
+    paths = Folder(root, links_within)
+    limit = paths.links_within
     for current, dirs, files in os.walk(root):
         for name in sorted(dirs + files):
             full = Path(current, name)
@@ -148,14 +90,10 @@ def inspect_folder(folder: Path, *, links_within: Optional[Path] = None) -> Fold
                 report.pickles.append(rel)
             elif suffix == ".safetensors":
                 report.safetensors = True
-            elif suffix == ".json" and name not in SKIPPED_JSON and full.stat().st_size <= MAX_JSON_BYTES:
-                try:
-                    data = json.loads(full.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, ValueError):
-                    continue
-                check = {"modules.json": _modules_problems, "model_index.json": _pipeline_index_problems}.get(
-                    name, _json_problems)
-                report.problems += check(rel, data)
+            elif suffix == ".json":
+                problem = json_problem(full, rel, paths, limits.max_model_json_bytes)
+                if problem is not None:
+                    report.problems.append(problem)
         dirs[:] = [d for d in dirs if not os.path.islink(Path(current, d))]
     return report
 

@@ -23,14 +23,15 @@ import tarfile
 import uuid
 import zipfile
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
+from .config import LimitsConfig
 from .errors import InvalidInput, PayloadTooLarge
 from .model_files import inspect_folder, refusals
+from .repo_paths import member_path
 from .store import config_file
 
-MAX_FILES = 10_000
 STAGING = ".uploads"
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _AT_FDCWD = -100
@@ -40,21 +41,6 @@ _RENAME_EXCHANGE = 2
 def staging_dir(store: Path) -> Path:
     """Where uploads are unpacked: inside the store, so the final rename is atomic."""
     return store / STAGING
-
-
-def _member_path(name: str) -> PurePosixPath:
-    """The safe relative path of an archive entry, or InvalidInput."""
-    if not name or "\x00" in name or "\\" in name:
-        raise InvalidInput(f"Archive entry {name!r} has an invalid name")
-    path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("/"):
-        raise InvalidInput(f"Archive entry {name!r} is an absolute path")
-    if any(part == ".." for part in path.parts):
-        raise InvalidInput(f"Archive entry {name!r} leaves the model folder ('..')")
-    parts = [p for p in path.parts if p not in ("", ".")]
-    if not parts:
-        raise InvalidInput(f"Archive entry {name!r} has an invalid name")
-    return PurePosixPath(*parts)
 
 
 def _copy(src, dest: Path, budget: list[int], limit: int) -> None:
@@ -96,18 +82,19 @@ def _entries(archive: Path) -> Iterator[tuple[str, str, Callable[[], Optional[IO
             yield member.name, kind, lambda member=member: tf.extractfile(member)
 
 
-def unpack(archive: Path, target: Path, limit: int) -> None:
+def unpack(archive: Path, target: Path, limits: LimitsConfig) -> None:
     """Unpacks ``archive`` into the empty folder ``target``, refusing unsafe entries.
 
     Raises:
-        InvalidInput: not a tar or zip archive, or an unsafe or unsupported entry.
-        PayloadTooLarge: the unpacked files exceed ``limit`` bytes.
+        InvalidInput: not a tar or zip archive, an unsafe or unsupported entry, an over-long path
+            or more than ``limits.max_repo_files`` entries.
+        PayloadTooLarge: the unpacked files exceed ``limits.max_upload_bytes``.
     """
-    budget = [0]
+    budget, limit = [0], limits.max_upload_bytes
     for count, (name, kind, open_entry) in enumerate(_entries(archive), start=1):
-        if count > MAX_FILES:
-            raise InvalidInput(f"The archive has more than {MAX_FILES} entries")
-        rel = _member_path(name)
+        if count > limits.max_repo_files:
+            raise InvalidInput(f"The archive has more than {limits.max_repo_files} entries (limits.max_repo_files)")
+        rel = member_path(name, limits)
         if kind == "other":
             raise InvalidInput(f"Archive entry {name!r} is a link or a special file")
         dest = target.joinpath(*rel.parts)
@@ -130,9 +117,14 @@ def model_root(folder: Path) -> Path:
     return folder
 
 
-def check_model_folder(folder: Path, trust_pickle: bool = False) -> dict:
+def check_model_folder(folder: Path, trust_pickle: bool = False, *, limits: LimitsConfig) -> dict:
     """Validates an unpacked model: a JSON ``config.json`` (or a diffusers pipeline's
     ``model_index.json``) and loadable, safe weights.
+
+    Args:
+        folder: the unpacked model.
+        trust_pickle: the config trusts this model's pickle files.
+        limits: the server's ``limits`` (``max_model_json_bytes``).
 
     Returns:
         The parsed config.
@@ -143,16 +135,16 @@ def check_model_folder(folder: Path, trust_pickle: bool = False) -> dict:
     config_path = config_file(folder)
     if config_path is None:
         raise InvalidInput("The model has no config.json (or model_index.json) at its top level")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"{config_path.name} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise InvalidInput(f"{config_path.name} must be a JSON object")
-    report = inspect_folder(folder)
+    report = inspect_folder(folder, limits)
     problems = refusals(report, trust_pickle, any_pickle=True)
     if problems:
         raise InvalidInput(f"The model is refused: {'; '.join(problems[:5])}", errors=problems)
+    try:
+        config = json.loads(config_path.read_bytes())  # its size is bounded by inspect_folder
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{config_path.name} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidInput(f"{config_path.name} must be a JSON object")
     if not report.safetensors and not report.pickles:
         raise InvalidInput("The model has no weights (*.safetensors)")
     return config

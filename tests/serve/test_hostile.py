@@ -169,7 +169,7 @@ def test_store_folders_with_forbidden_files_fail_to_load(http, server, kind):
     for name, data in forbidden_files(target)[kind].items():
         (target / name).write_bytes(data)
     resp = http.post(f"/models/{model_id}", json={"inputs": "x"})
-    assert resp.status_code == 500 and resp.json()["error_type"] == "load", resp.text
+    assert resp.status_code == 403 and resp.json()["error_type"] == "load", resp.text
     assert "refused" in resp.json()["error"]
     assert http.get(f"/status/{model_id}").json()["state"] == "Error"
 

@@ -67,15 +67,16 @@ def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
 
 def test_pickle_only_weights_are_refused_at_load(tmp_path):
     from deployments.model_server import check_model_files
+    from hubserve.config import LimitsConfig
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
     ref = ModelStore(tmp_path.parent).describe_folder("o/m", tmp_path, "store", "0" * 40, 2)
     with pytest.raises(ModelLoadError, match="pickle"):
-        check_model_files(ref, trust_pickle=False)
-    assert check_model_files(ref, trust_pickle=True).pickles == ["pytorch_model.bin"]
+        check_model_files(ref, trust_pickle=False, limits=LimitsConfig())
+    assert check_model_files(ref, trust_pickle=True, limits=LimitsConfig()).pickles == ["pytorch_model.bin"]
     (tmp_path / "model.safetensors").write_bytes(b"\0")
-    assert check_model_files(ref, trust_pickle=False).safetensors
+    assert check_model_files(ref, trust_pickle=False, limits=LimitsConfig()).safetensors
 
 
 def test_a_generation_stops_at_its_deadline(store, tiny_models):

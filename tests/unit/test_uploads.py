@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from hubserve.config import LimitsConfig
 from hubserve.errors import InvalidInput, PayloadTooLarge
 from hubserve import uploads
 from hubserve.uploads import check_model_folder, install, model_root, remove, unpack
@@ -39,7 +40,7 @@ def test_unsafe_tar_entries_are_refused(tmp_path, bad):
     target = tmp_path / "out"
     target.mkdir()
     with pytest.raises(InvalidInput):
-        unpack(archive, target, 10_000)
+        unpack(archive, target, LimitsConfig(max_upload_bytes=10_000))
     assert not (tmp_path / "x").exists()
 
 
@@ -53,7 +54,7 @@ def test_zip_links_and_slips_are_refused(tmp_path):
         target = tmp_path / f"out-{archive.stem}"
         target.mkdir()
         with pytest.raises(InvalidInput):
-            unpack(archive, target, 10_000)
+            unpack(archive, target, LimitsConfig(max_upload_bytes=10_000))
 
 
 def test_unpacked_size_is_bounded(tmp_path):
@@ -66,27 +67,27 @@ def test_unpacked_size_is_bounded(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     with pytest.raises(PayloadTooLarge):
-        unpack(archive, target, 100_000)
+        unpack(archive, target, LimitsConfig(max_upload_bytes=100_000))
 
 
 def test_model_folder_checks(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
     with pytest.raises(InvalidInput, match="config.json"):
-        check_model_folder(folder)
+        check_model_folder(folder, limits=LimitsConfig())
     (folder / "config.json").write_text("{not json")
     with pytest.raises(InvalidInput, match="valid JSON"):
-        check_model_folder(folder)
+        check_model_folder(folder, limits=LimitsConfig())
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(InvalidInput, match="no weights"):
-        check_model_folder(folder)
+        check_model_folder(folder, limits=LimitsConfig())
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(InvalidInput, match="pickle weight files"):
-        check_model_folder(folder)
-    assert check_model_folder(folder, trust_pickle=True)["model_type"] == "bert"
+        check_model_folder(folder, limits=LimitsConfig())
+    assert check_model_folder(folder, trust_pickle=True, limits=LimitsConfig())["model_type"] == "bert"
     (folder / "pytorch_model.bin").unlink()
     (folder / "model.safetensors").write_bytes(b"\0")
-    assert check_model_folder(folder) == {"model_type": "bert"}
+    assert check_model_folder(folder, limits=LimitsConfig()) == {"model_type": "bert"}
 
 
 def test_a_diffusers_pipeline_folder_is_a_model(tmp_path):
@@ -95,10 +96,10 @@ def test_a_diffusers_pipeline_folder_is_a_model(tmp_path):
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0")
     index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
     (folder / "model_index.json").write_text(json.dumps(index))
-    assert check_model_folder(folder)["_class_name"] == "StableDiffusionPipeline"
+    assert check_model_folder(folder, limits=LimitsConfig())["_class_name"] == "StableDiffusionPipeline"
     (folder / "model_index.json").write_text(json.dumps({**index, "unet": ["evil_module", "Unet"]}))
     with pytest.raises(InvalidInput, match="refused"):
-        check_model_folder(folder)
+        check_model_folder(folder, limits=LimitsConfig())
 
 
 @pytest.mark.parametrize("can_swap", [True, False])
