@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED = 0
 RAY_AUTH_MODE ?= token
 export RAY_AUTH_MODE
 
-.PHONY: install setup serve test clean
+.PHONY: install setup serve test clean client
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
+# The client venv of the tests: the newest huggingface_hub and its `hf` CLI, unpinned, as users
+# install them today (the pinned one in .venv is tested too). `make client` upgrades it.
+CLIENT_VENV ?= .venv-client
+$(CLIENT_VENV)/.installed:
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/python -m pip install --quiet --upgrade pip huggingface_hub
+	touch $@
+
+client:
+	@rm -f $(CLIENT_VENV)/.installed
+	@$(MAKE) --no-print-directory $(CLIENT_VENV)/.installed
+
 # Debian's packages, as package:command: redis-server backs the shared response cache and rate
 # limits, postgresql the shared token store of a cluster (its commands live in
 # /usr/lib/postgresql/<version>/bin), ffmpeg decodes audio, espeak-ng speaks the test clips. Then
@@ -35,7 +47,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 # data/models (deployments/bootstrap.py; nothing comes from the Hub), and exported to ONNX Runtime
 # ahead of their first request (deployments/prepare.py, into data/onnx-cache).
 APT_PACKAGES := redis-server:redis-server postgresql:initdb ffmpeg:ffmpeg espeak-ng:espeak-ng
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(CLIENT_VENV)/.installed
 	@missing=$$(for pc in $(APT_PACKAGES); do p=$${pc%%:*}; c=$${pc#*:}; \
 	  command -v $$c >/dev/null || ls /usr/lib/postgresql/*/bin/$$c >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; \

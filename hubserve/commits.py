@@ -3,15 +3,11 @@
 A commit is an NDJSON body: a ``header`` (summary, ``parentCommit``), then ``file`` entries
 (small files, base64 inline), ``lfsFile`` entries (large or binary files, uploaded before
 through the Git LFS batch API into ``LfsObjects``, named by sha256 and size), and
-``deletedFile``/``deletedFolder`` entries. ``CommitBuilder`` reads the lines into a private
-folder as they arrive (each path checked as an archive entry is, every size bounded);
-``apply_commit`` makes the new model folder from the current one and the commit, which the
-caller validates and installs whole (``uploads.install``), so a repo changes whole or not at
-all.
-
-LFS objects arrive by ``PUT`` to a URL the batch answer gives, which carries no token: the
-URL's single-use ticket, recorded on the store's file system (so any ingress replica may take
-the upload), names the repo, object and size it admits; the body is checked against both.
+``deletedFile``/``deletedFolder`` entries. ``Lines`` splits the streamed body into bounded
+lines; ``CommitBuilder`` reads them into a private folder as they arrive (each path checked as
+an archive entry is, every size bounded); ``apply_commit`` makes the new model folder from the
+current one by applying the operations in their order, which the caller validates and installs
+whole (``uploads.install``), so a repo changes whole or not at all.
 """
 
 from __future__ import annotations
@@ -20,27 +16,24 @@ import base64
 import binascii
 import hashlib
 import os
-import re
-import secrets
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Optional
+from typing import Optional
 
 import orjson
 
+from .config import LimitsConfig
 from .errors import ApiError, EntryNotFound, InvalidInput, PayloadTooLarge
+from .lfs import LfsObjects, check_oid
 from .model_files import CODE_FOLDERS, CODE_SUFFIXES, PICKLE_SUFFIXES
-from .uploads import MAX_FILES, _member_path, staging_dir
+from .repo_paths import ignored, repo_path
 
 #: Files at least this large, or with a NUL byte in their first bytes, go through LFS.
 REGULAR_MAX_BYTES = 10 * 1024**2
 #: The longest NDJSON line of a commit (a regular file, base64, plus its JSON).
 MAX_LINE_BYTES = REGULAR_MAX_BYTES * 4 // 3 + 64 * 1024
-TICKET_TTL_S = 3600.0
-_OID = re.compile(r"[0-9a-f]{64}")
 
 
 class PreconditionFailed(ApiError):
@@ -48,18 +41,6 @@ class PreconditionFailed(ApiError):
 
     status_code = 412
     error_type = "conflict"
-
-
-def repo_path(path: str) -> str:
-    """The safe form of a path in a repo (``a/b.json``), or InvalidInput."""
-    if not isinstance(path, str):
-        raise InvalidInput("A path in the repo must be a string")
-    return _member_path(path).as_posix()
-
-
-def ignored(path: str) -> bool:
-    """Hidden files (``.gitattributes``, ``.cache/...``) are not part of a model: never stored."""
-    return any(part.startswith(".") for part in PurePosixPath(path).parts)
 
 
 def refused(path: str, trust_pickle: bool) -> Optional[str]:
@@ -88,115 +69,45 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_oid(oid: object) -> str:
-    if not isinstance(oid, str) or not _OID.fullmatch(oid):
-        raise InvalidInput(f"Invalid LFS object id {oid!r}: a sha256 in 64 lowercase hex digits")
-    return oid
+class Lines:
+    """Splits a body that arrives in chunks into lines, refusing a line past ``limit`` bytes
+    before it is held whole (413)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines that ``chunk`` completes."""
+        lines, start = [], 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            self._hold(chunk[start:end])
+            lines.append(bytes(self.pending))
+            self.pending.clear()
+            start = end + 1
+        self._hold(chunk[start:])
+        return lines
+
+    def rest(self) -> bytes:
+        """The last line (with no newline after it)."""
+        return bytes(self.pending)
+
+    def _hold(self, part: bytes) -> None:
+        if len(self.pending) + len(part) > self.limit:
+            raise PayloadTooLarge(f"A commit line is longer than {self.limit} bytes: send large files "
+                                  "through LFS (the preupload answer says which)")
+        self.pending += part
 
 
-class LfsObjects:
-    """Uploaded LFS objects waiting for their commit, in the store's staging folder.
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a commit: ``kind`` is file, lfsFile, deletedFile or deletedFolder;
+    ``source`` the bytes of a file (a staged file or an LFS object) and ``oid`` an LFS object's id."""
 
-    Args:
-        store: the model store folder (objects live on its file system, so a commit links them).
-    """
-
-    def __init__(self, store: Path) -> None:
-        self.root = staging_dir(store) / "lfs"
-        self.objects = self.root / "objects"
-        self.tickets = self.root / "tickets"
-
-    def path(self, oid: str) -> Path:
-        return self.objects / check_oid(oid)
-
-    def has(self, oid: str, size: int) -> bool:
-        path = self.path(oid)
-        return path.is_file() and path.stat().st_size == size
-
-    def ticket(self, model_id: str, oid: str, size: int) -> str:
-        """A single-use ticket admitting one upload of ``oid`` (``size`` bytes) to ``model_id``."""
-        self.tickets.mkdir(parents=True, exist_ok=True)
-        ticket = secrets.token_urlsafe(32)
-        record = {"model_id": model_id, "oid": check_oid(oid), "size": size, "expires": time.time() + TICKET_TTL_S}
-        (self.tickets / ticket).write_bytes(orjson.dumps(record))
-        return ticket
-
-    def take(self, ticket: str) -> dict:
-        """The record of a valid ticket, removed so that it serves once (404 otherwise)."""
-        missing = EntryNotFound("This upload URL is unknown or expired")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{40,64}", ticket or ""):
-            raise missing
-        path = self.tickets / ticket
-        claimed = path.with_name(f"{ticket}.{uuid.uuid4().hex}.taken")
-        try:
-            os.rename(path, claimed)
-        except OSError:
-            raise missing from None
-        try:
-            record = orjson.loads(claimed.read_bytes())
-        finally:
-            claimed.unlink(missing_ok=True)
-        if record.get("expires", 0) < time.time():
-            raise missing
-        return record
-
-    def receiver(self, record: dict) -> "LfsReceiver":
-        """Where the body of the upload ``record`` (from ``take``) is written."""
-        return LfsReceiver(self, record)
-
-    def drop(self, oids: Iterable[str]) -> None:
-        for oid in oids:
-            self.path(oid).unlink(missing_ok=True)
-
-    def sweep(self, max_age_s: float = 24 * 3600.0) -> None:
-        """Removes objects no commit took and tickets long expired."""
-        now = time.time()
-        for folder in (self.objects, self.tickets):
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                try:
-                    if now - path.stat().st_mtime > max_age_s:
-                        path.unlink()
-                except OSError:
-                    continue
-
-
-class LfsReceiver:
-    """One LFS upload: kept only if it is exactly the object its ticket names.
-
-    ``write`` each chunk, then ``finish``; ``close`` (always) removes what was not kept.
-    """
-
-    def __init__(self, objects: LfsObjects, record: dict) -> None:
-        objects.objects.mkdir(parents=True, exist_ok=True)
-        self.objects = objects
-        self.record = record
-        self.part = objects.objects / f"{uuid.uuid4().hex}.part"
-        self.fh = open(self.part, "xb")
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, chunk: bytes) -> None:
-        """Raises PayloadTooLarge past the announced size."""
-        self.size += len(chunk)
-        if self.size > self.record["size"]:
-            raise PayloadTooLarge(f"The upload is larger than the {self.record['size']} bytes announced")
-        self.digest.update(chunk)
-        self.fh.write(chunk)
-
-    def finish(self) -> None:
-        """Raises InvalidInput for fewer bytes than announced, or another sha256."""
-        self.fh.close()
-        if self.size != self.record["size"]:
-            raise InvalidInput(f"The upload has {self.size} bytes; {self.record['size']} were announced")
-        if self.digest.hexdigest() != self.record["oid"]:
-            raise InvalidInput("The upload's sha256 is not the object id announced")
-        os.replace(self.part, self.objects.path(self.record["oid"]))
-
-    def close(self) -> None:
-        self.fh.close()
-        self.part.unlink(missing_ok=True)
+    kind: str
+    path: str
+    source: Optional[Path] = None
+    oid: Optional[str] = None
 
 
 @dataclass
@@ -204,24 +115,27 @@ class CommitBuilder:
     """Reads a commit's NDJSON lines into ``work`` (a private, empty folder).
 
     Args:
-        work: where inline files are written as they arrive.
+        work: where inline files are written as they arrive, one file per line.
         lfs: the uploaded LFS objects.
-        limit: the bytes the new files of one commit may add up to.
+        limits: the bytes the files of one commit may add up to (``max_upload_bytes``), its
+            operations (``max_repo_files``) and the bounds of each path.
         trust_pickle: whether this model may hold pickle weights.
     """
 
     work: Path
     lfs: LfsObjects
-    limit: int
+    limits: LimitsConfig
     trust_pickle: bool = False
     summary: str = ""
     parent: Optional[str] = None
-    files: dict[str, Path] = field(default_factory=dict)
-    lfs_files: dict[str, str] = field(default_factory=dict)
-    deleted_files: list[str] = field(default_factory=list)
-    deleted_folders: list[str] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
     size: int = 0
     _seen_header: bool = False
+
+    @property
+    def lfs_oids(self) -> set[str]:
+        """The LFS objects the commit takes."""
+        return {op.oid for op in self.operations if op.oid is not None}
 
     def add(self, line: bytes) -> None:
         """One line of the body."""
@@ -239,21 +153,20 @@ class CommitBuilder:
             return
         if not self._seen_header:
             raise InvalidInput("A commit starts with its header line")
-        if len(self.files) + len(self.lfs_files) + len(self.deleted_files) + len(self.deleted_folders) >= MAX_FILES:
-            raise InvalidInput(f"A commit has at most {MAX_FILES} operations")
-        path = repo_path(value.get("path"))
+        if len(self.operations) >= self.limits.max_repo_files:
+            raise InvalidInput(f"A commit has at most {self.limits.max_repo_files} operations (limits.max_repo_files)")
+        path = repo_path(value.get("path"), self.limits)
         if key in ("file", "lfsFile") and ignored(path):
             return
         if key in ("file", "lfsFile") and (why := refused(path, self.trust_pickle)):
             raise InvalidInput(f"The model is refused: {why}")
         if key == "file":
-            self._file(path, value)
+            self.operations.append(Operation(key, path, source=self._file(path, value)))
         elif key == "lfsFile":
-            self._lfs_file(path, value)
-        elif key == "deletedFile":
-            self.deleted_files.append(path)
-        elif key == "deletedFolder":
-            self.deleted_folders.append(path)
+            oid = self._lfs_file(path, value)
+            self.operations.append(Operation(key, path, source=self.lfs.path(oid), oid=oid))
+        elif key in ("deletedFile", "deletedFolder"):
+            self.operations.append(Operation(key, path))
         else:
             raise InvalidInput(f"Unknown commit operation {key!r}: file, lfsFile, deletedFile or deletedFolder")
 
@@ -268,10 +181,12 @@ class CommitBuilder:
 
     def _count(self, size: int) -> None:
         self.size += size
-        if self.size > self.limit:
-            raise PayloadTooLarge(f"The commit's files are larger than the limit of {self.limit} bytes")
+        if self.size > self.limits.max_upload_bytes:
+            raise PayloadTooLarge(f"The commit's files are larger than the limit of {self.limits.max_upload_bytes} "
+                                  "bytes (limits.max_upload_bytes)")
 
-    def _file(self, path: str, value: dict) -> None:
+    def _file(self, path: str, value: dict) -> Path:
+        """The staged copy of an inline file: a new file for each line, whatever its path."""
         if value.get("encoding", "base64") != "base64" or not isinstance(value.get("content"), str):
             raise InvalidInput(f"{path}: a file's content is a base64 string (encoding: base64)")
         try:
@@ -279,12 +194,11 @@ class CommitBuilder:
         except (binascii.Error, ValueError):
             raise InvalidInput(f"{path}: the content is not valid base64") from None
         self._count(len(content))
-        target = self.work / f"{len(self.files)}.file"
+        target = self.work / f"{uuid.uuid4().hex}.file"
         target.write_bytes(content)
-        self.files[path] = target
-        self.lfs_files.pop(path, None)
+        return target
 
-    def _lfs_file(self, path: str, value: dict) -> None:
+    def _lfs_file(self, path: str, value: dict) -> str:
         if value.get("algo", "sha256") != "sha256":
             raise InvalidInput(f"{path}: LFS objects are named by sha256")
         oid = check_oid(value.get("oid"))
@@ -293,8 +207,7 @@ class CommitBuilder:
         if not found.is_file() or (isinstance(size, int) and found.stat().st_size != size):
             raise InvalidInput(f"{path}: the LFS object {oid} was not uploaded (use the LFS batch API first)")
         self._count(found.stat().st_size)
-        self.lfs_files[path] = oid
-        self.files.pop(path, None)
+        return oid
 
     def check_complete(self) -> None:
         if not self._seen_header:
@@ -314,14 +227,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def apply_commit(current: Optional[Path], staged: Path, commit: CommitBuilder) -> None:
-    """Makes ``staged`` (absent) the repo ``current`` (None: empty) with ``commit`` applied.
+    """Makes ``staged`` (absent) the repo ``current`` (None: empty) with the commit's operations
+    applied one after the other, in the order they came: a later operation on a path wins, and a
+    file added earlier in the commit may be deleted by a later operation.
 
     Unchanged files are hard links to the current ones (the same file system), so a commit
     of one small file to a large model copies nothing.
 
     Raises:
-        EntryNotFound: a deleted file or folder that does not exist.
-        InvalidInput: a path that is a file in one place and a folder in another.
+        EntryNotFound: a deleted file or folder that does not exist at that point.
+        InvalidInput: a path that is a file in one place and a folder in another, or a model of
+            more than ``limits.max_repo_files`` files.
     """
     staged.mkdir(parents=True)
     if current is not None:
@@ -334,23 +250,31 @@ def apply_commit(current: Optional[Path], staged: Path, commit: CommitBuilder) -
                 if source.is_symlink() or not source.is_file():
                     continue
                 _link_or_copy(source, staged / source.relative_to(current))
-    for path in commit.deleted_files:
-        target = staged / path
-        if not target.is_file():
-            raise EntryNotFound(f"A file with this name doesn't exist: {path}")
-        target.unlink()
-    for path in commit.deleted_folders:
-        target = staged / path.rstrip("/")
-        if not target.is_dir():
-            raise EntryNotFound(f"A folder with this name doesn't exist: {path}")
-        shutil.rmtree(target)
-    for path, source in commit.files.items():
-        _place(staged, path, source)
-    for path, oid in commit.lfs_files.items():
-        _place(staged, path, commit.lfs.path(oid))
+    for op in commit.operations:
+        target = staged / op.path
+        if op.kind == "deletedFile":
+            if not target.is_file():
+                raise EntryNotFound(f"A file with this name doesn't exist: {op.path}")
+            target.unlink()
+            _prune(staged, target.parent)
+        elif op.kind == "deletedFolder":
+            if not target.is_dir():
+                raise EntryNotFound(f"A folder with this name doesn't exist: {op.path}")
+            shutil.rmtree(target)
+        else:
+            _place(staged, op.path, op.source)
     count = sum(len(files) for _, _, files in os.walk(staged))
-    if count > MAX_FILES:
-        raise InvalidInput(f"A model has at most {MAX_FILES} files")
+    limit = commit.limits.max_repo_files
+    if count > limit:
+        raise InvalidInput(f"A model has at most {limit} files (limits.max_repo_files)")
+
+
+def _prune(staged: Path, folder: Path) -> None:
+    """Removes ``folder`` and its parents inside ``staged`` while they are empty: as in git, a
+    folder exists only while it holds a file."""
+    while folder != staged and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _place(staged: Path, path: str, source: Path) -> None:

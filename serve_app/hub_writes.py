@@ -19,27 +19,29 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-import orjson
 import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deployments.tasks import infer_task
 from hubserve.auth import Principal
-from hubserve.commits import (MAX_LINE_BYTES, CommitBuilder, LfsObjects, PreconditionFailed, apply_commit,
-                              check_oid, git_blob_sha1, ignored, refused, repo_path, upload_mode)
-from hubserve.errors import ApiError, Conflict, InvalidInput, PayloadTooLarge, RevisionNotFound, Unauthorized
+from hubserve.commits import (MAX_LINE_BYTES, CommitBuilder, Lines, PreconditionFailed, apply_commit, git_blob_sha1,
+                              refused, upload_mode)
+from hubserve.config import LimitsConfig
+from hubserve.errors import ApiError, Conflict, InvalidInput, RevisionNotFound, Unauthorized
+from hubserve.lfs import LfsObjects, check_oid
+from hubserve.repo_paths import ignored, repo_path
 from hubserve.store import ModelRef, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, staging_dir
 
+from .json_bodies import json_object
 from .management import MAX_FORM_BYTES, ModelAdmin
 from .parsing import read_body
+from .repo_bodies import create_body, delete_body, settings_body
 from .responses import json_response
 
 logger = logging.getLogger(__name__)
 
-#: Objects of one LFS batch request (the client sends at most 256).
-MAX_BATCH_OBJECTS = 1000
 LFS_JSON = "application/vnd.git-lfs+json"
 
 
@@ -47,14 +49,8 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-async def _json_body(request: Request, limit: int = MAX_FORM_BYTES) -> dict:
-    try:
-        body = orjson.loads(await read_body(request, limit) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("The body is a JSON object")
-    return body
+async def _json_body(request: Request, limits: LimitsConfig) -> dict:
+    return await json_object(await read_body(request, MAX_FORM_BYTES), limits)
 
 
 def card_problem(content: str) -> Optional[str]:
@@ -82,17 +78,14 @@ class HubWrites:
         self.admin = admin
         self.store = admin.store
         self.access = admin.access
-        self.lfs = LfsObjects(admin.root)
+        self.limits = admin.config.limits
+        self.lfs = LfsObjects(admin.root, self.limits)
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _repo_id(self, principal: Principal, body: dict) -> str:
+    @staticmethod
+    def _repo_id(principal: Principal, name: str, organization: Optional[str]) -> str:
         """``organization/name`` of a create or delete body (the caller's own namespace by default)."""
-        if body.get("type") not in (None, "model"):
-            raise InvalidInput("This server holds model repos only (type: model)")
-        name, organization = body.get("name"), body.get("organization")
-        if not isinstance(name, str) or (organization is not None and not isinstance(organization, str)):
-            raise InvalidInput("`name` (and `organization`) are strings")
         if principal.anonymous:
             raise Unauthorized("A token with the write role is required to change models")
         namespace = organization or principal.user
@@ -106,14 +99,11 @@ class HubWrites:
     # -- repos ---------------------------------------------------------------------------
 
     async def create(self, request: Request) -> dict:
-        """``POST /api/repos/create``: an empty repo (``private``); 409 when it exists."""
+        """``POST /api/repos/create``: an empty repo (``visibility``, or ``private``); 409 when it exists."""
         principal = await self.admin.guard.admit(request)
-        body = await _json_body(request)
-        model_id = self._repo_id(principal, body)
+        name, organization, private = create_body(await _json_body(request, self.limits))
+        model_id = self._repo_id(principal, name, organization)
         self.admin.check_write(principal, model_id)
-        private = body.get("private")
-        if private is not None and not isinstance(private, bool):
-            raise InvalidInput("`private` is true or false")
         url = f"{base_url(request)}/{model_id}"
 
         def make() -> bool:
@@ -121,7 +111,7 @@ class HubWrites:
             with model_lock(staging_dir(self.admin.root), model_id):
                 if model_id in self.admin.config.models or self._exists(model_id):
                     return False
-                self.access.store.set_private(model_id, bool(private))
+                self.access.store.set_private(model_id, private)
                 target.mkdir(parents=True)
             return True
 
@@ -129,7 +119,7 @@ class HubWrites:
             raise Conflict("You already created this model repo", extra={"url": url})
         self.access.forget()
         self.store.forget(model_id)
-        logger.info("created the repo %s (private=%s)", model_id, bool(private))
+        logger.info("created the repo %s (private=%s)", model_id, private)
         return {"url": url, "name": model_id, "id": model_id}
 
     def _exists(self, model_id: str) -> bool:
@@ -142,24 +132,23 @@ class HubWrites:
     async def delete(self, request: Request) -> dict:
         """``DELETE /api/repos/delete``: the repo and its files."""
         principal = await self.admin.guard.admit(request)
-        model_id = self._repo_id(principal, await _json_body(request))
+        model_id = self._repo_id(principal, *delete_body(await _json_body(request, self.limits)))
         await self.admin.remove_repo(await self.admin.store_repo(request, model_id, principal))
         return {}
 
     async def settings(self, request: Request, model_id: str) -> dict:
-        """``PUT /api/models/{id}/settings``: ``{"private": bool}``."""
+        """``PUT /api/models/{id}/settings``: the repo's visibility (``repo_bodies.settings_body``)."""
         await self.admin.store_repo(request, model_id)
-        body = await _json_body(request)
-        if set(body) - {"private"} or not isinstance(body.get("private"), bool):
-            raise InvalidInput('Only `private` can be changed on this server: {"private": true|false}')
-        await self.admin.set_private(model_id, body["private"])
-        return {"private": body["private"]}
+        private = settings_body(await _json_body(request, self.limits))
+        if private is not None:
+            await self.admin.set_private(model_id, private)
+        return {"private": self.access.is_private(model_id) if private is None else private}
 
     async def validate_yaml(self, request: Request) -> dict:
         """``POST /api/validate-yaml``: the model card's front matter parses (the client asks before
         committing a README.md)."""
         await self.admin.guard.admit(request)
-        content = (await _json_body(request)).get("content")
+        content = (await _json_body(request, self.limits)).get("content")
         if not isinstance(content, str):
             raise InvalidInput("`content` is the README.md text")
         problem = card_problem(content)
@@ -174,14 +163,16 @@ class HubWrites:
         whether it is ignored, and the id of the file the repo holds under that path."""
         ref = await self.admin.store_repo(request, model_id)
         self._check_branch(revision)
-        body = await _json_body(request)
+        body = await _json_body(request, self.limits)
         files = body.get("files")
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             raise InvalidInput('The body is {"files": [{"path": ..., "sample": ..., "size": ...}]}')
+        if len(files) > self.limits.max_repo_files:
+            raise InvalidInput(f"A preupload names at most {self.limits.max_repo_files} files (limits.max_repo_files)")
         trust = self._trusts_pickle(model_id)
         out = []
         for item in files:
-            path, size = repo_path(item.get("path")), item.get("size")
+            path, size = repo_path(item.get("path"), self.limits), item.get("size")
             if not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"{path}: `size` is a number of bytes")
             if not ignored(path) and (why := refused(path, trust)):
@@ -204,30 +195,39 @@ class HubWrites:
         return bool(entry and entry.trust_pickle)
 
     async def lfs_batch(self, request: Request, model_id: str) -> Response:
-        """``POST /{id}.git/info/lfs/objects/batch``: where to PUT each object not held yet."""
-        await self.admin.store_repo(request, model_id)
-        body = await _json_body(request)
+        """``POST /{id}.git/info/lfs/objects/batch``: where to PUT each object not held yet, within
+        the token's quota of objects in flight (413 past it, the whole batch refused)."""
+        principal = await self.admin.guard.admit(request)
+        await self.admin.store_repo(request, model_id, principal)
+        body = await _json_body(request, self.limits)
         if body.get("operation") != "upload":
             raise InvalidInput("Only LFS uploads are served here; files download from /{id}/resolve/{rev}/{path}")
-        objects = body.get("objects")
-        if not isinstance(objects, list) or len(objects) > MAX_BATCH_OBJECTS:
-            raise InvalidInput(f"`objects` is a list of at most {MAX_BATCH_OBJECTS} {{oid, size}}")
-        limit = self.admin.config.limits.max_upload_bytes
-        base = base_url(request)
-        await asyncio.to_thread(self.lfs.sweep)
-        answers = []
+        objects, most = body.get("objects"), self.limits.max_repo_files
+        if not isinstance(objects, list) or len(objects) > most:
+            raise InvalidInput(f"`objects` is a list of at most {most} {{oid, size}} (limits.max_repo_files)")
+        limit = self.limits.max_upload_bytes
+        answers, wanted = [], []
         for item in objects:
             oid, size = check_oid(item.get("oid") if isinstance(item, dict) else None), item.get("size")
             if not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"{oid}: `size` is a number of bytes")
-            answer = {"oid": oid, "size": size}
+            answers.append({"oid": oid, "size": size})
             if size > limit:
-                answer["error"] = {"code": 422, "message": f"The object is {size} bytes; the limit is {limit} bytes"}
-            elif not self.lfs.has(oid, size):
-                ticket = await asyncio.to_thread(self.lfs.ticket, model_id, oid, size)
+                answers[-1]["error"] = {"code": 422, "message": f"The object is {size} bytes; the limit is {limit} "
+                                                                "bytes (limits.max_upload_bytes)"}
+            else:
+                wanted.append((oid, size))
+
+        def issue() -> dict[str, str]:
+            self.lfs.sweep()
+            return self.lfs.issue(principal.key, model_id, wanted)
+
+        tickets = await asyncio.to_thread(issue)
+        base = base_url(request)
+        for answer in answers:
+            if (ticket := tickets.get(answer["oid"])) and "error" not in answer:
                 answer.update(authenticated=True,
                               actions={"upload": {"href": f"{base}/api/lfs/objects/{ticket}", "expires_in": 3600}})
-            answers.append(answer)
         payload = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
         return json_response(payload, headers={"content-type": LFS_JSON})
 
@@ -255,18 +255,12 @@ class HubWrites:
         work = staging_dir(self.admin.root) / f"{uuid.uuid4().hex}.commit"
         await asyncio.to_thread(work.mkdir, parents=True)
         try:
-            builder = CommitBuilder(work, self.lfs, self.admin.config.limits.max_upload_bytes,
-                                    self._trusts_pickle(model_id))
-            buffer = b""
+            builder = CommitBuilder(work, self.lfs, self.limits, self._trusts_pickle(model_id))
+            lines = Lines(MAX_LINE_BYTES)
             async for chunk in request.stream():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                if len(buffer) > MAX_LINE_BYTES:
-                    raise PayloadTooLarge(f"A commit line is longer than {MAX_LINE_BYTES} bytes: send large files "
-                                          "through LFS (the preupload answer says which)")
-                for line in lines:
+                for line in lines.feed(chunk):
                     await asyncio.to_thread(builder.add, line)
-            await asyncio.to_thread(builder.add, buffer)
+            await asyncio.to_thread(builder.add, lines.rest())
             builder.check_complete()
             new = await asyncio.to_thread(self._apply, model_id, builder)
         finally:
@@ -295,11 +289,11 @@ class HubWrites:
                 ref = self.store.resolve_now(model_id)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-        self.lfs.drop(builder.lfs_files.values())
+        self.lfs.drop(builder.lfs_oids)
         return ref
 
     def _validate(self, model_id: str, folder) -> None:
-        check_model_folder(folder, self._trusts_pickle(model_id))
+        check_model_folder(folder, self._trusts_pickle(model_id), limits=self.admin.config.limits)
         digest, size = scan_folder(folder)
         try:
             infer_task(self.store.describe_folder(model_id, folder, "store", digest, size))

@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,12 +27,14 @@ from deployments.tasks import infer_task, task_or_none
 from hubserve.auth import Principal, namespace_of
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
+from hubserve.repo_paths import check_path_bounds
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
 from .hub_api import Digests, check_revision, file_response, matches, model_info, paths_info, summary, tree
 from .lifecycle import ModelGate
-from .parsing import flag
+from .json_bodies import json_object
+from .parsing import flag, read_body
 from .security import Guard, resolve_visible
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class ModelAdmin:
         """``/api/models/{id}/tree/{rev}[/{path}]`` (``?recursive=true``)."""
         principal = await self.guard.admit(request)
         revision, _, prefix = location.partition("/")
+        check_path_bounds(prefix, self.config.limits)
         recursive = request.query_params.get("recursive", "").lower() in ("1", "true")
         ref = await self._visible(principal, model_id, repo=True)
         return await asyncio.to_thread(tree, ref, revision, prefix, recursive, self.digests)
@@ -138,16 +140,21 @@ class ModelAdmin:
     async def paths_info(self, request: Request, model_id: str, revision: str) -> list[dict]:
         """``POST /api/models/{id}/paths-info/{rev}`` with the form field ``paths`` (repeated)."""
         principal = await self.guard.admit(request)
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            raise PayloadTooLarge(f"A paths-info form is at most {MAX_FORM_BYTES} bytes")
+        body = await read_body(request, MAX_FORM_BYTES)
         paths = urllib.parse.parse_qs(body.decode("utf-8", errors="replace")).get("paths", [])
+        limits = self.config.limits
+        if len(paths) > limits.max_repo_files:
+            raise InvalidInput(f"A paths-info request names at most {limits.max_repo_files} paths "
+                               "(limits.max_repo_files)")
+        for path in paths:
+            check_path_bounds(path, limits)
         ref = await self._visible(principal, model_id, repo=True)
         return await asyncio.to_thread(paths_info, ref, revision, paths, self.digests)
 
     async def file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
         """``/{id}/resolve/{revision}/{path}``: one file of a model the caller may see."""
         principal = await self.guard.admit(request)
+        check_path_bounds(filename, self.config.limits)
         ref = await self._visible(principal, model_id, repo=True)
         return await file_response(ref, revision, filename, self.digests)
 
@@ -196,11 +203,8 @@ class ModelAdmin:
 
     async def patch(self, request: Request, model_id: str) -> dict:
         ref = await self.store_repo(request, model_id)
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"Malformed JSON body: {exc}") from None
-        if not isinstance(body, dict) or not isinstance(body.get("private"), bool) or set(body) != {"private"}:
+        body = await json_object(await read_body(request, MAX_FORM_BYTES), self.config.limits)
+        if not isinstance(body.get("private"), bool) or set(body) != {"private"}:
             raise InvalidInput('The body is {"private": true} or {"private": false}')
         await self.set_private(model_id, body["private"])
         return self.describe(ref)
@@ -235,8 +239,7 @@ class ModelAdmin:
                 raise InvalidInput("The upload is empty: send a tar or zip archive of the model folder")
             entry = self.config.models.get(model_id)
             trust_pickle = bool(entry and entry.trust_pickle)
-            ref = await asyncio.to_thread(self._stage, archive, staged, model_id, trust_pickle, limit, target,
-                                          private)
+            ref = await asyncio.to_thread(self._stage, archive, staged, model_id, trust_pickle, target, private)
         finally:
             archive.unlink(missing_ok=True)
             shutil.rmtree(staged, ignore_errors=True)
@@ -256,12 +259,12 @@ class ModelAdmin:
         if self.cache is not None:
             self.cache.evict_model(model_id)
 
-    def _stage(self, archive: Path, staged: Path, model_id: str, trust_pickle: bool, limit: int,
-               target: Path, private: Optional[bool]) -> ModelRef:
+    def _stage(self, archive: Path, staged: Path, model_id: str, trust_pickle: bool, target: Path,
+               private: Optional[bool]) -> ModelRef:
         staged.mkdir(parents=True)
-        unpack(archive, staged, limit)
+        unpack(archive, staged, self.config.limits)
         root = model_root(staged)
-        check_model_folder(root, trust_pickle)
+        check_model_folder(root, trust_pickle, limits=self.config.limits)
         digest, size = scan_folder(root)
         ref = self.store.describe_folder(model_id, root, "store", digest, size)
         try:

@@ -88,7 +88,8 @@ def world(server, tiny_store, tmp_path_factory):
         # NOTE(hubserve): two ingress replicas: a model is downloaded once for both (the pull cache's lock).
         ingress={"num_cpus": 0, "num_replicas": 2},
         hub={"endpoint": proxy.url, "token_file": str(root / "upstream-token"), "retry_after_s": 1,
-             "missing_ttl_s": 0, "check_every_s": 2, "timeout_s": 5, "max_disk_bytes": int(size * 2.5)},
+             "missing_ttl_s": 0, "check_every_s": 2, "timeout_s": 5, "max_disk_bytes": int(size * 2.5),
+             "pull_rate": None},  # this module pulls more than a caller may by default (test_pull_limits)
     )
     serve.run(build_app(args), name="mirror", route_prefix="/mirror")
     yield World(a=server.url, b=f"{server.url}/mirror", writer=writer, stranger=stranger, admin=server.admin_token,
@@ -378,7 +379,7 @@ def test_bad_bodies_on_the_hub_write_routes_are_clear_400s(world):
         ("POST", f"{a}/api/models/hubco/bodies/preupload/main", {"json": {"files": "a.json"}}),
         ("POST", lfs, {"json": {"operation": "download", "objects": []}}),
         ("POST", lfs, {"json": {"operation": "upload", "objects": [{"oid": "../../etc", "size": 1}]}}),
-        ("POST", lfs, {"json": {"operation": "upload", "objects": [{"oid": "a" * 64, "size": 1}] * 1001}}),
+        ("POST", lfs, {"json": {"operation": "upload", "objects": [{"oid": "a" * 64, "size": 1}] * 10_001}}),
         ("POST", f"{a}/api/repos/create", {"json": {"name": "d", "organization": "hubco", "type": "dataset"}}),
         ("POST", f"{a}/api/repos/create", {"json": {"name": "../x", "organization": "hubco"}}),
         ("POST", f"{a}/api/models/hubco/bodies/commit/main?create_pr=1", {"content": b"{}"}),
@@ -390,3 +391,14 @@ def test_bad_bodies_on_the_hub_write_routes_are_clear_400s(world):
     big = httpx.post(lfs, headers=h, json={"operation": "upload", "objects": [{"oid": "b" * 64, "size": 10**15}]})
     assert big.status_code == 200 and big.json()["objects"][0]["error"]["code"] == 422  # per object, as LFS says
     assert api.model_info("hubco/bodies").siblings == []
+
+
+def test_b_refuses_a_pulled_model_whose_files_point_outside_it(world):
+    """A nested path field (sentence-transformers reads a tokenizer from ``tokenizer_name_or_path``)."""
+    folder = world.store / "hubco" / "reads-proc"
+    shutil.copytree(world.source, folder)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 8, "tokenizer_name_or_path": "/proc/self"}')
+    refused = ask(world, "hubco/reads-proc")
+    assert refused.status_code == 400, refused.text
+    assert "`tokenizer_name_or_path` points outside the model folder ('/proc/self')" in refused.json()["error"]
+    assert not (world.pulled / "models--hubco--reads-proc").exists()

@@ -117,3 +117,60 @@ def test_a_model_deleted_while_the_list_is_built_is_left_out(tmp_path, monkeypat
                                              "query_string": b""})))
     assert [entry["id"] for entry in listed] == ["acme/kept"]
     assert walks and not any(walks), "every folder walk runs off the event loop"
+
+
+# -- repo bodies, as each client generation sends them ------------------------------------
+
+def test_visibility_and_private_are_both_honoured_and_must_agree():
+    from hubserve.errors import InvalidInput
+    from serve_app.repo_bodies import create_body, settings_body
+
+    # huggingface_hub 1.x and later
+    assert create_body({"name": "m", "organization": "acme", "visibility": "private", "type": "model"}) == (
+        "m", "acme", True)
+    assert create_body({"name": "m", "organization": None, "visibility": "public"}) == ("m", None, False)
+    # huggingface_hub 0.x
+    assert create_body({"name": "m", "organization": "acme", "private": True}) == ("m", "acme", True)
+    assert create_body({"name": "m", "private": True, "visibility": "private"})[2] is True
+    assert create_body({"name": "m"})[2] is False
+    assert settings_body({"visibility": "public"}) is False and settings_body({"private": True}) is True
+    assert settings_body({"gated": False, "xetEnabled": False}) is None
+    for body in ({"name": "m", "private": True, "visibility": "public"}, {"name": "m", "visibility": "protected"},
+                 {"name": "m", "visibility": "PRIVATE"}, {"name": "m", "private": "yes"}):
+        with pytest.raises(InvalidInput):
+            create_body(body)
+
+
+@pytest.mark.parametrize("field", ["resourceGroupId", "sdk", "hardware", "secrets", "region", "unknownField"])
+def test_a_field_the_server_does_not_serve_is_refused_by_name(field):
+    from hubserve.errors import InvalidInput
+    from serve_app.repo_bodies import create_body, delete_body, settings_body
+
+    for parse, body in ((create_body, {"name": "m"}), (delete_body, {"name": "m"}), (settings_body, {})):
+        with pytest.raises(InvalidInput, match=field):
+            parse({**body, field: "x"})
+    if field != "unknownField":
+        assert create_body({"name": "m", field: None}) == ("m", None, False)  # null: not set by the client
+    else:
+        with pytest.raises(InvalidInput, match=field):
+            create_body({"name": "m", field: None})
+
+
+def test_a_path_with_a_control_character_is_never_routed():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serve_app.whole_paths import WholePaths
+
+    app = FastAPI()
+    app.add_middleware(WholePaths)
+
+    @app.get("/models/{model_id:path}")
+    def model(model_id: str):
+        return {"id": model_id}
+
+    client = TestClient(app)
+    assert client.get("/models/acme/m").json() == {"id": "acme/m"}
+    for suffix in ("%0A", "%0D", "%00", "%7F", "%0A%0A"):
+        resp = client.get(f"/models/acme/m{suffix}")
+        assert resp.status_code == 400 and "control character" in resp.json()["error"], suffix
