@@ -31,9 +31,10 @@ from .cache import MemoryCache, cache_key, decode_entry, encode_entry
 from .chat import chat_chunks, chat_response
 from .completions import completion_payload, completion_response
 from .lifecycle import ModelGate
-from .parsing import Control, control_from, decode_binary_body, decode_body, flag, read_body
+from .json_bodies import checked_json, off_loop, wait_option
+from .parsing import Control, control_from, flag, read_body, task_payload
 from .responses import dumps, error_response, json_response, request_id_of, sse, unwrap
-from .security import Guard, check_inputs, resolve_visible
+from .security import Guard, resolve_visible
 from .upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,8 @@ class TaskRoute:
         ref = await inference.resolve(model_id, principal, request)
         task = get_task(self.task_name or infer_task(ref))
         check_can_run(task, ref)
-        body, content_type = await inference.body(request), request.headers.get("content-type", "")
-        if task.input_kind == "binary":
-            payload = decode_binary_body(body, content_type, request.query_params, task.binary_field)
-        else:
-            payload = decode_body(body, content_type, request.query_params)
-        check_inputs(payload.inputs, inference.config.limits)
-        check_inputs(payload.parameters, inference.config.limits, "parameters")
+        payload = await off_loop(task_payload, await inference.body(request), inference.config.limits,
+                                 request.headers.get("content-type", ""), request.query_params, task)
         task, payload, finish = self.adapt(task, payload)
         task_request = task.parse(payload, inference.config.limits)
         if task.media_types:
@@ -110,7 +106,7 @@ class ChatRoute:
 
     async def plan(self, inference: "Inference", request: Request, model_id: Optional[str],
                    principal: Principal) -> Plan:
-        body = orjson.loads(await inference.body(request))
+        body = await off_loop(checked_json, await inference.body(request), inference.config.limits, "body")
         if not isinstance(body, dict):
             raise InvalidInput("A chat completion body is a JSON object with `messages`")
         if model_id is None:
@@ -121,7 +117,6 @@ class ChatRoute:
         task = get_task(infer_task(ref))
         if not hasattr(task, "parse_chat"):
             raise InvalidInput(f"Chat completion serves text-generation models; this model's task is `{task.name}`")
-        check_inputs(body, inference.config.limits, "body")
         chat_request = task.parse_chat(body, inference.config.limits)
         include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
         return Plan(ref, task, chat_request, control_from(Payload(), request.headers),
@@ -168,7 +163,8 @@ class Inference:
             if request is None or self.upstream is None or not self.upstream.enabled:
                 raise
             shadowed = await asyncio.to_thread(self._held, model_id)
-            await self.upstream.obtain(model_id, principal, await self._waits(request), shadowed)
+            await self.upstream.obtain(model_id, principal, request.state.caller, await self._waits(request),
+                                       shadowed)
             return await resolve_visible(self.store, self.access, principal, model_id)
         if ref.source == "hub" and self.upstream is not None:
             self.upstream.refresh(ref)
@@ -187,15 +183,9 @@ class Inference:
         if request.headers.get("x-wait-for-model") is not None:
             return bool(flag(request.headers["x-wait-for-model"], "x-wait-for-model"))
         if "json" in request.headers.get("content-type", "application/json"):
-            try:
-                body = orjson.loads(await self.body(request) or b"{}")
-            except orjson.JSONDecodeError:
-                body = None
-            if isinstance(body, dict):
-                options = body.get("options") if isinstance(body.get("options"), dict) else {}
-                value = options.get("wait_for_model", body.get("wait_for_model"))
-                if isinstance(value, bool):
-                    return value
+            wait = await off_loop(wait_option, await self.body(request), self.config.limits)
+            if wait is not None:
+                return wait
         return self.config.cold_start.wait_by_default
 
     async def body(self, request: Request) -> bytes:

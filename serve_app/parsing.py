@@ -19,9 +19,13 @@ from typing import Any, Mapping, Optional
 import orjson
 from starlette.requests import Request
 
-from deployments.tasks.base import Options, Payload
+from deployments.tasks.base import Options, Payload, Task
+from hubserve.config import LimitsConfig
 from hubserve.errors import InvalidInput, PayloadTooLarge
 from hubserve.media import sniff
+
+from .json_bodies import json_value
+from .security import check_inputs
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -41,6 +45,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def task_payload(body: bytes, limits: LimitsConfig, content_type: str, query: Mapping[str, str],
+                 task: Task) -> Payload:
+    """``task``'s ``Payload`` of a body (``decode_body`` or ``decode_binary_body``), its inputs,
+    parameters and other fields checked by ``check_inputs``."""
+    if task.input_kind == "binary":
+        payload = decode_binary_body(body, content_type, query, task.binary_field, limits)
+    else:
+        payload = decode_body(body, content_type, query, limits)
+    check_inputs(payload.inputs, limits)
+    check_inputs(payload.parameters, limits, "parameters")
+    check_inputs(payload.extra, limits, "")
+    return payload
+
+
 def _query_value(value: str) -> Any:
     low = value.lower()
     if low in ("true", "false"):
@@ -53,12 +71,14 @@ def _query_value(value: str) -> Any:
     return value
 
 
-def decode_body(body: bytes, content_type: str = "", query: Optional[Mapping[str, str]] = None) -> Payload:
+def decode_body(body: bytes, content_type: str = "", query: Optional[Mapping[str, str]] = None,
+                limits: LimitsConfig = LimitsConfig()) -> Payload:
     """Turns a body into a ``Payload``.
 
     Raises:
         InvalidInput: for invalid UTF-8, an empty body, malformed JSON sent as
-            ``application/json``, or a JSON value that cannot be an input.
+            ``application/json``, a JSON value that cannot be an input, or more JSON values
+            than ``limits`` allow.
     """
     try:
         text = body.decode("utf-8")
@@ -67,7 +87,7 @@ def decode_body(body: bytes, content_type: str = "", query: Optional[Mapping[str
     if not text.strip():
         raise InvalidInput('The request body is empty: send {"inputs": ...} or the text itself')
     try:
-        data = orjson.loads(body)
+        data = json_value(body, limits)
     except orjson.JSONDecodeError as exc:
         if "json" in content_type.lower():
             raise InvalidInput(f"Malformed JSON body: {exc}") from None
@@ -88,21 +108,22 @@ def _with_query(payload: Payload, query: Optional[Mapping[str, str]]) -> Payload
 
 
 def decode_binary_body(body: bytes, content_type: str = "", query: Optional[Mapping[str, str]] = None,
-                       legacy_field: Optional[str] = None) -> Payload:
+                       legacy_field: Optional[str] = None, limits: LimitsConfig = LimitsConfig()) -> Payload:
     """Turns the body of a binary-input task into a ``Payload`` whose ``inputs`` are bytes (or
     an object whose binary fields are bytes). Nothing is decoded here: the task's replica
     decodes images and audio.
 
     Raises:
         InvalidInput: for an empty body, malformed JSON sent as ``application/json``, bad base64,
-            a URL (the server fetches nothing), or JSON without an input.
+            a URL (the server fetches nothing), JSON without an input, or more JSON values than
+            ``limits`` allow.
     """
     if not body:
         raise InvalidInput("The request body is empty: send the file's bytes, or {\"inputs\": \"<base64>\"}")
     data = None
     if "json" in content_type.lower() or (sniff(body) is None and body.lstrip()[:1] == b"{"):
         try:
-            data = orjson.loads(body)
+            data = json_value(body, limits)
         except orjson.JSONDecodeError as exc:
             if "json" in content_type.lower():
                 raise InvalidInput(f"Malformed JSON body: {exc}") from None

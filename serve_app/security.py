@@ -14,6 +14,8 @@ from hubserve.config import AppConfig, LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, ModelNotFound, RateLimited, Unauthorized
 from hubserve.store import ModelRef, ModelStore, validate_model_id
 
+from .client_ip import ClientAddresses
+
 logger = logging.getLogger(__name__)
 
 ANONYMOUS_LIMIT_MESSAGE = "Rate limit reached. Please log in or use a HF access token"
@@ -89,15 +91,18 @@ class RedisWindows:
         return None
 
 
+def make_windows(limits: LimitsConfig, clock=time.monotonic):
+    """Rate-limit windows: ``RedisWindows`` with ``limits.redis_url``, else ``MemoryWindows``."""
+    return RedisWindows(limits.redis_url) if limits.redis_url else MemoryWindows(clock)
+
+
 class RateLimiter:
     """Fixed windows per token, and per client address for anonymous calls, counted in
     ``windows`` (``MemoryWindows`` by default; ``RedisWindows`` with ``limits.redis_url``)."""
 
     def __init__(self, limits: LimitsConfig, clock=time.monotonic, windows=None) -> None:
         self.limits = limits
-        if windows is None:
-            windows = RedisWindows(limits.redis_url) if limits.redis_url else MemoryWindows(clock)
-        self.windows = windows
+        self.windows = make_windows(limits, clock) if windows is None else windows
 
     async def check(self, principal: Principal, client: str) -> None:
         """Counts one request.
@@ -110,8 +115,7 @@ class RateLimiter:
         rule: Optional[RateLimit] = self.limits.anonymous_rate if principal.anonymous else self.limits.token_rate
         if rule is None:
             return
-        key = f"ip:{client}" if principal.anonymous else principal.key
-        left = await self.windows.take(key, rule)
+        left = await self.windows.take(caller_key(principal, client), rule)
         if left is None:
             return
         reset = max(1, int(left + 0.999))
@@ -124,13 +128,9 @@ class RateLimiter:
         })
 
 
-def client_address(request: Request, header: Optional[str]) -> str:
-    """The caller's address: the last entry of ``header`` when configured, else the peer."""
-    if header:
-        forwarded = request.headers.get(header, "")
-        if forwarded.strip():
-            return forwarded.split(",")[-1].strip()
-    return request.client.host if request.client else "unknown"
+def caller_key(principal: Principal, client: str) -> str:
+    """Whom a call is counted against: its token, else its client address."""
+    return f"ip:{client}" if principal.anonymous else principal.key
 
 
 class Guard:
@@ -140,14 +140,16 @@ class Guard:
         self.config = config
         self.access = make_access(config)
         self.limiter = RateLimiter(config.limits)
+        self.addresses = ClientAddresses(config.limits)
 
     async def admit(self, request: Request) -> Principal:
         """The caller, counted against its rate limit; a failed authentication counts as an
         anonymous call of its address (so tokens cannot be guessed faster than that). A token
         that must be looked up in the token store is looked up off the event loop, and so is the
         set of private models when its cache has expired (the request's visibility checks then
-        never wait on the store on the loop)."""
-        client = client_address(request, self.config.limits.client_ip_header)
+        never wait on the store on the loop). ``request.state.caller`` is then the caller's
+        ``caller_key``."""
+        client = self.addresses.of(request.client, request.headers.getlist(self.addresses.header))
         authorization = request.headers.get("authorization")
         try:
             principal = self.access.principal(authorization, lookup=False)
@@ -157,6 +159,7 @@ class Guard:
             await self.limiter.check(ANONYMOUS, client)
             raise
         await self.limiter.check(principal, client)
+        request.state.caller = caller_key(principal, client)
         if self.access.private_models_due():
             await asyncio.to_thread(self.access.private_models)
         return principal
@@ -195,23 +198,39 @@ async def resolve_visible(store: ModelStore, access: Access, principal: Principa
 
 
 def check_inputs(value: Any, limits: LimitsConfig, where: str = "inputs") -> None:
-    """Refuses too many inputs, or a string anywhere in ``value`` that is too long (400).
+    """Refuses too many inputs, more than ``limits.max_json_values`` values, or a string anywhere
+    in ``value`` that is too long (400). The work is bounded by the limits, not by ``value``: a
+    container is measured before its items are visited, and a path is spelled out only for the
+    item that is refused.
 
     Args:
         value: the ``inputs`` (or ``parameters``, or a whole body) of a request.
-        where: its name in the error messages.
+        where: its name in the error messages ("": a body's top-level fields by their own names).
     """
     if isinstance(value, list) and len(value) > limits.max_inputs:
         raise InvalidInput(f"Too many inputs: {len(value)} in one request, the limit is {limits.max_inputs} "
                            "(limits.max_inputs)")
-    todo = [(where, value)]
+    budget = limits.max_json_values - 1
+    todo: list[tuple[Any, tuple]] = [(value, (where,))]
     while todo:
-        path, item = todo.pop()
+        item, path = todo.pop()
         if isinstance(item, str):
             if len(item) > limits.max_input_chars:
-                raise InvalidInput(f"`{path}` has {len(item)} characters, more than this server allows "
+                raise InvalidInput(f"`{_spelled(path)}` has {len(item)} characters, more than this server allows "
                                    f"({limits.max_input_chars}, limits.max_input_chars)")
-        elif isinstance(item, list):
-            todo.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
-        elif isinstance(item, dict):
-            todo.extend((f"{path}.{k}", v) for k, v in item.items())
+        elif isinstance(item, (list, dict)):
+            budget -= len(item)
+            if budget < 0:
+                raise InvalidInput(f"`{_spelled(path) or 'the body'}` holds more values than this server allows "
+                                   f"({limits.max_json_values}, limits.max_json_values)")
+            pairs = enumerate(item) if isinstance(item, list) else item.items()
+            todo.extend((child, (path, key)) for key, child in pairs)
+
+
+def _spelled(path: tuple) -> str:
+    """``inputs.a[0]`` from the nested ``(((("inputs",), "a"), 0)``."""
+    keys = []
+    while len(path) == 2:
+        path, key = path
+        keys.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return (path[0] + "".join(reversed(keys))).lstrip(".")
