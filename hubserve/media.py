@@ -1,12 +1,18 @@
-"""What a binary body holds, told from its first bytes (no decoding), for clear errors."""
+"""What a binary body holds, told from its bytes without decoding: its kind, for clear
+errors, and the real size of each image an icon file holds."""
 
 from __future__ import annotations
 
-from typing import Optional
+import struct
+from typing import Iterator, Optional
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ICO_MAGIC = b"\x00\x00\x01\x00"
 
 #: (offset, magic bytes, what they mean), checked in order.
 _SIGNATURES = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, PNG_MAGIC, "image/png"),
+    (0, ICO_MAGIC, "image/x-icon"),
     (0, b"\xff\xd8\xff", "image/jpeg"),
     (0, b"GIF87a", "image/gif"),
     (0, b"GIF89a", "image/gif"),
@@ -34,6 +40,26 @@ def sniff(data: bytes) -> Optional[str]:
         if data[offset:offset + len(magic)] == magic:
             return kind
     return None
+
+
+def icon_sizes(data: bytes) -> Iterator[tuple[int, int]]:
+    """``(width, height)`` of each image of an ICO file, read from that image's own header
+    (a PNG's IHDR or a bitmap's DIB header), never from the directory, which may say less.
+    An entry whose header cannot be read is left out: decoding it fails anyway."""
+    count = struct.unpack_from("<H", data, 4)[0] if len(data) >= 6 else 0
+    for index in range(count):
+        entry = 6 + 16 * index
+        if len(data) < entry + 16:
+            return
+        offset = struct.unpack_from("<I", data, entry + 12)[0]
+        head = data[offset:offset + 24]
+        if head[:8] == PNG_MAGIC and len(head) == 24:
+            yield struct.unpack_from(">II", head, 16)
+        elif len(head) >= 12 and struct.unpack_from("<I", head)[0] > 12:
+            width, height = struct.unpack_from("<ii", head, 4)
+            yield abs(width), abs(height)
+        elif len(head) >= 8:
+            yield struct.unpack_from("<HH", head, 4)
 
 
 def describe(data: bytes) -> str:

@@ -64,6 +64,8 @@ class LoadSpec:
         preprocessors: what to load beside the weights (keys of ``PREPROCESSORS``).
         optional_preprocessors: what to load when the folder has it (a document model's image
             processor).
+        limits: the config's ``LimitsConfig``, which bounds the model's own generation defaults
+            and its chat template's rendering (None: the defaults).
     """
 
     path: Path
@@ -77,6 +79,7 @@ class LoadSpec:
     dtype: str = "float32"
     preprocessors: tuple[str, ...] = ("tokenizer",)
     optional_preprocessors: tuple[str, ...] = ()
+    limits: Any = None
 
 
 @dataclass
@@ -123,8 +126,9 @@ class Backend(Protocol):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Runs the transformers pipeline of ``spec.pipeline`` (a ``seed`` kwarg seeds sampling)."""
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        """The prompt of a conversation, rendered with the model's chat template."""
+    def chat_prompt(self, messages: list[dict], deadline: Optional[float] = None) -> str:
+        """The prompt of a conversation, rendered with the model's chat template under
+        ``LoadSpec.limits`` (and the request's ``deadline``)."""
 
     def embed(self, texts: Sequence[str], *, truncate: bool, max_length: Optional[int] = None,
               truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:

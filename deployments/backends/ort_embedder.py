@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.model_files import read_json_object
+from hubserve.secret_env import scrubbed
 
 from . import runs_without_torch
 from .base import LoadSpec
@@ -59,7 +60,7 @@ def export_entry(spec: LoadSpec, quantize: bool) -> Path:
     if is_complete(entry):
         return entry
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
+    env = {**scrubbed(), "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
            "OMP_NUM_THREADS": str(spec.threads or 1)}
     cmd = export_command(spec, entry, quantize)
     logger.info("exporting %s to ONNX (a child process; once per revision)", spec.model_id or spec.path)
@@ -173,7 +174,7 @@ class OrtEmbedder:
     def forward(self, *args, **kwargs):
         raise ModelLoadError("the torch-free ONNX backend computes embeddings only")
 
-    def chat_prompt(self, messages):
+    def chat_prompt(self, messages, deadline=None):
         raise ModelLoadError("the torch-free ONNX backend computes embeddings only")
 
     def generate(self, prompt, params, *, want_tokens=False):

@@ -18,9 +18,12 @@ import torch
 import transformers
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from hubserve.config import LimitsConfig
 from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError, ServiceUnavailable
 
 from .base import PREPROCESSORS, Generation, LoadSpec
+from .chat_template import tokenizer_chat_prompt
+from .generation_defaults import bound_generation_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class TorchBackend:
         except Exception as exc:  # noqa: BLE001 - every load failure becomes one clear error
             raise ModelLoadError(f"Failed to load {spec.path.name}: {type(exc).__name__}: {exc}") from None
         self.spec = spec
+        self.limits = spec.limits or LimitsConfig()
+        bound_generation_defaults(self.model, self.limits, spec.model_id or spec.path.name)
         # NOTE(hubserve): a tokenizer may add inputs the model does not take (token_type_ids for BART).
         self._forward_args = frozenset(inspect.signature(self.model.forward).parameters)
         processor = self.preprocessors.get("processor")
@@ -171,15 +176,8 @@ class TorchBackend:
                 )
         return self._hidden_states(enc), enc["attention_mask"].numpy()
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInput(
-                "This model has no chat template; use its text-generation route or /v1/completions instead"
-            )
-        try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # noqa: BLE001 - the template rejects the conversation (jinja raise_exception)
-            raise InvalidInput(f"The model's chat template refused these messages: {exc}") from None
+    def chat_prompt(self, messages: list[dict], deadline: Optional[float] = None) -> str:
+        return tokenizer_chat_prompt(self.tokenizer, messages, self.limits, deadline)
 
     def _prepare_generation(self, prompt: str, params: dict):
         params = dict(params)

@@ -16,36 +16,61 @@ from typing import Any
 import numpy as np
 
 from hubserve.errors import BackendFailure, InvalidInput
-from hubserve.media import describe
+from hubserve.media import describe, icon_sizes, sniff
+from hubserve.secret_env import scrubbed
 
 from ._params import DEFAULT_LIMITS
 
 
+#: The image formats a request may send (Pillow's names): what cameras, phones, browsers and
+#: datasets make. Pillow reads many more, some through other programs (EPS runs Ghostscript)
+#: or by decoding while they open (ICNS icon sets); those are refused.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "AVIF")
+
+
+def _check_pixels(width: int, height: int, bound: int, what: str = "The image") -> None:
+    if width * height > bound:
+        raise InvalidInput(f"{what} is {width}x{height} pixels, more than this server allows "
+                           f"({bound}, limits.max_image_pixels)")
+
+
+def _too_large(bound: int, exc: Exception) -> InvalidInput:
+    return InvalidInput(f"The image is larger than this server allows ({bound} pixels, limits.max_image_pixels): {exc}")
+
+
 def open_image(data: bytes, limits: Any = None) -> Any:
-    """An RGB ``PIL.Image`` of ``data``, turned upright by its EXIF orientation.
+    """An RGB ``PIL.Image`` of ``data`` (one of ``IMAGE_FORMATS``), turned upright by its EXIF
+    orientation.
 
     Raises:
-        InvalidInput: for bytes Pillow cannot read (naming what they look like), or an image
-            of more pixels than ``limits.max_image_pixels`` (checked before decoding).
+        InvalidInput: for bytes Pillow cannot read or of another format (naming what they look
+            like), or an image of more pixels than ``limits.max_image_pixels``, checked before
+            anything is decoded: on the image's header, and for an icon file on the header of
+            each image it holds (Pillow decodes the largest as it opens the file).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    # NOTE(hubserve): limits.max_image_pixels replaces Pillow's own bound (a warning, then an
-    # error at twice it), so that the 400 says the image's size and the configured limit.
-    Image.MAX_IMAGE_PIXELS = None
     bound = (limits or DEFAULT_LIMITS).max_image_pixels
+    # NOTE(hubserve): Pillow's own guard stays on at the limit (it refuses twice the limit, inside
+    # its plugins too); the checks here refuse past the limit with the size in the message.
+    Image.MAX_IMAGE_PIXELS = bound
+    if sniff(data) == "image/x-icon":
+        for width, height in icon_sizes(data):
+            _check_pixels(width, height, bound, "An image inside the icon file")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise _too_large(bound, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise InvalidInput(f"Could not decode the input as an image: the body is {describe(data)}") from None
-    width, height = image.size
-    if width * height > bound:
-        raise InvalidInput(f"The image is {width}x{height} pixels, more than this server allows "
-                           f"({bound}, limits.max_image_pixels)")
+        raise InvalidInput(f"Could not decode the input as an image: the body is {describe(data)} (this server "
+                           f"reads {', '.join(IMAGE_FORMATS)})") from None
+    _check_pixels(*image.size, bound)
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
         return image.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise _too_large(bound, exc) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"The {image.format or 'image'} is damaged and cannot be decoded: {exc}") from None
 
@@ -85,7 +110,8 @@ def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndar
                    "-protocol_whitelist", "file", "-format_whitelist", AUDIO_DEMUXERS, "-i", source.name, "-map", "0:a:0", "-t", f"{bound + 1.0 / sampling_rate:.6f}",
                    "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le", "-"]
         try:
-            done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+            done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False,
+                                  env=scrubbed())
         except subprocess.TimeoutExpired:
             raise InvalidInput(f"Decoding the audio took more than {FFMPEG_TIMEOUT_S}s") from None
     if done.returncode != 0:
@@ -121,7 +147,8 @@ def encode_audio(samples: np.ndarray, sampling_rate: int, media_type: str) -> by
     command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1", "-protocol_whitelist", "pipe",
                "-f", "f32le", "-ar", str(int(sampling_rate)), "-ac", "1", "-i", "pipe:0", *codec, "-f", muxer, "pipe:1"]
     try:
-        done = subprocess.run(command, input=pcm, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+        done = subprocess.run(command, input=pcm, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False,
+                              env=scrubbed())
     except subprocess.TimeoutExpired:
         raise BackendFailure(f"Encoding the audio as {media_type} took longer than {FFMPEG_TIMEOUT_S}s") from None
     if done.returncode != 0 or not done.stdout:

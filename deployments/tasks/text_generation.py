@@ -106,7 +106,7 @@ class TextGeneration(Task):
     def _resolve(self, model, request) -> tuple[list[str], Parameters]:
         """The prompts and parameters of a text-generation or chat request."""
         if isinstance(request, ChatRequest):
-            return [model.backend.chat_prompt(request.template_messages())], request._generation
+            return [model.backend.chat_prompt(request.template_messages(), request.deadline)], request._generation
         params = request.parameters
         bad = params.unsupported()
         if bad:

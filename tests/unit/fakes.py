@@ -55,7 +55,7 @@ class FakeBackend:
         yield Generation(text=" world", finish_reason="length", tokens=tokens, seed=params.get("seed"),
                          generated_tokens=len(tokens), prompt_tokens=len(prompt.split()))
 
-    def chat_prompt(self, messages: list[dict]) -> str:
+    def chat_prompt(self, messages: list[dict], deadline=None) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 
     def close(self) -> None:

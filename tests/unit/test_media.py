@@ -4,6 +4,7 @@ EXIF orientation, decompression bombs refused on the header, undecodable bytes n
 import base64
 import io
 import struct
+import time
 import zlib
 
 import pytest
@@ -23,12 +24,41 @@ def png(width: int = 40, height: int = 20, color=(200, 10, 10)) -> bytes:
     return buf.getvalue()
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header (valid CRC) claims ``width`` x ``height`` and holds one tiny row."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 7)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 7)) + _chunk(b"IEND", b"")
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A whole, valid PNG of one colour (1 bit a pixel), compressed row by row: a few kB for
+    a 16000x16000 image, which decodes to 256 MB."""
+    row = b"\0" * (1 + (width + 7) // 8)
+    deflate = zlib.compressobj(9)
+    idat = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def icon(*images: tuple[tuple[int, int], bytes]) -> bytes:
+    """An ICO file of ``(size its directory claims, image file)`` entries."""
+    offset = 6 + 16 * len(images)
+    directory, body = b"", b""
+    for (width, height), data in images:
+        directory += struct.pack("<BBBBHHII", width % 256, height % 256, 0, 0, 1, 32, len(data), offset + len(body))
+        body += data
+    return struct.pack("<HHH", 0, 1, len(images)) + directory + body
+
+
+def icon_bombs() -> list[bytes]:
+    """ICO files whose directory says 256x256 (or 16x16) around a 16000x16000 PNG: as the
+    first (largest claimed) image, which Pillow decodes as it opens the file, and as another."""
+    bomb = blank_png(16000, 16000)
+    return [icon(((256, 256), bomb)), icon(((32, 32), png(32, 32)), ((16, 16), bomb))]
 
 
 def test_the_raw_body_is_the_image_whatever_its_content_type():
@@ -92,11 +122,57 @@ def test_exif_orientation_is_applied():
 
 
 def test_a_decompression_bomb_is_refused_before_decoding():
-    with pytest.raises(InvalidInput, match=r"100000x100000 pixels.*limits.max_image_pixels"):
+    with pytest.raises(InvalidInput, match=r"larger than this server allows \(40000000 pixels, limits.max_image_pixels\)"):
         open_image(png_header_claiming(100_000, 100_000))
+    with pytest.raises(InvalidInput, match=r"7000x7000 pixels.*limits.max_image_pixels"):
+        open_image(png_header_claiming(7000, 7000))
     with pytest.raises(InvalidInput, match="limits.max_image_pixels"):
         open_image(png(40, 20), LimitsConfig(max_image_pixels=799))
     assert open_image(png(40, 20), LimitsConfig(max_image_pixels=800)).size == (40, 20)
+
+
+class Decoded(Exception):
+    pass
+
+
+def test_an_icon_bomb_is_refused_before_anything_is_decoded(monkeypatch):
+    from PIL import ImageFile
+
+    def decode(self):
+        raise Decoded()
+
+    bombs = icon_bombs()
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFile.ImageFile, "load", decode)
+        for bomb in bombs:
+            start = time.perf_counter()
+            with pytest.raises(InvalidInput, match=r"inside the icon file is 16000x16000 pixels.*max_image_pixels"):
+                open_image(bomb)
+            assert time.perf_counter() - start < 5
+    assert Image.MAX_IMAGE_PIXELS == LimitsConfig().max_image_pixels  # Pillow's own guard stays on
+    assert open_image(icon(((32, 32), png(32, 32)))).size == (32, 32)
+    bitmap = io.BytesIO()
+    Image.new("RGB", (48, 48), (0, 200, 0)).save(bitmap, "ICO", sizes=[(48, 48)], bitmap_format="bmp")
+    assert open_image(bitmap.getvalue()).size == (48, 48)
+    with pytest.raises(InvalidInput, match="limits.max_image_pixels"):
+        open_image(bitmap.getvalue(), LimitsConfig(max_image_pixels=48 * 47))
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "AVIF"])
+def test_the_formats_users_send_are_read(kind):
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 20), (10, 200, 30)).save(buf, kind, **({"sizes": [(40, 20)]} if kind == "ICO" else {}))
+    image = open_image(buf.getvalue())
+    assert image.mode == "RGB" and image.size == (40, 20)
+
+
+def test_formats_that_decode_as_they_open_or_run_other_programs_are_refused():
+    icns = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(icns, "ICNS")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    for body in (icns.getvalue(), eps):
+        with pytest.raises(InvalidInput, match="this server reads JPEG, PNG"):
+            open_image(body)
 
 
 def test_undecodable_bytes_name_what_they_look_like():
