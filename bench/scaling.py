@@ -86,7 +86,8 @@ def main() -> None:
             base = server.url.split("/models/")[0]
             wait_up(base, server.proc, log)
             url = f"{base}/models/{EFFICIENTNET}"
-            controller = Controller(json.loads((work / "state" / "ray.json").read_text())["address"])
+            port = httpx.URL(base).port
+            controller = Controller(json.loads((work / "state" / str(port) / "ray.json").read_text())["address"])
             assert controller.running() == 0, "image-classification starts with no replica (min_replicas 0)"
             start = time.perf_counter()
             first = httpx.post(url, content=cat, headers=headers, timeout=300)

@@ -39,7 +39,10 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from hubserve import RAY_VERSION
-from hubserve.cli import SERVE_ID_ENV, _alive, _free_port, _Stop, processes_with_env, serve_env, stop_tagged
+from hubserve.cli import serve_env
+from hubserve.config import IngressDeployment, LimitsConfig
+from hubserve.haproxy import client_timeouts_env, free_port
+from hubserve.process import SERVE_ID_ENV, Stop, alive, become_subreaper, processes_with_env, stop_all
 
 #: How long a node has to say "Ray runtime started".
 START_TIMEOUT_S = 90.0
@@ -109,7 +112,7 @@ def _restart(node: Node, tag: str) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in left) and time.monotonic() < deadline:
         time.sleep(0.1)
     # NOTE(hubserve): `ray start --head` refuses an address that a raylet on this machine names,
     # and the worker nodes' raylets name the head's: it is another host on a real cluster. The
@@ -164,8 +167,9 @@ def up(args: argparse.Namespace) -> int:
     storage_env, storage_flags = gcs_storage(args.gcs_redis, namespace) if args.gcs_redis else ({}, [])
     base = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     base[SERVE_ID_ENV] = tag
+    base.update(client_timeouts_env(IngressDeployment()))
     base.pop("RAY_ADDRESS", None)
-    port = args.port or _free_port()
+    port = args.port or free_port()
     address = f"{args.node_ip}:{port}"
     common = ["--block", "--node-ip-address", args.node_ip, "--num-cpus", str(args.cpus_per_node),
               "--num-gpus", "0", "--disable-usage-stats", "--object-store-memory", str(OBJECT_STORE_BYTES)]
@@ -173,17 +177,18 @@ def up(args: argparse.Namespace) -> int:
     # socket path is at most 107 bytes), so the nodes' folders live in /tmp, not in --dir.
     ray_tmp = Path(tempfile.mkdtemp(prefix="hsc-", dir="/tmp"))
     nodes: list[Node] = []
-    stop = _Stop()
+    become_subreaper()
+    stop = Stop()
     try:
         for i in range(args.nodes):
             name = "head" if i == 0 else f"worker-{i}"
             env, folder = _node_env(base, args.haproxy, None if i == 0 else args.http_port + i)
             # NOTE(hubserve): the ports Ray would otherwise take at fixed numbers get free ones, so
             # that the nodes (and another cluster) on this machine never clash.
-            ports = ["--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port())]
+            ports = ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
             if i == 0:
                 argv = [_ray(), "start", "--head", "--port", str(port), "--include-dashboard=false",
-                        "--ray-client-server-port", str(_free_port()), *storage_flags]
+                        "--ray-client-server-port", str(free_port()), *storage_flags]
                 env.update(storage_env)
             else:
                 argv = [_ray(), "start", "--address", address]
@@ -228,7 +233,7 @@ def up(args: argparse.Namespace) -> int:
         print(f"hubserve: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        stop_tagged(tag)
+        stop_all(tag, LimitsConfig().kill_grace_s)
         if args.gcs_redis:
             _drop_gcs_storage(args.gcs_redis, namespace)
         for node in nodes:
@@ -265,9 +270,9 @@ def down(args: argparse.Namespace) -> int:
         state.unlink(missing_ok=True)
         return 0
     deadline = time.monotonic() + 60
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return 0 if not _alive(pid) else 1
+    return 0 if not alive(pid) else 1
 
 
 def add_parser(sub) -> None:

@@ -13,7 +13,7 @@ autoscaler's monitor, the log monitor (it streams worker output to drivers, and 
 none) and the Ray Client server. It deploys the config's applications like ``serve run``,
 writes ``{"address", "pids" (by process kind), "logs", "applications"}`` to STATE_FILE, and exits 0
 once every application is RUNNING, or 1 with Serve's message when one fails. The node outlives
-it: its processes are stopped by ``shutdown`` and then by PID (see ``hubserve.cli``). On a
+it: its processes are stopped by ``shutdown`` and then by PID (see ``hubserve.server``). On a
 cluster it joined, ``shutdown`` deletes only the config's applications: the cluster, its Serve
 (and its proxy settings: HAProxy is the cluster's choice there) and its other applications stay.
 """

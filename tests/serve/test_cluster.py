@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubserve.cli import processes_with_env
+from hubserve.process import processes_with_env
 from tests.conftest import ADMIN_TOKEN, free_port
 from tests.serve.test_stop import command
 
