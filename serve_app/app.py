@@ -18,6 +18,7 @@ from deployments.model_server import build_model_server
 from deployments.tasks import get_task, task_names
 from hubserve.auth import admin_token_hash
 from hubserve.config import AppConfig
+from hubserve.secret_env import replica_config
 
 from .ingress import Ingress
 
@@ -46,7 +47,7 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     """
     config = _config(args)
     tasks = config.serve_tasks or task_names()
-    handles = {task: build_model_server(task, config) for task in tasks}
+    handles = {task: build_model_server(task, replica_config(config)) for task in tasks}
     scaling = config.ingress.autoscaling
     replicas = ({"num_replicas": config.ingress.num_replicas} if scaling is None
                 else {"autoscaling_config": scaling.serve_config()})
@@ -61,4 +62,6 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     )
     logger.info("hubserve: %d task deployments (inline in the ingress: %s), model store %s",
                 len(handles), ", ".join(config.ingress.inline) or "none", config.model_store)
-    return ingress.bind(handles, config.model_dump(mode="json"))
+    # NOTE(hubserve): the ingress derives its config from the args itself, with the secrets only
+    # it reads: what is bound here is kept in Ray's control store.
+    return ingress.bind(handles, dict(args or {}))

@@ -19,6 +19,7 @@ from deployments.tasks import infer_task, task_names, task_or_none
 from hubserve import __version__
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, ModelNotFound, RouteNotFound
+from hubserve.secret_env import load_secrets
 from hubserve.store import ModelRef, open_store
 
 from .cache import make_cache
@@ -30,6 +31,7 @@ from .management import ModelAdmin
 from .responses import error_response, json_response, request_id_of
 from .security import Guard
 from .upstream import Upstream
+from .whole_paths import WholePaths
 
 #: The routes whose requests need no state of their own.
 MODEL, COMPLETIONS, CHAT = TaskRoute(), CompletionsRoute(), ChatRoute()
@@ -41,6 +43,7 @@ app = FastAPI(
     version=__version__,
     description="A self-hosted, wire-compatible Hugging Face Inference API.",
 )
+app.add_middleware(WholePaths)
 app.add_middleware(
     CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
     expose_headers=[h.strip() for h in EXPOSED_HEADERS.split(",")],
@@ -63,11 +66,15 @@ class Ingress:
 
     Args:
         handles: task name to the ``DeploymentHandle`` of its model server.
-        config: the application config as a dict.
+        args: the application's args (see ``hubserve.config.AppConfig``).
     """
 
-    async def __init__(self, handles: dict, config: dict) -> None:
-        self.config = AppConfig.model_validate(config)
+    async def __init__(self, handles: dict, args: dict) -> None:
+        # NOTE(hubserve): the secrets (the admin token's hash, the token-store and Redis URLs, the
+        # upstream token) reach this replica alone, from the folder the args name.
+        load_secrets(args.get("secrets_dir"))
+        self.config = AppConfig.from_args(args)
+        config = self.config.model_dump(mode="json")
         self.store = open_store(self.config)
         # NOTE(hubserve): inline tasks share one loaded backend per model in this replica.
         backends = SharedBackends()

@@ -45,17 +45,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def secrets_dir(store: Path) -> Path:
+    """The ingress's secrets folder of the test graph: the admin token's hash (as `hubserve serve`
+    writes it; no Ray process of the graph gets the token in its environment)."""
+    from hubserve.auth import ADMIN_HASH_ENV, token_hash
+
+    folder = store.parent / "secrets"
+    if not folder.exists():
+        folder.mkdir(mode=0o700)
+        (folder / ADMIN_HASH_ENV).write_text(token_hash(ADMIN_TOKEN), encoding="utf-8")
+    return folder
+
+
 def server_args(store: Path) -> dict:
     """The hubserve config of the test graph: every task warm, MiniLM preloaded,
     feature-extraction run inline by the ingress."""
     return {
         "model_store": str(store),
         "data_dir": str(store.parent / "data"),
+        "secrets_dir": str(secrets_dir(store)),
         "auth": {"cache_ttl_s": 0},
         "hf_cache": None,
         "hub": {"download": False},
         "request_timeout_s": 120,
         "max_body_bytes": 2_000_000,
+        "limits": {"max_template_seconds": 3},
         "ingress": {"num_cpus": 0, "num_replicas": 1, "inline": ["feature-extraction"]},
         "deployment_defaults": {
             "num_cpus": 0,
@@ -224,7 +238,7 @@ def server(tiny_store, redis_url) -> Server:
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp,
         # NOTE(hubserve): not HF_HUB_OFFLINE: the mirror application of test_hub_mirror pulls from
         # this server; the others have hub.download off and load local folders only.
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HUBSERVE_ADMIN_TOKEN": ADMIN_TOKEN}},
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -34,31 +34,58 @@ def test_manifest_matches_the_rayservice_crd(manifest):
         jsonschema.validate(broken, crd_schema("v1"))
 
 
-#: What the pods' environment brings from the `hubserve-state` Secret.
-SECRET_ENV = {"HUBSERVE_AUTH_DB": "postgresql://hubserve:pw@postgres/hubserve",
-              "HUBSERVE_REDIS_URL": "redis://:pw@hubserve-redis:6379/0"}
+#: What the pods' secrets folder holds, from the `hubserve-state` Secret.
+SECRETS = {"HUBSERVE_AUTH_DB": "postgresql://hubserve:pw@postgres/hubserve",
+           "HUBSERVE_REDIS_URL": "redis://:pw@hubserve-redis:6379/0"}
 
 
-def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest):
+def with_secrets(manifest, folder) -> dict:
+    """The manifest's Serve config, its secrets folder (the pods' mount) made in ``folder``."""
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    args = serve_config["applications"][0]["args"]
+    assert args["secrets_dir"] == "/etc/hubserve/secrets"
+    for name, value in SECRETS.items():
+        (folder / name).write_text(value + "\n")
+    args["secrets_dir"] = str(folder)
+    return serve_config
+
+
+def test_serve_config_is_valid_for_ray_serve_and_hubserve(manifest, tmp_path):
+    serve_config = with_secrets(manifest, tmp_path)
     ServeDeploySchema.model_validate(serve_config)
-    config = check_serve_config(serve_config, env=SECRET_ENV)
+    config = check_serve_config(serve_config, env={})
     config.check_tasks(set(task_names()))
     assert config.ingress.inline
     assert serve_config["http_options"]["host"] == "0.0.0.0" and serve_config["proxy_location"] == "EveryNode"
     # every pod shares the tokens, the cache and the rate-limit windows
-    assert config.auth.db == SECRET_ENV["HUBSERVE_AUTH_DB"]
-    assert config.cache.backend == "redis" and config.cache.redis_url == SECRET_ENV["HUBSERVE_REDIS_URL"]
-    assert config.limits.redis_url == SECRET_ENV["HUBSERVE_REDIS_URL"]
+    assert config.auth.db == SECRETS["HUBSERVE_AUTH_DB"]
+    assert config.cache.backend == "redis" and config.cache.redis_url == SECRETS["HUBSERVE_REDIS_URL"]
+    assert config.limits.redis_url == SECRETS["HUBSERVE_REDIS_URL"]
+    (tmp_path / "HUBSERVE_REDIS_URL").unlink()
     with pytest.raises(ValueError, match="redis_url"):
         check_serve_config(serve_config, env={})  # the Secret is required
+
+
+def test_no_secret_is_in_a_containers_environment_and_the_folder_is_private(manifest):
+    for template in pod_templates(manifest):
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        for container in template["spec"]["containers"]:
+            assert not [e["name"] for e in container.get("env", []) if "valueFrom" in e], \
+                "a Secret in the environment reaches every model replica"
+            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/hubserve/secrets")
+            assert mount["readOnly"] is True
+            projected = volumes[mount["name"]]["projected"]
+            assert projected["defaultMode"] == 0o400
+            paths = {i["path"] for source in projected["sources"] for i in source["secret"]["items"]}
+            assert paths == {"HUBSERVE_AUTH_DB", "HUBSERVE_REDIS_URL", "HUBSERVE_ADMIN_TOKEN_HASH", "HF_TOKEN"}
 
 
 def test_serve_config_runs_the_default_application_with_rate_limits(manifest):
     default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     apps = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
+    assert apps[0]["args"].pop("secrets_dir")
     limits = apps[0]["args"].pop("limits")
-    assert limits["anonymous_rate"] and limits["token_rate"] and limits["client_ip_header"]
+    assert limits["anonymous_rate"] and limits["token_rate"] and limits["client_ip_header"] and limits["trusted_proxies"]
     assert apps[0]["args"].pop("cache") == {"backend": "redis"}
     gpu = {key: apps[0]["args"]["tasks"]["text-to-image"].pop(key) for key in ("device", "num_gpus", "dtype")}
     assert gpu == {"device": "cuda", "num_gpus": 1, "dtype": "float16"}
@@ -84,9 +111,6 @@ def test_ray_token_auth_is_on_and_nothing_runs_jobs_for_strangers(manifest):
         for container in template["spec"]["containers"]:
             ports = {p["containerPort"] for p in container.get("ports", [])}
             assert 10001 not in ports, "no Ray Client port (it runs code for whoever connects)"
-            env = {e["name"]: e for e in container.get("env", [])}
-            admin = env["HUBSERVE_ADMIN_TOKEN"]
-            assert "value" not in admin and admin["valueFrom"]["secretKeyRef"]["optional"] is True
     open_to_all = [rule for rule in policy["spec"]["ingress"] if "from" not in rule]
     assert [p["port"] for rule in open_to_all for p in rule["ports"]] == [8000]
     for rule in policy["spec"]["ingress"]:
@@ -115,8 +139,8 @@ def test_ray_resources_match_the_pods_and_the_autoscaler_is_on(manifest):
         assert group["minReplicas"] <= group["maxReplicas"]
 
 
-def test_the_serve_config_asks_for_no_more_than_the_worker_groups_offer(manifest):
-    config = check_serve_config(yaml.safe_load(manifest["spec"]["serveConfigV2"]), env=SECRET_ENV)
+def test_the_serve_config_asks_for_no_more_than_the_worker_groups_offer(manifest, tmp_path):
+    config = check_serve_config(with_secrets(manifest, tmp_path), env={})
     offered = groups(manifest)
     cpus = sum(c * n for c, _, n in offered.values())
     gpus = sum(g * n for _, g, n in offered.values())
@@ -142,9 +166,6 @@ def test_shared_state_comes_from_secrets_and_pods_are_ready_on_health(manifest):
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == "hubserve-state"
     for template in pod_templates(manifest):
         for container in template["spec"]["containers"]:
-            env = {e["name"]: e for e in container["env"]}
-            for name in SECRET_ENV:
-                assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"] == "hubserve-state"
             probe = container["readinessProbe"]["httpGet"]
             assert probe == {"path": "/health", "port": 8000}
             assert not any(m.get("readOnly") for m in container.get("volumeMounts", []) if m["name"] == "models")
