@@ -21,12 +21,14 @@ from typing import Any, Callable, Optional
 
 from ray import serve
 
-from hubserve.config import AppConfig
-from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelTooLarge
+from hubserve.config import AppConfig, LimitsConfig
+from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelRefused, ModelTooLarge
 from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
+from hubserve.secret_env import scrub_process
 from hubserve.store import ModelRef, Revision, open_store
 
 from . import serve_internals
+from .confine import model_threads, run_in
 from .routing import ROUTER_CLASS
 from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
 from .backends.ort_embedder import ExportUnsupported
@@ -93,19 +95,20 @@ def too_large(ref: ModelRef, budget: int, task: str) -> Optional[ModelTooLarge]:
     )
 
 
-def check_model_files(ref: ModelRef, trust_pickle: bool) -> FolderReport:
-    """Refuses a model folder holding code, links or paths that leave it, or only pickle
-    weights (unless trusted); see ``hubserve.model_files``.
+def check_model_files(ref: ModelRef, trust_pickle: bool, limits: LimitsConfig) -> FolderReport:
+    """Refuses a model folder holding code, links or paths that leave it, JSON files past
+    ``limits.max_model_json_bytes`` or that do not parse, or only pickle weights (unless
+    trusted); see ``hubserve.model_files``.
 
     Raises:
-        ModelLoadError: naming each problem.
+        ModelRefused: naming each problem.
     """
     # NOTE(hubserve): an HF cache snapshot's files are links into its repo's blobs/.
     blobs = ref.cache_repo / "blobs" if ref.cache_repo is not None else None
-    report = inspect_folder(ref.path, links_within=blobs)
+    report = inspect_folder(ref.path, limits, links_within=blobs)
     problems = refusals(report, trust_pickle, any_pickle=False)
     if problems:
-        raise ModelLoadError(f"Model {ref.model_id} is refused: {'; '.join(problems[:5])}")
+        raise ModelRefused(f"Model {ref.model_id} is refused: {'; '.join(problems[:5])}")
     return report
 
 
@@ -195,6 +198,8 @@ class ModelServer:
         self.loads: Counter = Counter()
         self.served = 0  # requests this replica took (its share of a hot model's traffic)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # NOTE(hubserve): every load and inference runs here: threads that read model files only.
+        self.model_threads = model_threads(self.config, f"hubserve-{task}")
 
         async def load_model(revision_id: str) -> LoadedModel:
             return await self.load(revision_id)
@@ -275,6 +280,7 @@ class ModelServer:
             dtype=(entry and entry.dtype) or self.options.dtype or "float32",
             preprocessors=self.task.preprocessors,
             optional_preprocessors=self.task.optional_preprocessors,
+            limits=self.config.limits,
         )
         configured = (entry and entry.backend) or self.options.backend
         if configured == "auto" and spec.dtype == "float16":
@@ -308,7 +314,7 @@ class ModelServer:
             return backend
 
         def _load() -> LoadedModel:
-            report = check_model_files(ref, trust_pickle)
+            report = check_model_files(ref, trust_pickle, self.config.limits)
             key = (revision_id, spec.head.name, configured, spec.device, spec.dtype)
             backend, release = self.backends.acquire(key, lambda: _new_backend(report))
             try:
@@ -320,7 +326,7 @@ class ModelServer:
         start = time.perf_counter()
         self.loads[revision_id] += 1
         try:
-            model = await asyncio.to_thread(_load)
+            model = await run_in(self.model_threads, _load)
         except NeedsTorch:
             raise  # not a failure: the caller runs the model elsewhere
         except Exception as exc:  # noqa: BLE001 - a load failure is reported, never crashes the replica
@@ -382,12 +388,12 @@ class ModelServer:
         yield {"compute_type": model.compute_type, "sha": model.ref.sha}
         events = self.task.stream(model, item.request)
         try:
-            while (event := await asyncio.to_thread(next, events, _END)) is not _END:
+            while (event := await run_in(self.model_threads, next, events, _END)) is not _END:
                 yield event
         finally:
             # NOTE(hubserve): the caller may have gone mid-stream; closing the task's generator
             # stops the generation (once the worker thread has handed over its token).
-            await asyncio.to_thread(_close_when_idle, events)
+            await run_in(self.model_threads, _close_when_idle, events)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def run_batch(self, items: list[WorkItem]) -> list[Any]:
@@ -410,7 +416,7 @@ class ModelServer:
             logger.exception("loading %s failed", revision_id)
             return [ModelLoadError(f"Failed to load model {revision_id}: {exc}")] * len(requests)
         try:
-            outputs = await asyncio.to_thread(self.task.run, model, requests)
+            outputs = await run_in(self.model_threads, self.task.run, model, requests)
         except Exception as exc:  # noqa: BLE001
             if len(requests) > 1:
                 # NOTE(hubserve): a task that runs its batch as one pass failed on it: run each
@@ -446,6 +452,9 @@ class ModelServerDeployment(ModelServer):
     """A task's model server as a Serve deployment of its own (``build_model_server``)."""
 
     async def __init__(self, task: str, config: dict) -> None:
+        # NOTE(hubserve): a replica reads files its models name: it keeps no secret its node
+        # may have been given (nor passes one on to the processes it starts).
+        scrub_process()
         super().__init__(task, config)
         # NOTE(hubserve): the ingress runs its inline tasks' models; this deployment gets only
         # those that need torch, so preloading them here would hold a second copy.
