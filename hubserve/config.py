@@ -9,12 +9,13 @@ package does not import the deployments.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Device = Literal["cpu", "cuda"]
@@ -142,6 +143,11 @@ class IngressDeployment(StrictModel):
                                 "also after a node comes back")
     inline: list[str] = Field(default_factory=list, description="embedding tasks the ingress runs itself")
     threads: int = Field(1, ge=1, description="ONNX Runtime threads per ingress replica for inline models")
+    client_header_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a client has to send a request's headers, and an idle connection waits "
+                                "for the next request (HAProxy; Serve's proxy: the idle wait only)")
+    client_body_timeout_s: float = Field(
+        60.0, gt=0, description="seconds a client may pause while it sends a body or reads an answer (HAProxy)")
 
 
 class CacheConfig(StrictModel):
@@ -190,6 +196,13 @@ DEFAULT_ALLOW_PATTERNS = (
 )
 
 
+class RateLimit(StrictModel):
+    """A fixed window: at most ``requests`` per ``window_s`` seconds."""
+
+    requests: int = Field(..., ge=1)
+    window_s: float = Field(..., gt=0)
+
+
 class HubConfig(StrictModel):
     """The upstream Hub that model ids the server does not hold are pulled from (``hubserve.hub``)."""
 
@@ -208,13 +221,16 @@ class HubConfig(StrictModel):
     timeout_s: float = Field(10.0, gt=0, description="one upstream call's connect and read timeout")
     retry_after_s: float = Field(30.0, ge=0, description="back-off after the upstream could not be reached")
     missing_ttl_s: float = Field(60.0, ge=0, description="how long an id the upstream does not have is remembered")
-
-
-class RateLimit(StrictModel):
-    """A fixed window: at most ``requests`` per ``window_s`` seconds."""
-
-    requests: int = Field(..., ge=1)
-    window_s: float = Field(..., gt=0)
+    max_concurrent_pulls: int = Field(
+        4, ge=1, description="downloads running at once, across the ingress replicas sharing cache_dir; a pull "
+                             "past it is a 429")
+    pull_rate: Optional[RateLimit] = Field(
+        RateLimit(requests=10, window_s=600),
+        description="per caller (token, else client address): requests that look up an id not held here upstream "
+                    "and pull it, past it a 429; joining a running pull is not counted (null: no limit)")
+    pull_requires_token: bool = Field(
+        False, description="only a call with a token starts a pull: an anonymous call for an id not held here is "
+                           "answered as a missing model")
 
 
 class LimitsConfig(StrictModel):
@@ -243,16 +259,63 @@ class LimitsConfig(StrictModel):
         40_000_000, ge=1, description="pixels (width x height) of one input image, checked before it is decoded")
     max_audio_seconds: float = Field(
         600.0, gt=0, description="seconds of one input audio; decoding stops just past it")
+    max_template_seconds: float = Field(
+        2.0, gt=0, description="seconds one rendering of a model's chat template may take (its process is then "
+                               "stopped and the request refused)")
+    max_template_chars: int = Field(
+        1_000_000, ge=1, description="characters of the prompt a model's chat template renders")
+    max_template_memory_bytes: int = Field(
+        512 * 1024**2, ge=64 * 1024**2, description="address space of the process that renders chat templates")
     max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
+    stop_grace_s: float = Field(
+        10.0, gt=0, description="seconds Serve has to shut down when `hubserve serve` stops, before every process "
+                                "the server started is stopped by PID")
+    kill_grace_s: float = Field(
+        2.0, gt=0, description="seconds a process of a stopping server has between SIGTERM and SIGKILL")
+    max_model_json_bytes: int = Field(
+        64 * 1024**2, ge=1024, description="size of one JSON file of a model (every one is parsed and checked; a "
+                                           "larger one refuses the model); real tokenizer.json files reach 35 MB")
+    max_repo_files: int = Field(
+        10_000, ge=1, description="files of one model repo, entries of one archive, operations of one commit or "
+                                  "preupload, paths of one paths-info request")
+    max_path_part_bytes: int = Field(
+        255, ge=1, le=255, description="UTF-8 bytes of one name in a repo path (a file or folder name)")
+    max_path_bytes: int = Field(1024, ge=1, description="UTF-8 bytes of one whole repo path (a/b/c.json)")
+    max_lfs_objects_in_flight: int = Field(
+        10_000, ge=1, description="LFS objects one token may hold announced or uploaded but not yet committed")
+    max_lfs_bytes_in_flight: int = Field(
+        40 * 1024**3, ge=1, description="bytes of the LFS objects one token may hold announced or uploaded but not "
+                                        "yet committed")
+    lfs_unclaimed_ttl_s: float = Field(
+        24 * 3600.0, gt=0, description="an uploaded LFS object no commit took is removed after this long")
     anonymous_rate: Optional[RateLimit] = Field(
         None, description="per client address, calls without a token (and failed authentications); "
                           "off unless set: a local server does not throttle its own user")
     token_rate: Optional[RateLimit] = Field(None, description="per token; off unless set")
-    client_ip_header: Optional[str] = Field(
-        None, description="take the client address from this header's last entry (behind a trusted proxy)")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses and networks (CIDR) of the reverse proxies in front whose "
+                                          "client_ip_header is believed: the client is the right-most address "
+                                          "there that none of them added (empty: the socket's peer, always)")
+    client_ip_header: str = Field(
+        "x-forwarded-for", min_length=1, description="the header a trusted proxy appends the client address to")
+    max_json_values: int = Field(
+        200_000, ge=1, description="values (object members included) of one JSON request body, counted before "
+                                   "it is parsed")
+    inline_parse_bytes: int = Field(
+        65_536, ge=0, description="a JSON request body larger than this is parsed and checked off the event loop "
+                                  "(a worker thread)")
     redis_url: Optional[str] = Field(
         None, description="keep the rate-limit windows in this Redis, exact across replicas and pods (default: "
                           "each ingress replica counts what it sees)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # NOTE(hubserve): a malformed entry would trust nothing, silently: refused here instead.
+        try:
+            return [str(ipaddress.ip_network(entry.strip(), strict=False)) for entry in value]
+        except ValueError as exc:
+            raise ValueError(f"limits.trusted_proxies: {exc}") from None
 
 
 class AppConfig(StrictModel):
@@ -272,6 +335,13 @@ class AppConfig(StrictModel):
     serve_tasks: Optional[list[str]] = Field(
         None, description="deploy only these tasks (default: every registered task)"
     )
+    confine_models: bool = Field(
+        True, description="model loads and inference run on threads that may read only the model folders, "
+                          "the Python installation and system libraries (Landlock, where the kernel has it)")
+    secrets_dir: Optional[str] = Field(
+        None, description="a folder of the ingress's secrets, one file per variable (HUBSERVE_ADMIN_TOKEN_HASH, "
+                          "HUBSERVE_AUTH_DB, HUBSERVE_REDIS_URL, HF_TOKEN): read by the ingress only, never by a "
+                          "model replica; `hubserve serve` makes one from its environment")
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
@@ -297,13 +367,18 @@ class AppConfig(StrictModel):
 
         Args:
             args: the ``args`` of the Serve application (may be empty).
-            env: the environment (``os.environ`` by default).
+            env: the environment (``os.environ`` by default), and the variables of the args'
+                ``secrets_dir`` over it.
 
         Returns:
             The validated config, with absolute paths.
         """
         env = os.environ if env is None else env
         data = dict(args or {})
+        if data.get("secrets_dir"):
+            from .secret_env import read_secrets_dir
+
+            env = {**env, **read_secrets_dir(data["secrets_dir"])}
         if env.get(STORE_ENV):
             data["model_store"] = env[STORE_ENV]
         if env.get(DATA_ENV):
