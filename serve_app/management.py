@@ -140,7 +140,7 @@ class ModelAdmin:
     async def paths_info(self, request: Request, model_id: str, revision: str) -> list[dict]:
         """``POST /api/models/{id}/paths-info/{rev}`` with the form field ``paths`` (repeated)."""
         principal = await self.guard.admit(request)
-        body = await read_body(request, MAX_FORM_BYTES)
+        body = await read_body(request, MAX_FORM_BYTES, "A paths-info form")
         paths = urllib.parse.parse_qs(body.decode("utf-8", errors="replace")).get("paths", [])
         limits = self.config.limits
         if len(paths) > limits.max_repo_files:
