@@ -288,6 +288,11 @@ class LimitsConfig(StrictModel):
                                         "yet committed")
     lfs_unclaimed_ttl_s: float = Field(
         24 * 3600.0, gt=0, description="an uploaded LFS object no commit took is removed after this long")
+    lfs_ticket_ttl_s: float = Field(
+        3600.0, gt=0, description="how long an LFS upload URL the batch API hands out stays valid")
+    max_form_bytes: int = Field(
+        1024**2, ge=1024, description="bytes of one JSON or form body of the Hub routes (create, delete, settings, "
+                                      "preupload, LFS batch, paths-info)")
     anonymous_rate: Optional[RateLimit] = Field(
         None, description="per client address, calls without a token (and failed authentications); "
                           "off unless set: a local server does not throttle its own user")

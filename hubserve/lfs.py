@@ -27,7 +27,6 @@ from .config import LimitsConfig
 from .errors import EntryNotFound, InvalidInput, PayloadTooLarge
 from .uploads import staging_dir
 
-TICKET_TTL_S = 3600.0
 _OID = re.compile(r"[0-9a-f]{64}")
 
 
@@ -98,7 +97,7 @@ class LfsObjects:
                 announced, size = entry.stat().st_mtime, int(entry.read_text())
             except (OSError, ValueError):
                 continue
-            if now - announced < TICKET_TTL_S or (self.objects / entry.name).is_file():
+            if now - announced < self.limits.lfs_ticket_ttl_s or (self.objects / entry.name).is_file():
                 held[entry.name] = size
         return held
 
@@ -106,7 +105,8 @@ class LfsObjects:
         """A single-use ticket admitting one upload of ``oid`` (``size`` bytes) to ``model_id``."""
         self.tickets.mkdir(parents=True, exist_ok=True)
         ticket = secrets.token_urlsafe(32)
-        record = {"model_id": model_id, "oid": check_oid(oid), "size": size, "expires": time.time() + TICKET_TTL_S}
+        record = {"model_id": model_id, "oid": check_oid(oid), "size": size,
+                  "expires": time.time() + self.limits.lfs_ticket_ttl_s}
         (self.tickets / ticket).write_bytes(orjson.dumps(record))
         return ticket
 

@@ -35,7 +35,7 @@ from hubserve.store import ModelRef, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, staging_dir
 
 from .json_bodies import json_object
-from .management import MAX_FORM_BYTES, ModelAdmin
+from .management import ModelAdmin
 from .parsing import read_body
 from .repo_bodies import create_body, delete_body, settings_body
 from .responses import json_response
@@ -50,7 +50,7 @@ def base_url(request: Request) -> str:
 
 
 async def _json_body(request: Request, limits: LimitsConfig) -> dict:
-    return await json_object(await read_body(request, MAX_FORM_BYTES), limits)
+    return await json_object(await read_body(request, limits.max_form_bytes), limits)
 
 
 def card_problem(content: str) -> Optional[str]:

@@ -39,8 +39,6 @@ from .security import Guard, resolve_visible
 
 logger = logging.getLogger(__name__)
 
-#: The largest paths-info form read (one per path of a repo).
-MAX_FORM_BYTES = 1024**2
 
 class ModelAdmin:
     """Uploads and manages the models of the store.
@@ -140,7 +138,7 @@ class ModelAdmin:
     async def paths_info(self, request: Request, model_id: str, revision: str) -> list[dict]:
         """``POST /api/models/{id}/paths-info/{rev}`` with the form field ``paths`` (repeated)."""
         principal = await self.guard.admit(request)
-        body = await read_body(request, MAX_FORM_BYTES, "A paths-info form")
+        body = await read_body(request, self.config.limits.max_form_bytes, "A paths-info form")
         paths = urllib.parse.parse_qs(body.decode("utf-8", errors="replace")).get("paths", [])
         limits = self.config.limits
         if len(paths) > limits.max_repo_files:
@@ -203,7 +201,7 @@ class ModelAdmin:
 
     async def patch(self, request: Request, model_id: str) -> dict:
         ref = await self.store_repo(request, model_id)
-        body = await json_object(await read_body(request, MAX_FORM_BYTES), self.config.limits)
+        body = await json_object(await read_body(request, self.config.limits.max_form_bytes), self.config.limits)
         if not isinstance(body.get("private"), bool) or set(body) != {"private"}:
             raise InvalidInput('The body is {"private": true} or {"private": false}')
         await self.set_private(model_id, body["private"])
