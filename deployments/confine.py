@@ -33,6 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import hubserve
+from hubserve.process import alive
+from hubserve.store import hf_cache_dir
+
 logger = logging.getLogger(__name__)
 
 #: What every model thread may read besides the model folders: system libraries (the dynamic
@@ -58,10 +62,7 @@ def model_reads(config, private_tmp: Path) -> list[Path]:
         # progress); its packages are allowed one by one instead.
         if path.is_dir() and not data_dir.is_relative_to(path):
             places.append(path)
-    import deployments
-    import hubserve
-
-    places += [Path(package.__file__).resolve().parent for package in (deployments, hubserve)]
+    places += [Path(__file__).resolve().parent, Path(hubserve.__file__).resolve().parent]
     # NOTE(hubserve): a rule needs its folder to exist: the store, the exports and the pulled
     # models are made now if they are not yet (a first pull or export comes later).
     for folder in (config.model_store, config.onnx_cache, config.hub.cache_dir):
@@ -69,8 +70,6 @@ def model_reads(config, private_tmp: Path) -> list[Path]:
             Path(folder).mkdir(parents=True, exist_ok=True)
             places.append(Path(folder))
     places.append(private_tmp)
-    from hubserve.store import hf_cache_dir
-
     cache = hf_cache_dir(config.hf_cache, os.environ)
     if cache is not None:
         places.append(cache)
@@ -104,7 +103,7 @@ def private_tmp(data_dir: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob("model-*"):
         pid = stale.name.split("-")[1]
-        if pid.isdigit() and not Path("/proc", pid).exists():
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=f"model-{os.getpid()}-", dir=parent))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

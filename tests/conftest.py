@@ -39,6 +39,11 @@ def tiny_models(tiny_store) -> dict[str, str]:
     return {task: model_id for task, (model_id, _) in TINY_MODELS.items()}
 
 
+def auth(token) -> dict:
+    """The headers of a call with ``token`` (none for an anonymous one)."""
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,12 +15,9 @@ import httpx
 import pytest
 
 from hubserve.auth import INVALID_CREDENTIALS, AuthStore
+from tests.conftest import auth
 
 VOLATILE = {"date", "x-request-id", "x-compute-time"}
-
-
-def auth(token):
-    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 @pytest.fixture(scope="module")

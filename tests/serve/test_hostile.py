@@ -12,12 +12,9 @@ import httpx
 import pytest
 
 from hubserve.auth import AuthStore
+from tests.conftest import auth
 
 VOLATILE = {"date", "x-request-id", "x-compute-time"}
-
-
-def auth(token):
-    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 def strip(resp):

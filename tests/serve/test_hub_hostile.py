@@ -17,14 +17,11 @@ import pytest
 from huggingface_hub import HfApi
 
 from hubserve.auth import AuthStore
+from tests.conftest import auth
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / ".venv-client"
 VOLATILE = {"date", "x-request-id", "x-compute-time", "content-length"}
-
-
-def auth(token):
-    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,9 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hubserve.auth import AuthStore
-from tests.conftest import free_port, server_args
+from tests.conftest import auth, free_port, server_args
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def auth(token):
-    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 class Proxy:
