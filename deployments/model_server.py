@@ -31,7 +31,7 @@ from . import serve_internals
 from .confine import model_threads, run_in
 from .routing import ROUTER_CLASS
 from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
-from .backends.ort_embedder import ExportUnsupported
+from .backends.onnx_export import ExportUnsupported
 from .tasks import get_task, infer_task
 from .tasks.base import Measured, TaskRequest
 
@@ -297,18 +297,16 @@ class ModelServer:
 
         def _new_backend(report: FolderReport):
             head = spec.head
-            name = resolve_backend(configured, ref.model_type, head, spec.device)
+            name = resolve_backend(configured, head, spec.device)
             if not self.torch and needs_torch(name, head, spec.device):
                 raise NeedsTorch(f"{ref.model_id} needs torch ({name} backend, {head.name} head)")
             backend = create_backend(name, head, spec.device)
             try:
                 _load_with(backend, report)
-            except ExportUnsupported as exc:
-                if configured != "auto":
-                    raise
+            except ExportUnsupported as exc:  # a model that loads on torch is never refused for its export
                 if not self.torch:
                     raise NeedsTorch(f"{ref.model_id} needs torch: {exc}") from None
-                logger.info("%s runs on PyTorch: %s", ref.model_id, exc)
+                logger.warning("%s serves on PyTorch: %s", ref.model_id, exc)
                 backend = create_backend("torch")
                 _load_with(backend, report)
             return backend

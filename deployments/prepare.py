@@ -46,6 +46,9 @@ async def prepare(config: AppConfig) -> int:
                 failed += 1
                 continue
             print(f"{model_id} ({task}): ready on {model.compute_type} in {time.perf_counter() - start:.1f}s")
+            figures = getattr(model.backend, "figures", None)
+            if figures:  # the fidelity gate's figures of the export it serves
+                print(f"  {model_id} ({task}): " + ", ".join(f"{k} {v}" for k, v in figures.items() if k != "reason"))
             model.__del__()
     return failed
 

@@ -266,6 +266,11 @@ class LimitsConfig(StrictModel):
         1_000_000, ge=1, description="characters of the prompt a model's chat template renders")
     max_template_memory_bytes: int = Field(
         512 * 1024**2, ge=64 * 1024**2, description="address space of the process that renders chat templates")
+    export_timeout_s: float = Field(
+        1800.0, gt=0, description="seconds one ONNX export (with its fidelity gate) may take; past it the model "
+                                  "serves on torch")
+    export_memory_bytes: int = Field(
+        16 * 1024**3, ge=1024**3, description="address space of the process that exports a model to ONNX")
     max_upload_bytes: int = Field(20 * 1024**3, ge=1024, description="size of one uploaded model archive")
     stop_grace_s: float = Field(
         10.0, gt=0, description="seconds Serve has to shut down when `hubserve serve` stops, before every process "

@@ -39,28 +39,22 @@ def import_framework(name: str) -> None:
     if name != "torch":
         from . import onnx_backend  # noqa: F401
 
-        import optimum.onnxruntime  # noqa: F401
 
-
-def resolve_backend(name: str, model_type: str, head: Head, device: str = "cpu") -> str:
-    """The concrete backend of a configured name: ``auto`` is ``onnx`` when optimum's
-    exporter supports the architecture for this head, else ``torch``. For embedding
-    models on the CPU ``auto`` is ``onnx`` without asking optimum (which imports torch):
-    the export says whether it can (``ExportUnsupported``)."""
+def resolve_backend(name: str, head: Head, device: str = "cpu") -> str:
+    """The backend that loads a model: ``auto`` is ``onnx`` (the export decides, and the model
+    serves on torch where it is refused) for heads with an ONNX family on the CPU, else
+    ``torch``."""
     if name != "auto":
         return name
-    if not needs_torch(name, head, device):
-        return "onnx"
-    from .onnx_export import supports
-
-    return "onnx" if supports(model_type, head) else "torch"
+    return "auto" if head.onnx is not None and device == "cpu" else "torch"
 
 
 def create_backend(name: str, head: Optional[Head] = None, device: str = "cpu") -> Backend:
     """A new, unloaded backend.
 
     Args:
-        name: ``torch``, ``onnx`` or ``onnx-int8`` (resolve ``auto`` first).
+        name: ``torch``, ``auto``, ``onnx`` or ``onnx-int8`` (the onnx ones pick their export's
+            variant: ``auto`` the fastest that passed the fidelity gate).
         head: the head it will load; embedding models on the CPU get the
             torch-free ``OrtEmbedder`` for the onnx backends, diffusion pipelines the
             ``DiffusersBackend`` (torch only).
@@ -79,12 +73,12 @@ def create_backend(name: str, head: Optional[Head] = None, device: str = "cpu") 
         from .torch_backend import TorchBackend
 
         return TorchBackend()
-    if name in ("onnx", "onnx-int8"):
+    if name in ("auto", "onnx", "onnx-int8"):
         if head is not None and not needs_torch(name, head, device):
             from .ort_embedder import OrtEmbedder
 
-            return OrtEmbedder(quantize=name == "onnx-int8")
+            return OrtEmbedder(name)
         from .onnx_backend import OnnxBackend
 
-        return OnnxBackend(quantize=name == "onnx-int8")
+        return OnnxBackend(name)
     raise ModelLoadError(f"backend `{name}` is not available")

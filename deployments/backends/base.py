@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -21,8 +21,9 @@ class Head:
     Attributes:
         name: keys loaded models and exports (``base``, ``sequence-classification``, ...).
         auto_class: the transformers class that loads it (``AutoModelForImageClassification``).
-        ort_class: optimum's ONNX Runtime class of its export, None where there is none.
-        export_task: optimum's exporter task of that export.
+        onnx: the ONNX graph family its export takes (``encoder``: one forward pass;
+            ``causal-lm``, ``seq2seq-lm``, ``speech-seq2seq``, ``vision2seq``: generation with a
+            key-value cache), None where it runs on torch only (``onnx_families``).
         generative: whether it generates (int8 quantization does not apply).
         library: ``transformers``, or ``diffusers`` for diffusion pipelines (``auto_class`` is
             then diffusers' pipeline class).
@@ -30,8 +31,7 @@ class Head:
 
     name: str
     auto_class: str
-    ort_class: Optional[str] = None
-    export_task: Optional[str] = None
+    onnx: Optional[str] = None
     generative: bool = False
     library: str = "transformers"
 
@@ -139,6 +139,37 @@ class Backend(Protocol):
 
     def stream(self, prompt: str, params: dict) -> Iterator[Union[dict, "Generation"]]:
         """Yields each generated token (``{id, text, logprob, special}``), then the ``Generation``."""
+
+    def generation_presets(self) -> dict:
+        """``{"prefix", "task_specific_params"}`` of the model's config (the legacy per-task
+        prompt prefix and generation defaults)."""
+
+    def generate_from_text(self, texts: Sequence[str], params: dict, *, defaults: dict,
+                           task_params: Optional[dict] = None, prefix: str = "", truncation: Optional[str] = None,
+                           translation: Optional[tuple] = None, clean_up: Optional[bool] = False,
+                           check: Optional[Any] = None) -> list[list[str]]:
+        """The texts a sequence-to-sequence model writes for each of ``texts`` (generated one at a
+        time): ``prefix`` + text tokenized with ``truncation`` (or, for a tokenizer with
+        ``_build_translation_inputs`` when ``translation`` is ``(src_lang, tgt_lang)``, by it), then
+        ``generate`` with ``params`` (``seed`` and ``deadline`` too) over ``defaults`` and
+        ``task_params`` as transformers 4's pipelines merged them, decoded without special tokens
+        (``clean_up``: clean up tokenization spaces; None: as the tokenizer does). ``check(input_length,
+        min_length, max_length)`` is called before each generation."""
+
+    def generate_from_image(self, images: Sequence[Any], params: dict, *, defaults: dict,
+                            question: Optional[str] = None) -> list[list[str]]:
+        """The texts a model writes for each image: a caption, or the answer to ``question``."""
+
+    def score_image_text(self, image: Any, text: str) -> list[tuple[str, float]]:
+        """``(label, sigmoid score)`` of each of a classifier's labels for an image and a text (ViLT
+        visual question answering), in label order."""
+
+    def logits(self, encode: Callable[[Any], Any]) -> tuple[Any, list[dict[str, np.ndarray]]]:
+        """Runs the model on text the task tokenizes: ``encoded = encode(tokenizer)`` with the
+        model's tokenizer, whose ``encoded.rows`` lists ``{input name: token ids}`` per forward
+        pass (one row each; inputs the model does not take are dropped). Returns ``(encoded,
+        outputs)``, ``outputs[i]`` the tensor outputs of row i (``start_logits``, ``end_logits``...)
+        as numpy arrays without the batch axis (bfloat16 as float32)."""
 
     def close(self) -> None:
         """Frees the weights."""

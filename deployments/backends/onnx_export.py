@@ -1,64 +1,92 @@
-"""ONNX exports of model revisions, made once and kept on disk.
+"""ONNX exports of model revisions, made once and kept on disk, and what they may serve.
 
-An export lives at ``<cache>/<sha>/<head>-<variant>-<versions>/``: the model's
-revision (a digest of its files, so two ids holding the same files share one
-export), the head it was exported with, ``fp32`` or ``int8``, and a digest of the
-library versions that made it, so an upgrade never reuses a stale export. A file lock keeps replicas
-from exporting the same entry at once; an entry is built in a temporary folder,
-described by a manifest of its files and sizes, and renamed into place, so a
-crashed export leaves nothing that looks complete. A broken entry (missing
-manifest, missing or resized file) is removed and rebuilt.
+An export lives at ``<cache>/<sha>/<head>-<versions>/``: the model's revision (a digest of
+its files, so two ids holding the same files share one export), the head it was exported
+with, and a digest of the library versions that made it, so an upgrade never reuses a stale
+export. It holds the float32 graphs of the head's family (``onnx_families``), their int8
+copies, and a manifest: its files and sizes, and for each variant the fidelity gate's figures
+(``fidelity``), whether it passed, and its latency; ``choice`` is the fastest variant that
+passed (what ``backend: auto`` serves), None when none did (the model then serves on torch,
+and the reason is kept, so a refused export is not retried until the libraries change).
 
-This module imports no framework: ``export_model`` imports optimum (and torch) when
-it runs, and a torch-free replica runs it in a child process:
+A file lock keeps replicas from exporting the same entry at once; an entry is built in a
+temporary folder and renamed into place, so a crashed export leaves nothing that looks
+complete. A broken entry (missing manifest, missing or resized file) is removed and rebuilt.
 
-    python -m deployments.backends.onnx_export MODEL_FOLDER ENTRY_FOLDER ORT_CLASS EXPORT_TASK [--int8]
-
-which exits with ``EXPORT_UNSUPPORTED`` when optimum cannot export the architecture.
+This module imports no framework. The export itself (torch) runs in a child process,
+``python -m deployments.backends.onnx_build`` (``run_export``), with no secrets in its
+environment, the replica's confinement, and ``limits.export_timeout_s`` and
+``limits.export_memory_bytes``.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
+
+from hubserve.config import LimitsConfig
+from hubserve.errors import ModelLoadError
+from hubserve.secret_env import scrubbed
 
 from .base import Head
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "hubserve-export.json"
-#: Bumped when the layout of an export changes.
-FORMAT = 2
-_LIBRARIES = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "transformers", "torch")
-#: The int8 export's file name.
-QUANTIZED_FILE = "model_quantized.onnx"
-#: The exit status of the export command for an architecture optimum cannot export.
-EXPORT_UNSUPPORTED = 3
+#: Bumped when the layout of an export, or the project's exporter, changes.
+FORMAT = 3
+_LIBRARIES = ("onnxruntime", "onnx", "onnxscript", "transformers", "torch")
+#: The graph modules of each family (``Head.onnx``), in ``deployments.backends``.
+FAMILIES = {"encoder": "onnx_encoder", "causal-lm": "onnx_decoder", "seq2seq-lm": "onnx_encdec",
+            "speech-seq2seq": "onnx_encdec", "vision2seq": "onnx_encdec"}
+VARIANTS = ("fp32", "int8")
 
-def versions_digest() -> str:
-    """A short digest of the versions of every library that shapes an export."""
+
+class ExportUnsupported(ModelLoadError):
+    """The model has no export that passed the fidelity gate (its architecture cannot be
+    exported, the exporter raised, or the graphs answer differently from torch): it serves
+    on torch."""
+
+@functools.lru_cache(maxsize=None)
+def versions_digest(family: Optional[str] = None) -> str:
+    """A short digest of what shapes an export: the versions of the libraries that make and
+    run it, and the project's exporter (this package's export modules and the family's own)."""
     parts = [f"format={FORMAT}"]
     for name in _LIBRARIES:
         try:
             parts.append(f"{name}={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             parts.append(f"{name}=none")
+    here = Path(__file__).resolve().parent
+    modules = ["onnx_export", "onnx_build", "fidelity"] + ([FAMILIES[family]] if family in FAMILIES else [])
+    for module in modules:
+        try:
+            parts.append(hashlib.sha1((here / f"{module}.py").read_bytes()).hexdigest())
+        except OSError:
+            parts.append(f"{module}=none")
     return hashlib.sha1(";".join(parts).encode()).hexdigest()[:12]
 
 
-def entry_dir(cache_root: Path, revision: str, head: Head, quantize: bool) -> Path:
-    """Where the export of one model revision, head and variant lives."""
-    return cache_root / revision / f"{head.name}-{'int8' if quantize else 'fp32'}-{versions_digest()}"
+def entry_dir(cache_root: Path, revision: str, head: Head) -> Path:
+    """Where the export of one model revision and head lives."""
+    return cache_root / revision / f"{head.name}-{versions_digest(head.onnx)}"
+
+
+def graph_file(name: str, variant: str) -> str:
+    """The file of graph ``name`` (``decoder.onnx``) in a variant (``decoder.int8.onnx``)."""
+    return name if variant == "fp32" else name.replace(".onnx", f".{variant}.onnx")
 
 
 def export_revision(spec) -> str:
@@ -66,16 +94,42 @@ def export_revision(spec) -> str:
     return spec.revision or f"local-{spec.path.name}"
 
 
-def is_complete(entry: Path) -> bool:
-    """Whether ``entry`` holds every file its manifest lists, at the listed sizes."""
+def read_manifest(entry: Path) -> Optional[dict]:
+    """The manifest of a complete entry (every file it lists there at its size), else None."""
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
         files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return bool(files) and all(
-        (entry / name).is_file() and (entry / name).stat().st_size == size for name, size in files.items()
-    )
+        complete = all((entry / name).is_file() and (entry / name).stat().st_size == size
+                       for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return manifest if complete and isinstance(manifest.get("variants"), dict) else None
+
+
+def is_complete(entry: Path) -> bool:
+    """Whether ``entry`` holds every file its manifest lists, at the listed sizes."""
+    return read_manifest(entry) is not None
+
+
+def served_variant(manifest: dict, backend: str) -> str:
+    """The variant a backend serves from an export: ``onnx`` the float32 graphs, ``onnx-int8``
+    the int8 ones, ``auto`` the fastest that passed the gate.
+
+    Raises:
+        ExportUnsupported: that variant did not pass (the model serves on torch).
+    """
+    variants = manifest.get("variants") or {}
+    if backend == "auto":
+        choice = manifest.get("choice")
+        if choice in VARIANTS:
+            return choice
+        raise ExportUnsupported(manifest.get("reason") or "no ONNX export passed the fidelity gate")
+    variant = "int8" if backend == "onnx-int8" else "fp32"
+    figures = variants.get(variant) or {}
+    if figures.get("passed") is True:
+        return variant
+    reason = figures.get("reason") or manifest.get("reason") or "it was not made"
+    raise ExportUnsupported(f"the {variant} ONNX export did not pass the fidelity gate: {reason}")
 
 
 @contextmanager
@@ -110,8 +164,12 @@ def ensure_export(entry: Path, build: Callable[[Path], None]) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
         try:
             build(tmp)
-            files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
-            (tmp / MANIFEST).write_text(json.dumps({"files": files, "versions": versions_digest()}))
+            files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST}
+            manifest = {"variants": {}, "choice": None}
+            if (tmp / MANIFEST).is_file():
+                manifest = json.loads((tmp / MANIFEST).read_text())
+            manifest.update(files=files, versions=versions_digest())
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             os.rename(tmp, entry)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -120,83 +178,87 @@ def ensure_export(entry: Path, build: Callable[[Path], None]) -> Path:
 
 
 
-def supports(model_type: str, head: Head) -> bool:
-    """Whether optimum's ONNX exporter handles this architecture for this head (imports optimum)."""
-    return head.export_task is not None and exports(model_type, head.export_task)
+def session_options(threads: Optional[int]):
+    """ONNX Runtime options of a replica's sessions: its thread count, and idle workers that
+    sleep (by default they spin, taking the cores from the event loop)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
-def exports(model_type: str, export_task: str) -> bool:
-    """Whether optimum's ONNX exporter handles ``model_type`` models for ``export_task``."""
-    import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
-    from optimum.exporters.tasks import TasksManager
+def open_sessions(entry: Path, graphs, variant: str, threads: Optional[int]) -> dict:
+    """One CPU session per graph of an export variant, keyed by the graph's float32 name."""
+    import onnxruntime as ort
 
-    try:
-        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx",
-                                                                library_name="transformers")
-    except (KeyError, ValueError):
-        return False
-    return export_task in tasks
+    options = session_options(threads)
+    return {name: ort.InferenceSession(str(entry / graph_file(name, variant)), options,
+                                       providers=["CPUExecutionProvider"]) for name in graphs}
 
 
-def ort_class(name: str):
-    """optimum's ONNX Runtime model class called ``name`` (imports optimum)."""
-    import optimum.onnxruntime as ort_models
-
-    if not name.startswith("ORTModel") or not hasattr(ort_models, name):
-        raise ValueError(f"optimum has no ONNX Runtime model class {name!r}")
-    return getattr(ort_models, name)
-
-
-def export_model(source: Path, folder: Path, ort_class_name: str, quantize: bool) -> None:
-    """Exports the model in ``source`` as optimum's ``ort_class_name`` into ``folder`` (int8:
-    only the quantized file is kept). Imports optimum and torch."""
-    exported = ort_class(ort_class_name).from_pretrained(source, export=True, local_files_only=True,
-                                                         trust_remote_code=False)
-    exported.save_pretrained(folder)
-    if quantize:
-        from optimum.onnxruntime import ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True,
-                                                    operators_to_quantize=["MatMul"])
-        ORTQuantizer.from_pretrained(folder).quantize(save_dir=folder, quantization_config=config)
-        (folder / "model.onnx").unlink()
-
-
-def export_command(spec, entry: Path, quantize: bool) -> list[str]:
+def export_command(spec, entry: Path) -> list[str]:
     """The export command line of ``spec``'s model into ``entry`` (run with this Python)."""
     head = spec.head
-    return [sys.executable, "-m", "deployments.backends.onnx_export", str(spec.path), str(entry),
-            head.ort_class, head.export_task, *(["--int8"] if quantize else [])]
+    return [sys.executable, "-m", "deployments.backends.onnx_build", str(spec.path), str(entry),
+            head.auto_class, head.onnx, head.name, str(spec.threads or 1)]
 
 
-def main(argv=None) -> int:
-    """The export command: builds ``ENTRY`` from ``MODEL_FOLDER`` unless it is complete."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    quantize = "--int8" in args
-    args = [a for a in args if a != "--int8"]
-    if len(args) != 4:
-        print("usage: python -m deployments.backends.onnx_export MODEL ENTRY ORT_CLASS EXPORT_TASK [--int8]",
-              file=sys.stderr)
-        return 2
-    source, entry, class_name, export_task = Path(args[0]), Path(args[1]), args[2], args[3]
-    logging.basicConfig(level=logging.WARNING)
-    config = {}
+def _bounded(memory_bytes: int) -> Callable[[], None]:
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    return limit
+
+
+def run_export(spec) -> dict:
+    """The manifest of ``spec``'s export, made in a child process if missing.
+
+    Raises:
+        ExportUnsupported: the head has no ONNX family; the export failed or timed out (the
+            failure is kept in the cache, so the next load does not retry it).
+        ModelLoadError: no cache folder.
+    """
+    if spec.head.onnx not in FAMILIES:
+        raise ExportUnsupported(f"the {spec.head.name} head has no ONNX export")
+    if spec.cache_dir is None:
+        raise ModelLoadError("the onnx backends need a cache folder for their exports")
+    entry = entry_dir(spec.cache_dir, export_revision(spec), spec.head)
+    manifest = read_manifest(entry)
+    if manifest is not None:
+        return manifest
+    limits = spec.limits or LimitsConfig()
+    root = Path(__file__).resolve().parents[2]
+    env = {**scrubbed(), "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
+           "OMP_NUM_THREADS": str(spec.threads or 1)}
+    logger.info("exporting %s to ONNX (a child process; once per revision)", spec.model_id or spec.path)
     try:
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if not isinstance(model_type, str) or not exports(model_type, export_task):
-        print(f"optimum has no ONNX export of `{model_type}` models for {export_task}", file=sys.stderr)
-        return EXPORT_UNSUPPORTED
+        done = subprocess.run(export_command(spec, entry), env=env, capture_output=True, text=True,
+                              timeout=limits.export_timeout_s, preexec_fn=_bounded(limits.export_memory_bytes))
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        failed = done.returncode != 0
+    except subprocess.TimeoutExpired:
+        reason, failed = f"the export took more than {limits.export_timeout_s:g}s (limits.export_timeout_s)", True
+    if failed:
+        logger.warning("the ONNX export of %s failed: %s", spec.model_id or spec.path.name, reason)
+        record_failure(entry, reason)
+    manifest = read_manifest(entry)
+    if manifest is None:
+        raise ExportUnsupported(f"the ONNX export of {spec.model_id or spec.path.name} failed: {reason}")
+    return manifest
+
+
+def record_failure(entry: Path, reason: str) -> None:
+    """Keeps a failed export in the cache as an entry with no variant, and why."""
+    def build(folder: Path) -> None:
+        (folder / MANIFEST).write_text(json.dumps({"variants": {}, "choice": None, "reason": reason[:2000]}))
+
     try:
-        ensure_export(entry, lambda folder: export_model(source, folder, class_name, quantize))
-    except Exception as exc:  # noqa: BLE001 - the parent reports the last line
-        print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        ensure_export(entry, build)
+    except OSError:
+        logger.exception("cannot record the failed export at %s", entry)

@@ -2,20 +2,16 @@
 
 The embedding tasks need only a tokenizer and one forward pass, so a replica that
 serves them imports ``onnxruntime`` and ``tokenizers`` (about 50 MB and a quarter of a
-second) instead of torch, transformers and optimum (about 400 MB and 5 s). The model's
+second) instead of torch and transformers (about 400 MB and 5 s). The model's
 ``tokenizer.json`` is read with ``tokenizers``, which is what transformers' fast
 tokenizers run, with the padding and truncation transformers would apply. The ONNX
 export itself needs torch once per model revision: it runs in a child process
-(``python -m deployments.backends.onnx_export``) and is kept on disk.
+(``onnx_export.run_export``) and is kept on disk.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import subprocess
 import threading
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,22 +19,13 @@ import onnxruntime as ort
 
 from hubserve.errors import InvalidInput, ModelLoadError
 from hubserve.model_files import read_json_object
-from hubserve.secret_env import scrubbed
 
 from . import runs_without_torch
 from .base import LoadSpec
-from .onnx_export import EXPORT_UNSUPPORTED, QUANTIZED_FILE, entry_dir, export_command, export_revision, is_complete
+from .onnx_export import (ExportUnsupported, entry_dir, export_revision, graph_file, run_export, served_variant,
+                          session_options)
 
-logger = logging.getLogger(__name__)
-
-#: How long one export may take (a model of a few GB exports in minutes).
-EXPORT_TIMEOUT_S = 1800
-
-
-class ExportUnsupported(ModelLoadError):
-    """The model cannot run on this backend (no ``tokenizer.json``, or an architecture
-    optimum cannot export); ``backend: auto`` then runs it on PyTorch."""
-
+__all__ = ["ExportUnsupported", "OrtEmbedder"]
 
 
 def _token(value) -> Optional[str]:
@@ -47,45 +34,16 @@ def _token(value) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def export_entry(spec: LoadSpec, quantize: bool) -> Path:
-    """The complete ONNX export of ``spec``'s model, made in a child process if missing.
-
-    Raises:
-        ExportUnsupported: optimum has no ONNX export of this architecture.
-        ModelLoadError: the export failed.
-    """
-    if spec.cache_dir is None:
-        raise ModelLoadError("the onnx backends need a cache folder for their exports")
-    entry = entry_dir(spec.cache_dir, export_revision(spec), spec.head, quantize)
-    if is_complete(entry):
-        return entry
-    root = Path(__file__).resolve().parents[2]
-    env = {**scrubbed(), "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
-           "OMP_NUM_THREADS": str(spec.threads or 1)}
-    cmd = export_command(spec, entry, quantize)
-    logger.info("exporting %s to ONNX (a child process; once per revision)", spec.model_id or spec.path)
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ModelLoadError(f"the ONNX export of {spec.model_id} took more than {EXPORT_TIMEOUT_S}s") from None
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    reason = lines[-1] if lines else f"exit status {done.returncode}"
-    if done.returncode == EXPORT_UNSUPPORTED:
-        raise ExportUnsupported(reason)
-    if done.returncode != 0 or not is_complete(entry):
-        raise ModelLoadError(f"the ONNX export of {spec.model_id or spec.path.name} failed: {reason}")
-    return entry
-
-
 class OrtEmbedder:
     """Runs the base model of an embedding task with ONNX Runtime and ``tokenizers``.
 
     Args:
-        quantize: load the int8 (dynamic, MatMul, per-channel) export.
+        variant: the configured backend: ``auto``, ``onnx`` or ``onnx-int8`` (``OnnxBackend``).
     """
 
-    def __init__(self, quantize: bool = False) -> None:
-        self.quantize = quantize
+    def __init__(self, variant: str = "auto") -> None:
+        self.variant = variant
+        self.figures: dict = {}
         self.compute_type = "cpu+optimized"
         self.mask_token: Optional[str] = None
         self.max_input_tokens = 512
@@ -109,16 +67,13 @@ class OrtEmbedder:
             tokenizer = Tokenizer.from_file(str(spec.path / "tokenizer.json"))
         except Exception as exc:  # noqa: BLE001 - a malformed tokenizer is the model's fault
             raise ModelLoadError(f"tokenizer.json cannot be read: {exc}") from None
-        entry = export_entry(spec, self.quantize)
-        options = ort.SessionOptions()
-        if spec.threads:
-            options.intra_op_num_threads = spec.threads
-            options.inter_op_num_threads = 1
-        # NOTE(hubserve): idle ORT workers spin by default, taking the cores from the event loop.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        model_file = entry / (QUANTIZED_FILE if self.quantize else "model.onnx")
+        manifest = run_export(spec)
+        served = served_variant(manifest, self.variant)
+        self.figures = manifest["variants"][served]
+        model_file = entry_dir(spec.cache_dir, export_revision(spec), spec.head) / graph_file("model.onnx", served)
         try:
-            self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(model_file), session_options(spec.threads),
+                                                providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"ONNX Runtime cannot load {model_file.name}: {exc}") from None
         self._inputs = [node.name for node in self.session.get_inputs()]

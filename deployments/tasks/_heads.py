@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from deployments.backends.base import Head
 
-BASE = Head("base", "AutoModel", "ORTModelForFeatureExtraction", "feature-extraction")
-SEQUENCE_CLASSIFICATION = Head("sequence-classification", "AutoModelForSequenceClassification",
-                               "ORTModelForSequenceClassification", "text-classification")
-TOKEN_CLASSIFICATION = Head("token-classification", "AutoModelForTokenClassification",
-                            "ORTModelForTokenClassification", "token-classification")
-QUESTION_ANSWERING = Head("question-answering", "AutoModelForQuestionAnswering",
-                          "ORTModelForQuestionAnswering", "question-answering")
-MASKED_LM = Head("masked-lm", "AutoModelForMaskedLM", "ORTModelForMaskedLM", "fill-mask")
-SEQ2SEQ_LM = Head("seq2seq-lm", "AutoModelForSeq2SeqLM", "ORTModelForSeq2SeqLM", "text2text-generation",
-                  generative=True)
-CAUSAL_LM = Head("causal-lm", "AutoModelForCausalLM", "ORTModelForCausalLM", "text-generation",
-                 generative=True)
+BASE = Head("base", "AutoModel", onnx="encoder")
+SEQUENCE_CLASSIFICATION = Head("sequence-classification", "AutoModelForSequenceClassification", onnx="encoder")
+TOKEN_CLASSIFICATION = Head("token-classification", "AutoModelForTokenClassification", onnx="encoder")
+QUESTION_ANSWERING = Head("question-answering", "AutoModelForQuestionAnswering", onnx="encoder")
+MASKED_LM = Head("masked-lm", "AutoModelForMaskedLM", onnx="encoder")
+SEQ2SEQ_LM = Head("seq2seq-lm", "AutoModelForSeq2SeqLM", onnx="seq2seq-lm", generative=True)
+CAUSAL_LM = Head("causal-lm", "AutoModelForCausalLM", onnx="causal-lm", generative=True)

@@ -19,8 +19,7 @@ AUDIO_ENCODERS = frozenset({"wav2vec2", "wav2vec2-bert", "wav2vec2-conformer", "
 
 @register_task("audio-classification")
 class AudioClassification(AudioTask):
-    head = Head("audio-classification", "AutoModelForAudioClassification", "ORTModelForAudioClassification",
-                "audio-classification")
+    head = Head("audio-classification", "AutoModelForAudioClassification", onnx="encoder")
     pipeline = "audio-classification"
     native_architectures = ("ForAudioClassification",)
     loads_architectures = ("ForAudioClassification", "ForSequenceClassification")

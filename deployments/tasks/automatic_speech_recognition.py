@@ -22,9 +22,8 @@ from ._generation import GenerationOptions
 from ._params import Flag
 from .base import BinaryRequest, Measured
 
-SPEECH_SEQ2SEQ = Head("speech-seq2seq", "AutoModelForSpeechSeq2Seq", "ORTModelForSpeechSeq2Seq",
-                      "automatic-speech-recognition", generative=True)
-CTC = Head("ctc", "AutoModelForCTC", "ORTModelForCTC", "automatic-speech-recognition")
+SPEECH_SEQ2SEQ = Head("speech-seq2seq", "AutoModelForSpeechSeq2Seq", onnx="speech-seq2seq", generative=True)
+CTC = Head("ctc", "AutoModelForCTC", onnx="encoder")
 
 #: Model types whose ``...ForConditionalGeneration`` transcribes speech.
 SPEECH_SEQ2SEQ_TYPES = frozenset({"whisper", "speech_to_text", "speech-encoder-decoder", "moonshine"})

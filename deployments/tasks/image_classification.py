@@ -14,8 +14,7 @@ from ._binary import ClassifierRequest, ImageTask, classify
 
 @register_task("image-classification")
 class ImageClassification(ImageTask):
-    head = Head("image-classification", "AutoModelForImageClassification", "ORTModelForImageClassification",
-                "image-classification")
+    head = Head("image-classification", "AutoModelForImageClassification", onnx="encoder")
     pipeline = "image-classification"
     native_architectures = ("ForImageClassification",)
     loads_architectures = ("ForImageClassification",)

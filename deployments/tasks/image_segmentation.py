@@ -22,8 +22,7 @@ from ._binary import ImageTask, run_grouped
 from ._params import Params, Probability
 from .base import BinaryRequest
 
-SEMANTIC = Head("semantic-segmentation", "AutoModelForSemanticSegmentation", "ORTModelForSemanticSegmentation",
-                "semantic-segmentation")
+SEMANTIC = Head("semantic-segmentation", "AutoModelForSemanticSegmentation", onnx="encoder")
 #: Panoptic and instance models (MaskFormer, Mask2Former, OneFormer) and DETR's
 #: ``DetrForSegmentation``: torch only.
 UNIVERSAL = Head("universal-segmentation", "AutoModelForUniversalSegmentation")

@@ -32,8 +32,7 @@ class Request(BinaryRequest):
 
 @register_task("zero-shot-image-classification")
 class ZeroShotImageClassification(ImageTask):
-    head = Head("zero-shot-image-classification", "AutoModelForZeroShotImageClassification",
-                "ORTModelForZeroShotImageClassification", "zero-shot-image-classification")
+    head = Head("zero-shot-image-classification", "AutoModelForZeroShotImageClassification", onnx="encoder")
     preprocessors = ("tokenizer", "image_processor")
     pipeline = "zero-shot-image-classification"
     native_architectures = ("CLIPModel", "SiglipModel", "Siglip2Model", "AlignModel")

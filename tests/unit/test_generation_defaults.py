@@ -8,6 +8,7 @@ import pytest
 from deployments.backends import LoadSpec, create_backend
 from deployments.backends.generation_defaults import bound_defaults
 from deployments.tasks._heads import CAUSAL_LM, SEQ2SEQ_LM
+from deployments.tasks.summarization import Summarization
 from hubserve.config import LimitsConfig
 from hubserve.errors import ModelLoadError
 from tests.tiny_models import build_bart, build_gpt2
@@ -62,11 +63,17 @@ def test_config_json_and_task_specific_params_are_bounded_too(tmp_path):
         "summarization": {"num_beams": 2000, "num_return_sequences": 500, "max_length": 10**7}})
     backend = create_backend("torch")
     backend.load(LoadSpec(tmp_path, SEQ2SEQ_LM, "summarization", threads=1, limits=LIMITS))
-    for holder in (backend.model.config, backend.model.generation_config, backend.pipe.generation_config):
-        assert holder.num_beams <= LIMITS.max_num_beams and holder.max_length <= LIMITS.max_new_tokens
+    task_params = dict(backend.generation_presets()["task_specific_params"]["summarization"])
+    summarizing = backend.pipeline_generation_config(Summarization.PIPELINE_DEFAULTS, task_params)
+    # NOTE: transformers 5 keeps no generation fields on the model config (they load into its generation config).
+    for holder in (backend.model.config, backend.model.generation_config, summarizing):
+        assert (getattr(holder, "num_beams", None) or 0) <= LIMITS.max_num_beams
+        assert (getattr(holder, "max_length", None) or 0) <= LIMITS.max_new_tokens
+    assert backend.model.generation_config.num_beams == summarizing.num_beams == LIMITS.max_num_beams
     assert backend.model.config.task_specific_params["summarization"]["num_return_sequences"] == 8
-    rows = backend.forward(["the cat sat on the mat"], max_new_tokens=2)
-    assert len(rows[0] if isinstance(rows[0], list) else rows) <= LIMITS.max_return_sequences
+    (row,) = backend.generate_from_text(["the cat sat on the mat"], {"max_new_tokens": 2},
+                                        defaults=Summarization.PIPELINE_DEFAULTS, task_params=task_params)
+    assert 1 <= len(row) <= LIMITS.max_return_sequences
 
 
 def test_stop_strings_past_their_limits_refuse_the_model(tmp_path):

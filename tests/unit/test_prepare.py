@@ -20,5 +20,5 @@ def test_prepare_exports_each_pinned_model_where_its_replica_loads_it(tiny_store
     out = capsys.readouterr()
     assert "acme/vit (image-classification): ready on cpu+optimized" in out.out and "acme/missing" in out.err
     ref = open_store(config).resolve("acme/vit")
-    entry = entry_dir(tmp_path / "onnx", ref.sha, get_task("image-classification").head, quantize=False)
+    entry = entry_dir(tmp_path / "onnx", ref.sha, get_task("image-classification").head)
     assert is_complete(entry)
