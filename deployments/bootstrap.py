@@ -306,7 +306,7 @@ def convert_smollm2(files: dict[str, Path], out: Path) -> None:
 
     gguf = files["model.gguf"]
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     eos = _gguf_eos_token(gguf)
     eos_id = tokenizer.convert_tokens_to_ids(eos)
     tokenizer.eos_token = eos

@@ -16,7 +16,8 @@ import torch
 from hubserve.errors import ModelLoadError, ServiceUnavailable
 
 from .base import LoadSpec
-from .torch_backend import _seed_lock, configure_threads
+from .torch_backend import configure_threads
+from .torch_support import seed_lock
 
 
 class DiffusersBackend:
@@ -66,7 +67,7 @@ class DiffusersBackend:
                 raise ServiceUnavailable("The request timed out while its image was drawn", headers={"Retry-After": "1"})
             return callback_kwargs
 
-        with torch.inference_mode(), _seed_lock:
+        with torch.inference_mode(), seed_lock:
             generator = torch.Generator(device=self.device).manual_seed(seed)
             out = self.pipe(prompt, generator=generator, callback_on_step_end=check_deadline, **options)
         return out.images[0]

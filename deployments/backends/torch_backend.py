@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import inspect
-import json
 import logging
 import queue
 import threading
-import time
-from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import transformers
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from hubserve.config import LimitsConfig
-from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError, ServiceUnavailable
+from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError
 
-from .base import PREPROCESSORS, Generation, LoadSpec
+from .base import Generation, LoadSpec
 from .chat_template import tokenizer_chat_prompt
 from .generation_defaults import bound_generation_defaults
+from .torch_support import (DONE, UNUSED_KWARGS, Cancelled, LogprobRecorder, QueueStreamer, apply_deadline,
+                            check_timm, load_preprocessor, seed_lock, unsupported)
+from .torch_tasks import TaskCalls
 
 logger = logging.getLogger(__name__)
 
-_UNUSED_KWARGS = "The following `model_kwargs` are not used by the model"
 _threads_set: Optional[int] = None
-_seed_lock = threading.Lock()
 
 
 def configure_threads(threads: Optional[int]) -> None:
@@ -40,7 +37,7 @@ def configure_threads(threads: Optional[int]) -> None:
         _threads_set = threads
 
 
-class TorchBackend:
+class TorchBackend(TaskCalls):
     """Runs a transformers model with PyTorch."""
 
     def __init__(self) -> None:
@@ -66,19 +63,21 @@ class TorchBackend:
             self.compute_type = "gpu"
         if spec.dtype == "float16" and spec.device != "cuda":
             raise ModelLoadError("dtype float16 runs on device cuda; on the CPU use float32 (or backend onnx-int8)")
-        _check_timm(spec.path)
+        check_timm(spec.path)
         try:
-            self.preprocessors = {key: _preprocessor(key, spec.path) for key in spec.preprocessors}
+            self.preprocessors = {key: load_preprocessor(key, spec.path) for key in spec.preprocessors}
             for key in spec.optional_preprocessors:
                 try:
-                    self.preprocessors[key] = _preprocessor(key, spec.path)
+                    self.preprocessors[key] = load_preprocessor(key, spec.path)
                 except (OSError, ValueError, KeyError):  # the folder has none
                     pass
             self.model = self._load_model(spec)
         except ModelLoadError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every load failure becomes one clear error
-            raise ModelLoadError(f"Failed to load {spec.path.name}: {type(exc).__name__}: {exc}") from None
+        except MemoryError:
+            raise ModelLoadError(f"Failed to load {spec.path.name}: out of memory") from None
+        except Exception as exc:  # noqa: BLE001 - the folder is what transformers cannot load: the model's fault
+            raise unsupported(spec.path, exc) from None
         self.spec = spec
         self.limits = spec.limits or LimitsConfig()
         bound_generation_defaults(self.model, self.limits, spec.model_id or spec.path.name)
@@ -101,7 +100,7 @@ class TorchBackend:
     def _load_model(self, spec: LoadSpec):
         cls = getattr(transformers, spec.head.auto_class)
         dtype = torch.float16 if spec.dtype == "float16" else torch.float32
-        return cls.from_pretrained(spec.path, trust_remote_code=False, torch_dtype=dtype).to(self.device).eval()
+        return cls.from_pretrained(spec.path, trust_remote_code=False, dtype=dtype).to(self.device).eval()
 
     def _build_pipeline(self):
         return transformers.pipeline(self.spec.pipeline, model=self.model, device=self.device, **self.preprocessors)
@@ -149,16 +148,16 @@ class TorchBackend:
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         seed = kwargs.pop("seed", None)
-        _apply_deadline(kwargs)
+        apply_deadline(kwargs)
         if self.model.config.is_encoder_decoder:
             self._clamp_new_tokens(kwargs, 1)
         try:
-            with torch.inference_mode(), _seed_lock:
+            with torch.inference_mode(), seed_lock:
                 if seed is not None:
                     torch.manual_seed(seed)
                 return self.pipe(*args, **kwargs)
         except ValueError as exc:
-            if str(exc).startswith(_UNUSED_KWARGS):
+            if str(exc).startswith(UNUSED_KWARGS):
                 raise InvalidInput(str(exc)) from None
             raise
 
@@ -184,7 +183,7 @@ class TorchBackend:
         seed = params.pop("seed", None)
         stop = params.pop("stop", None) or None
         truncate = params.pop("truncate", None)
-        _apply_deadline(params)
+        apply_deadline(params)
         enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         # NOTE(hubserve): some tokenizers add token_type_ids, which decoder-only exports do not take.
         enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
@@ -199,12 +198,12 @@ class TorchBackend:
 
     def _generate(self, enc, kwargs: dict, seed: Optional[int]):
         try:
-            with torch.inference_mode(), _seed_lock:
+            with torch.inference_mode(), seed_lock:
                 if seed is not None:
                     torch.manual_seed(seed)
                 return self.model.generate(**enc, **kwargs)
         except ValueError as exc:
-            if str(exc).startswith(_UNUSED_KWARGS):
+            if str(exc).startswith(UNUSED_KWARGS):
                 raise InvalidInput(str(exc)) from None
             raise BackendFailure(f"generation failed: {exc}") from exc
 
@@ -224,24 +223,24 @@ class TorchBackend:
     def stream(self, prompt: str, params: dict) -> Iterator[Union[dict, Generation]]:
         enc, kwargs, prompt_len, stop, seed = self._prepare_generation(prompt, params)
         events: queue.Queue = queue.Queue()
-        recorder = _LogprobRecorder()
+        recorder = LogprobRecorder()
         cancelled = threading.Event()
-        kwargs.update(streamer=_QueueStreamer(events), logits_processor=LogitsProcessorList([recorder]),
-                      stopping_criteria=StoppingCriteriaList([_Cancelled(cancelled)]))
+        kwargs.update(streamer=QueueStreamer(events), logits_processor=LogitsProcessorList([recorder]),
+                      stopping_criteria=StoppingCriteriaList([Cancelled(cancelled)]))
 
         def work() -> None:
             try:
                 self._generate(enc, kwargs, seed)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 events.put(exc)
-            events.put(_DONE)
+            events.put(DONE)
 
         threading.Thread(target=work, name="hubserve-generate", daemon=True).start()
         ids: list[int] = []
         tokens: list[dict] = []
         text = ""
         try:
-            while (item := events.get()) is not _DONE:
+            while (item := events.get()) is not DONE:
                 if isinstance(item, BaseException):
                     raise item
                 ids.append(item)
@@ -294,82 +293,3 @@ class TorchBackend:
 
     def __del__(self) -> None:
         self.close()
-
-
-_DONE = object()
-
-
-def _check_timm(path: Path) -> None:
-    """A timm checkpoint loads through transformers' TimmWrapper, which imports timm: says so
-    plainly when timm does not import here."""
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(config, dict) or "model_type" in config or not isinstance(config.get("architecture"), str):
-        return
-    try:
-        importlib.import_module("timm")
-    except Exception as exc:  # noqa: BLE001 - timm fails to import in several ways (torchvision's CUDA build)
-        raise ModelLoadError(
-            f"{path.name} is a timm model ({config['architecture']}): serving it needs the timm package, which "
-            f"does not import on this server ({type(exc).__name__}: {exc}). Install timm with a torchvision "
-            "built for this torch") from None
-
-
-def _preprocessor(key: str, path: Path) -> Any:
-    return getattr(transformers, PREPROCESSORS[key]).from_pretrained(path, trust_remote_code=False)
-
-
-def _apply_deadline(kwargs: dict) -> None:
-    """Turns a ``deadline`` (epoch seconds) into generate's ``max_time`` stopping criterion, so
-    a generation never outlives the request that asked for it."""
-    deadline = kwargs.pop("deadline", None)
-    if deadline is None:
-        return
-    left = deadline - time.time()
-    if left <= 0:
-        raise ServiceUnavailable("The request timed out before its generation started", headers={"Retry-After": "1"})
-    kwargs["max_time"] = min(kwargs.get("max_time") or left, left)
-
-
-class _QueueStreamer:
-    """A transformers streamer that hands each generated token id to a queue."""
-
-    def __init__(self, events: queue.Queue) -> None:
-        self.events = events
-        self.prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # generate() first passes the prompt ids
-            self.prompt_seen = True
-            return
-        for token_id in value.reshape(-1).tolist():
-            self.events.put(int(token_id))
-
-    def end(self) -> None:
-        pass
-
-
-class _Cancelled(StoppingCriteria):
-    """Stops a generation once its event is set."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-class _LogprobRecorder(LogitsProcessor):
-    """Keeps each step's log-probabilities (of the distribution sampled from)."""
-
-    def __init__(self) -> None:
-        self.steps: list = []
-
-    def __call__(self, input_ids, scores):
-        self.steps.append(torch.log_softmax(scores[0].float(), dim=-1))
-        return scores
-
-    def logprob(self, step: int, token_id: int) -> float:
-        return float(self.steps[step][token_id]) if step < len(self.steps) else 0.0

@@ -35,12 +35,14 @@ class ClassifierRequest(BinaryRequest):
 
 def run_grouped(model: Any, requests: Sequence[TaskRequest],
                 decode: Callable[[TaskRequest], tuple[Any, dict[str, str]]],
-                kwargs_of: Callable[[TaskRequest], dict], shape: Callable[[Any], Any]) -> list[Any]:
-    """One pipeline call per distinct parameter set over the decoded inputs of a batch.
+                kwargs_of: Callable[[TaskRequest], dict], shape: Callable[[Any], Any],
+                call: Optional[Callable[..., list]] = None) -> list[Any]:
+    """One backend call per distinct parameter set over the decoded inputs of a batch.
 
-    ``decode`` gives a request's pipeline input and its compute headers, ``kwargs_of`` its
-    pipeline keywords (JSON values), ``shape`` turns the pipeline's answer for one input into
-    the wire form. An input that does not decode fails alone.
+    ``decode`` gives a request's input and its compute headers, ``kwargs_of`` its keywords (JSON
+    values), ``shape`` turns the answer for one input into the wire form. ``call(inputs, **kwargs)``
+    answers a list of inputs (the backend's pipeline ``forward`` by default). An input that does
+    not decode fails alone.
     """
     out: list[Any] = [None] * len(requests)
     groups: dict[str, tuple[dict, list[tuple[int, Any, dict]]]] = {}
@@ -54,7 +56,7 @@ def run_grouped(model: Any, requests: Sequence[TaskRequest],
         groups.setdefault(json.dumps(kwargs, sort_keys=True), (kwargs, []))[1].append((i, value, headers))
     for kwargs, members in groups.values():
         try:
-            rows = model.backend.forward([value for _, value, _ in members], **kwargs)
+            rows = (call or model.backend.forward)([value for _, value, _ in members], **kwargs)
         except ValueError as exc:  # transformers' word for a request the model cannot do
             rows = [InvalidInput(str(exc))] * len(members)
         for (i, _, headers), row in zip(members, rows):

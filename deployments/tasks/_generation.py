@@ -138,11 +138,16 @@ class Seq2SeqParameters(GenerationParameters):
         nested = self.generate_parameters.do_sample if self.generate_parameters else None
         return bool(self.do_sample if nested is None else nested)
 
-    def pipeline_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the transformers pipeline call."""
+    def generation_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``generate``: the top-level fields, then ``generate_parameters``."""
         kwargs = self.generate_kwargs()
         if self.generate_parameters is not None:
             kwargs.update(self.generate_parameters.known())
+        return kwargs
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """What the transformers 4 pipeline call took: ``generation_kwargs`` and the tokenizer's options."""
+        kwargs = self.generation_kwargs()
         if self.clean_up_tokenization_spaces is not None:
             kwargs["clean_up_tokenization_spaces"] = self.clean_up_tokenization_spaces
         if self.truncation is not None:
@@ -158,24 +163,44 @@ class Seq2SeqRequest(TaskRequest):
 class Seq2SeqTask(Task):
     """summarization, translation and text2text-generation: ``[{<output_key>: str}]``.
 
-    The answer is a list with one object per input and returned sequence.
+    The answer is a list with one object per input and returned sequence. Each input is
+    tokenized and generated from alone, as transformers 4's pipeline of the task did (the
+    pipelines are gone from transformers 5): the model's ``task_specific_params`` of the task
+    add their ``prefix`` and generation defaults, under ``PIPELINE_DEFAULTS``.
     """
 
     output_key: ClassVar[str]
+    #: The transformers 4 pipeline's generation defaults (where the model's own leave them unset).
+    PIPELINE_DEFAULTS: ClassVar[dict] = {"max_new_tokens": 256, "num_beams": 4}
     head = SEQ2SEQ_LM
     loads_architectures = ("ForConditionalGeneration", "MTModel")
     completions = True
     request_model = Seq2SeqRequest
 
+    def pipeline_task(self, task_specific_params: dict) -> str:
+        """The key of ``task_specific_params`` this task reads."""
+        return self.name
+
+    def languages(self, parameters: Any, task: str) -> Optional[tuple]:
+        """``(src_lang, tgt_lang)`` for a multilingual tokenizer (translation only)."""
+        return None
+
+    def check_inputs(self, input_length: int, min_length: int, max_length: int) -> None:
+        """Logs what may be wrong with the lengths of one generation (never refuses it)."""
+
     def run_one(self, model, request):
-        texts, is_list = as_list(request.inputs)
-        kwargs = request.parameters.pipeline_kwargs()
-        rows = model.backend.forward(texts, **kwargs, deadline=request.deadline)
-        out = []
-        for row in rows:
-            for item in row if isinstance(row, list) else [row]:
-                text = next(iter(item.values())) if isinstance(item, dict) else str(item)
-                out.append({self.output_key: text})
+        texts, _ = as_list(request.inputs)
+        params = request.parameters
+        presets = model.backend.generation_presets()
+        task = self.pipeline_task(presets["task_specific_params"])
+        task_params = dict(presets["task_specific_params"].get(task) or {})
+        prefix = task_params.pop("prefix") if "prefix" in task_params else presets["prefix"]
+        rows = model.backend.generate_from_text(
+            texts, dict(params.generation_kwargs(), deadline=request.deadline), defaults=self.PIPELINE_DEFAULTS,
+            task_params=task_params, prefix=prefix or "", truncation=params.truncation,
+            translation=self.languages(params, task), clean_up=bool(params.clean_up_tokenization_spaces),
+            check=self.check_inputs)
+        out = [{self.output_key: text} for row in rows for text in row]
         if not out:
             raise InvalidInput("the model produced no output for this input")
         return out

@@ -21,7 +21,9 @@ from .base import BinaryRequest
 
 #: The image-to-text pipeline's default length of a caption.
 PIPELINE_MAX_NEW_TOKENS = 256
-VISION2SEQ = Head("vision2seq", "AutoModelForVision2Seq", "ORTModelForVision2Seq", "image-to-text", generative=True)
+# NOTE(hubserve): transformers 5 folded AutoModelForVision2Seq into AutoModelForImageTextToText (whose mapping
+# holds VisionEncoderDecoderModel, BLIP, BLIP-2, GIT and Pix2Struct).
+VISION2SEQ = Head("vision2seq", "AutoModelForImageTextToText", onnx="vision2seq", generative=True)
 
 
 class Parameters(GenerationOptions):
@@ -37,7 +39,6 @@ class Request(BinaryRequest):
 class ImageToText(ImageTask):
     head = VISION2SEQ
     preprocessors = ("tokenizer", "image_processor")
-    pipeline = "image-to-text"
     native_architectures = ("VisionEncoderDecoderModel", "BlipForConditionalGeneration",
                             "Blip2ForConditionalGeneration", "Pix2StructForConditionalGeneration")
     loads_architectures = native_architectures
@@ -47,18 +48,22 @@ class ImageToText(ImageTask):
     def run(self, model, requests):
         def kwargs_of(req) -> dict:
             generate_kwargs = req.parameters.generate_options()
-            # NOTE(hubserve): the length always goes at the top as max_new_tokens (the pipeline
-            # sets 256 otherwise, over any max_length), where the backend fits it to the
-            # decoder's position table. max_length counts the decoder's start token.
+            # NOTE(hubserve): the length always goes as max_new_tokens (transformers 4's pipeline
+            # set 256 otherwise, over any max_length), which the backend fits to the decoder's
+            # position table. max_length counts the decoder's start token.
             max_new_tokens = req.parameters.max_new_tokens or generate_kwargs.pop("max_new_tokens", None)
             max_length = generate_kwargs.pop("max_length", None)
             if max_new_tokens is None:
                 max_new_tokens = max(max_length - 1, 1) if max_length else min(
                     PIPELINE_MAX_NEW_TOKENS, (req.limits or DEFAULT_LIMITS).max_new_tokens)
-            return {"max_new_tokens": max_new_tokens, **({"generate_kwargs": generate_kwargs} if generate_kwargs else {})}
+            return {**generate_kwargs, "max_new_tokens": max_new_tokens}
+
+        def caption(images, **kwargs):
+            return model.backend.generate_from_image(images, kwargs,
+                                                     defaults={"max_new_tokens": PIPELINE_MAX_NEW_TOKENS})
 
         return run_grouped(model, requests, lambda req: (self.image(req), {}), kwargs_of,
-                           lambda rows: [{"generated_text": r["generated_text"]} for r in rows])
+                           lambda texts: [{"generated_text": text} for text in texts], caption)
 
     def cacheable(self, request) -> bool:
         return not request.parameters.samples()

@@ -11,6 +11,7 @@ from hubserve.errors import InvalidInput
 from . import register_task
 from ._heads import QUESTION_ANSWERING
 from ._params import Flag, Params, QATokens, TopK
+from ._spans import best_answers, encode_windows
 from .base import Payload, Task, TaskRequest
 
 
@@ -50,22 +51,27 @@ def check_span_window(params: dict, limit: int) -> None:
     """Refuses a ``max_seq_len`` over the model's input limit (``limit`` tokens), or a
     ``doc_stride`` over half of it (the text is cut into windows every ``max_seq_len -
     doc_stride`` tokens)."""
-    seq = params.get("max_seq_len", min(384, limit))
+    seq, stride = span_window(params, limit)
     if seq > limit:
         raise InvalidInput(f"`max_seq_len` ({seq}) is larger than the model's input limit ({limit} tokens)")
-    stride = params.get("doc_stride", min(seq // 2, 128))
     if stride > seq // 2:
         raise InvalidInput(f"`doc_stride` ({stride}) must be at most half of max_seq_len ({seq})")
 
 
-def _answer(r: dict) -> dict:
-    return {"score": float(r["score"]), "start": int(r["start"]), "end": int(r["end"]), "answer": r["answer"]}
+def span_window(params: dict, limit: int) -> tuple[int, int]:
+    """``(max_seq_len, doc_stride)`` of a request: the given ones, else the pipeline's defaults
+    (384 tokens, or the model's limit if less; half of that, at most 128)."""
+    seq = params.get("max_seq_len", min(384, limit))
+    return seq, params.get("doc_stride", min(seq // 2, 128))
 
 
 @register_task("question-answering")
 class QuestionAnswering(Task):
+    """Extractive answers, as transformers 4's question-answering pipeline gave them (transformers
+    5 removed it): the task tokenizes the windows and picks the spans (``_spans``), the backend
+    only runs the model (``Backend.logits``), so any backend of the head serves it."""
+
     head = QUESTION_ANSWERING
-    pipeline = "question-answering"
     native_architectures = ("ForQuestionAnswering",)
     loads_architectures = ("ForQuestionAnswering",)
     infer_priority = 20
@@ -81,12 +87,25 @@ class QuestionAnswering(Task):
     def run_one(self, model, request):
         params = request.parameters.known()
         check_span_window(params, model.backend.max_input_tokens)
+        seq, stride = span_window(params, model.backend.max_input_tokens)
+        choice = {k: params[k] for k in ("top_k", "max_answer_len", "handle_impossible_answer", "align_to_words")
+                  if k in params}
         top_k = params.get("top_k", 1)
         items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
         results = []
         for item in items:
-            out = model.backend.forward(question=item.question, context=item.context, **params)
-            rows = out if isinstance(out, list) else [out]
-            answers = [_answer(r) for r in rows]
-            results.append(answers if top_k > 1 else answers[0])
+            windows, outputs = model.backend.logits(
+                lambda tokenizer, q=item.question, c=item.context: encode_windows(tokenizer, q, c, seq, stride))
+            logits = [(out["start_logits"], out["end_logits"]) for out in outputs]
+            answers = [_answer(a) for a in best_answers(windows, logits, item.context, **choice)]
+            if top_k > 1:
+                results.append(answers)
+            elif answers:
+                results.append(answers[0])
+            else:
+                raise InvalidInput("the context holds no token an answer could be made of")
         return results if isinstance(request.inputs, list) else results[0]
+
+
+def _answer(a: dict) -> dict:
+    return {"score": float(a["score"]), "start": int(a["start"]), "end": int(a["end"]), "answer": a["answer"]}

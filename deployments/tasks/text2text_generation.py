@@ -8,7 +8,6 @@ from ._generation import Seq2SeqTask
 
 @register_task("text2text-generation")
 class Text2TextGeneration(Seq2SeqTask):
-    pipeline = "text2text-generation"
     output_key = "generated_text"
     native_architectures = ("ForConditionalGeneration", "MTModel")
     infer_priority = 40

@@ -2,8 +2,9 @@
 
 The body is ``{"inputs": {"image": <base64>, "question": str}, "parameters": {"top_k"?}}``, the
 Python client's ``{"inputs": <base64 image>, "question": str, ...}``, or the raw image with
-``?question=``. Classifier models (ViLT) pick among their answers; generative ones (BLIP)
-write one.
+``?question=``. Classifier models (ViLT) pick among their answers: the ``top_k`` best by the
+sigmoid of their logits, ``[{answer, score}]``; generative ones (BLIP) write one, ``[{answer}]``
+(as transformers 4's pipeline did; the hosted API's clients take a missing score).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .base import BinaryRequest
 
 #: The pipeline's own default.
 DEFAULT_TOP_K = 5
+#: The transformers 4 pipeline's default length of a generated answer.
+PIPELINE_MAX_NEW_TOKENS = 256
 
 
 class Parameters(Params):
@@ -33,13 +36,17 @@ class Request(BinaryRequest):
 @register_task("visual-question-answering")
 class VisualQuestionAnswering(ImageQuestionTask):
     head = Head("visual-question-answering", "AutoModelForVisualQuestionAnswering")
-    pipeline = "visual-question-answering"
     native_architectures = ("ForVisualQuestionAnswering", "ViltForQuestionAnswering", "BlipForQuestionAnswering")
     loads_architectures = native_architectures
     infer_priority = 15
     request_model = Request
 
     def run_one(self, model, request):
-        out = model.backend.forward(image=self.image(request), question=request.inputs.question,
-                                    top_k=request.parameters.top_k or DEFAULT_TOP_K)
-        return [{"answer": r["answer"], "score": float(r["score"])} for r in out]
+        image, question = self.image(request), request.inputs.question
+        if model.backend.can_generate:
+            (answers,) = model.backend.generate_from_image(
+                [image], {}, defaults={"max_new_tokens": PIPELINE_MAX_NEW_TOKENS}, question=question)
+            return [{"answer": answer.strip()} for answer in answers]
+        scores = model.backend.score_image_text(image, question)
+        best = sorted(scores, key=lambda pair: pair[1], reverse=True)[:request.parameters.top_k or DEFAULT_TOP_K]
+        return [{"answer": answer, "score": float(score)} for answer, score in best]

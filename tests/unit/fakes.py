@@ -55,6 +55,27 @@ class FakeBackend:
         yield Generation(text=" world", finish_reason="length", tokens=tokens, seed=params.get("seed"),
                          generated_tokens=len(tokens), prompt_tokens=len(prompt.split()))
 
+    def generation_presets(self) -> dict:
+        return {"prefix": None, "task_specific_params": {}}
+
+    def generate_from_text(self, texts: Sequence[str], params: dict, **kwargs) -> list[list[str]]:
+        """``respond(texts, **params, **kwargs)``: a list of texts per input."""
+        self.calls.append((tuple(texts), {**params, **kwargs}))
+        return self.respond(list(texts), **params, **kwargs)
+
+    def generate_from_image(self, images: Sequence[Any], params: dict, **kwargs) -> list[list[str]]:
+        self.calls.append((tuple(images), {**params, **kwargs}))
+        return self.respond(list(images), **params, **kwargs)
+
+    def score_image_text(self, image: Any, text: str) -> list[tuple[str, float]]:
+        self.calls.append(((image, text), {}))
+        return self.respond(image, text)
+
+    def logits(self, encode: Callable[[Any], Any]):
+        """``respond(encode)``: ``(encoded, outputs)`` as the backend's ``logits`` gives them."""
+        self.calls.append(((encode,), {}))
+        return self.respond(encode)
+
     def chat_prompt(self, messages: list[dict], deadline=None) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 

@@ -75,12 +75,20 @@ def test_bad_requests_name_the_field(task, body, fragment):
 
 
 def test_question_answering_dict_unless_top_k():
-    answer = {"score": 0.5, "start": 0, "end": 6, "answer": "Berlin"}
-    backend = FakeBackend(lambda **kw: answer if kw.get("top_k", 1) == 1 else [answer, answer])
-    _, out = run("question-answering", backend, b'{"question": "q?", "context": "Berlin"}')
-    assert out == answer
-    _, out = run("question-answering", backend, b'{"inputs": {"question": "q?", "context": "c"}, "parameters": {"top_k": 2}}')
-    assert out == [answer, answer]
+    from tests.tiny_models import wordpiece_tokenizer
+
+    tokenizer = wordpiece_tokenizer()
+
+    def respond(encode):  # logits rising along each window: the answer is the context's last word
+        encoded = encode(tokenizer)
+        rising = [np.arange(len(row["input_ids"]), dtype=np.float32) for row in encoded.rows]
+        return encoded, [{"start_logits": r, "end_logits": r} for r in rising]
+
+    backend = FakeBackend(respond)
+    _, out = run("question-answering", backend, b'{"question": "q?", "context": "I live in Berlin"}')
+    assert set(out) == {"score", "start", "end", "answer"} and out["answer"] == "Berlin"
+    _, out = run("question-answering", backend, b'{"inputs": {"question": "q?", "context": "c d"}, "parameters": {"top_k": 2}}')
+    assert isinstance(out, list) and len(out) == 2
 
 
 def test_fill_mask_needs_the_mask_token():
@@ -130,16 +138,16 @@ def test_generation_shapes_details_and_full_text():
 
 
 def test_seq2seq_tasks_are_lists_and_refuse_unknown_kwargs():
-    backend = FakeBackend(lambda texts, **kw: [[{"summary_text": f"s{i}"}] for i, _ in enumerate(texts)])
+    backend = FakeBackend(lambda texts, **kw: [[f"s{i}"] for i, _ in enumerate(texts)])
     _, out = run("summarization", backend, b'{"inputs": ["a", "b"], "parameters": {"num_beams": 2}}')
     assert out == [{"summary_text": "s0"}, {"summary_text": "s1"}]
     assert backend.calls[-1][1]["num_beams"] == 2
     with pytest.raises(InvalidInput, match=r"not used by the model: \['foo', 'generate_parameters.bar'\]"):
         parse("summarization", b'{"inputs": "a", "parameters": {"foo": 1, "generate_parameters": {"bar": 2}}}')
-    backend = FakeBackend(lambda texts, **kw: [{"translation_text": "t"} for _ in texts])
+    backend = FakeBackend(lambda texts, **kw: [["t"] for _ in texts])
     _, out = run("translation", backend, b'{"inputs": "a", "parameters": {"src_lang": "en", "tgt_lang": "fr"}}')
     assert out == [{"translation_text": "t"}]
-    assert backend.calls[-1][1]["src_lang"] == "en"
+    assert backend.calls[-1][1]["translation"] == ("en", "fr")
 
 
 def test_feature_extraction_rank_rules_and_root_options():

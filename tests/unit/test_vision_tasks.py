@@ -92,11 +92,12 @@ def test_image_to_text_writes_a_caption_within_its_bounds(loaded, monkeypatch):
     assert isinstance(out, list) and len(out) == 1 and set(out[0]) == {"generated_text"}
     assert isinstance(out[0]["generated_text"], str)
     calls = []
-    forward = model.backend.forward
-    monkeypatch.setattr(model.backend, "forward", lambda *a, **kw: calls.append(kw) or forward(*a, **kw))
+    generate = model.backend.generate_from_image
+    monkeypatch.setattr(model.backend, "generate_from_image",
+                        lambda images, params, **kw: calls.append(params) or generate(images, params, **kw))
     forced = answer(task, model, png(), generation_parameters={"min_new_tokens": 3, "max_new_tokens": 3}).output
     assert isinstance(forced[0]["generated_text"], str)
-    assert calls == [{"generate_kwargs": {"min_new_tokens": 3}, "max_new_tokens": 3}]
+    assert calls == [{"min_new_tokens": 3, "max_new_tokens": 3}]
     # Lengths past the decoder's position table (64) are fitted to it, the pipeline's default too.
     for parameters in ({}, {"generation_parameters": {"max_length": 500}}, {"max_new_tokens": 300}):
         assert isinstance(answer(task, model, png(), **parameters).output[0]["generated_text"], str)
