@@ -168,6 +168,13 @@ class ModelRefused(ModelLoadError):
     status_code = 403
 
 
+class ModelUnsupported(ModelLoadError):
+    """The model's folder cannot be loaded by this server's transformers (an architecture it
+    does not know, a config or weights it cannot read): the model is at fault (400)."""
+
+    status_code = 400
+
+
 class ModelLoading(ApiError):
     """The model is cold and the caller asked not to wait (503)."""
 

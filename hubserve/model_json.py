@@ -8,6 +8,8 @@ stream (a 35 MB ``tokenizer.json`` is never held as a tree). Refused:
 - a file larger than ``limits.max_model_json_bytes``, a file that is not strict UTF-8 JSON
   (a loader could read it another way), and one nested deeper than Python's ``json`` reads;
 - ``auto_map`` or ``custom_pipelines`` at any depth (they name remote code classes);
+- a Hub kernel (transformers 5 downloads and runs one named as an attention or experts
+  implementation, ``org/repo``, or for ``use_kernels`` and a ``kernel_config``) at any depth;
 - a path that does not stay inside the model folder (nor names something outside it relative to
   the working directory, which some loaders resolve it against): every string, at any depth, under a
   key ending in ``_file``, ``_files``, ``_path``, ``_paths``, ``_dir``, ``_dirs`` or
@@ -34,7 +36,10 @@ import ijson
 #: hold some (``model_max_length`` 1e30 written as an integer).
 PURE_PARSER = ijson.get_backend("python")
 
-CODE_KEYS = frozenset({"auto_map", "custom_pipelines"})
+CODE_KEYS = frozenset({"auto_map", "custom_pipelines", "kernel_config"})
+#: Keys whose string values name an implementation: a local one is a plain word (``sdpa``), a Hub kernel an ``org/repo``.
+IMPLEMENTATION_KEYS = frozenset({"attn_implementation", "_attn_implementation", "experts_implementation",
+                                 "_experts_implementation"})
 PATH_KEYS = frozenset({"path", "paths", "file", "files", "filename", "dir", "directory", "weight_map"})
 PATH_SUFFIXES = ("_file", "_files", "_path", "_paths", "_dir", "_dirs", "_directory")
 IDENTITY_KEYS = frozenset({"_name_or_path", "name_or_path"})
@@ -173,6 +178,10 @@ def _scan(events: Iterator[tuple[str, Any]], rel: str, folder: Folder, pipeline_
             stack.append([event == "start_map", path_key, None])
         elif event == "string" and path_key is not None and folder.leaves(value):
             yield f"{rel}: `{path_key}` points outside the model folder ({value!r})"
+        elif parent[0] and parent[2] in IMPLEMENTATION_KEYS and event == "string" and not value.replace("_", "").isalnum():
+            yield f"{rel}: `{parent[2]}` {value[:100]!r} names a Hub kernel, which is code to download and run"
+        elif parent[0] and parent[2] == "use_kernels" and value is True:
+            yield f"{rel}: `use_kernels` asks for Hub kernels, which are code to download and run"
     if pipeline_index and (not isinstance(class_name, str) or not class_name.isidentifier()):
         shown = "an object or a list" if class_name is _CONTAINER else repr(class_name)
         yield f"{rel}: `_class_name` {shown} is not a diffusers pipeline class (a custom pipeline is code)"

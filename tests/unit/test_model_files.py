@@ -257,6 +257,22 @@ def test_remote_code_keys_are_refused_at_any_depth(tmp_path):
     assert problems_of(folder) == ["config.json has `auto_map`, which names code to import"]
 
 
+@pytest.mark.parametrize("config, reason", [
+    ({"_attn_implementation": "kernels-community/flash-attn"}, "`_attn_implementation` 'kernels-community/flash-attn' names a Hub kernel"),
+    ({"text_config": {"attn_implementation": "org/repo:fn"}}, "`attn_implementation` 'org/repo:fn' names a Hub kernel"),
+    ({"experts_implementation": "evil/moe"}, "`experts_implementation` 'evil/moe' names a Hub kernel"),
+    ({"use_kernels": True}, "`use_kernels` asks for Hub kernels"),
+    ({"kernel_config": {"kernel_mapping": {}}}, "has `kernel_config`, which names code"),
+])
+def test_hub_kernels_are_refused_at_any_depth(tmp_path, config, reason):
+    """transformers 5 downloads and runs a kernel from the Hub when a config names one."""
+    folder = model(tmp_path / "m", **{"config.json": {"model_type": "llama", **config}})
+    assert len(problems_of(folder)) == 1 and reason in problems_of(folder)[0]
+    local = model(tmp_path / "ok", **{"config.json": {"model_type": "llama", "_attn_implementation": "sdpa",
+                                                      "use_kernels": False, "experts_implementation": "grouped_mm"}})
+    assert problems_of(local) == []
+
+
 @pytest.mark.parametrize("limits, padding, reason", [
     ({}, PADDING, "`vocab_file` points outside"),
     ({"max_model_json_bytes": 4096}, " " * 4096, "limits.max_model_json_bytes"),

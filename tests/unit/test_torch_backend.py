@@ -11,7 +11,7 @@ from deployments.backends import LoadSpec, create_backend
 from deployments.model_server import LoadedModel
 from deployments.tasks import get_task, infer_task
 from deployments.tasks._heads import BASE, CAUSAL_LM, MASKED_LM
-from hubserve.errors import InvalidInput, ModelLoadError
+from hubserve.errors import InvalidInput, ModelLoadError, ModelUnsupported
 from hubserve.store import ModelStore
 
 
@@ -51,10 +51,18 @@ def test_cuda_without_a_gpu_is_a_load_error(store, tiny_models):
         create_backend("torch").load(LoadSpec(ref.path, MASKED_LM, "fill-mask", device="cuda"))
 
 
-def test_a_broken_folder_is_a_load_error(tmp_path):
+def test_a_folder_transformers_cannot_load_is_the_models_400(tmp_path):
+    """A broken folder, or an architecture this transformers does not know, names the model type
+    and transformers' version, as a 400: the model is at fault, not the server."""
+    import transformers
+
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match="Failed to load"):
+    with pytest.raises(ModelUnsupported, match=f"no model type.*transformers {transformers.__version__}") as err:
         create_backend("torch").load(LoadSpec(tmp_path, MASKED_LM, "fill-mask"))
+    assert err.value.status_code == 400
+    (tmp_path / "config.json").write_text('{"model_type": "qwen9_text", "architectures": ["Qwen9ForCausalLM"]}')
+    with pytest.raises(ModelUnsupported, match=f"`qwen9_text`, which transformers {transformers.__version__} does not know"):
+        create_backend("torch").load(LoadSpec(tmp_path, CAUSAL_LM))
 
 
 def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
@@ -101,11 +109,11 @@ def test_a_generation_stops_at_its_deadline(store, tiny_models):
 def test_closing_a_stream_stops_its_generation(store, tiny_models, monkeypatch):
     import threading
 
-    from deployments.backends import torch_backend
+    from deployments.backends import torch_support
 
     checks = []
-    real = torch_backend._Cancelled.__call__
-    monkeypatch.setattr(torch_backend._Cancelled, "__call__",
+    real = torch_support.Cancelled.__call__
+    monkeypatch.setattr(torch_support.Cancelled, "__call__",
                         lambda self, ids, scores, **kw: checks.append(self.event.is_set()) or real(self, ids, scores))
     ref = store.resolve(tiny_models["text-generation"])
     backend = create_backend("torch")
