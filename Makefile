@@ -36,6 +36,15 @@ $(CLIENT_VENV)/.installed:
 	$(CLIENT_VENV)/bin/python -m pip install --quiet --upgrade pip huggingface_hub
 	touch $@
 
+# The oldest client the tests drive, still run by users: huggingface_hub 0.36 (requests, `private`,
+# LFS uploads that negotiate Xet). The venv ignores itself for git (its own .gitignore).
+CLIENT_VENV_036 ?= .venv-client-036
+$(CLIENT_VENV_036)/.installed:
+	$(PYTHON) -m venv $(CLIENT_VENV_036)
+	@echo '*' > $(CLIENT_VENV_036)/.gitignore
+	$(CLIENT_VENV_036)/bin/python -m pip install --quiet --upgrade pip "huggingface_hub==0.36.2"
+	touch $@
+
 client:
 	@rm -f $(CLIENT_VENV)/.installed
 	@$(MAKE) --no-print-directory $(CLIENT_VENV)/.installed
@@ -47,7 +56,7 @@ client:
 # data/models (deployments/bootstrap.py; nothing comes from the Hub), and exported to ONNX Runtime
 # ahead of their first request (deployments/prepare.py, into data/onnx-cache).
 APT_PACKAGES := redis-server:redis-server postgresql:initdb ffmpeg:ffmpeg espeak-ng:espeak-ng
-install: $(VENV)/.installed $(CLIENT_VENV)/.installed
+install: $(VENV)/.installed $(CLIENT_VENV)/.installed $(CLIENT_VENV_036)/.installed
 	@missing=$$(for pc in $(APT_PACKAGES); do p=$${pc%%:*}; c=$${pc#*:}; \
 	  command -v $$c >/dev/null || ls /usr/lib/postgresql/*/bin/$$c >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; \

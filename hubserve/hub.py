@@ -71,6 +71,15 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def _upstream_only() -> None:
+    """Sends huggingface_hub's requests to the upstream alone: 2.x builds its user agent from a
+    registry of AI agents that it fetches from ``HF_ENDPOINT`` (huggingface.co by default, not
+    the endpoint of the call) unless telemetry is off. A server talks to ``hub.endpoint`` only."""
+    from huggingface_hub import constants
+
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
 @dataclass(frozen=True)
 class Remote:
     """What the upstream says of one repo revision."""
@@ -155,6 +164,7 @@ class Puller:
     def _api(self):
         from huggingface_hub import HfApi
 
+        _upstream_only()
         return HfApi(endpoint=self.endpoint, token=self.token or False)
 
     def patterns(self, model_id: str) -> list[str]:
@@ -195,7 +205,9 @@ class Puller:
         patterns = self.patterns(model_id)
         files = tuple((s.rfilename, int(s.size or 0)) for s in (info.siblings or ())
                       if _matches(s.rfilename, patterns))
-        return Remote(model_id=model_id, sha=info.sha, private=bool(info.private), pipeline_tag=info.pipeline_tag,
+        # NOTE(hubserve): an upstream may say `visibility` (as 2.x clients send it) rather than `private`.
+        private = info.private if info.private is not None else getattr(info, "visibility", None) == "private"
+        return Remote(model_id=model_id, sha=info.sha, private=bool(private), pipeline_tag=info.pipeline_tag,
                       library_name=info.library_name, files=files)
 
     def _not_found(self, model_id: str):
@@ -313,6 +325,7 @@ class Puller:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
         model_id = remote.model_id
+        _upstream_only()
         try:
             if not progress_bars:
                 from huggingface_hub.utils import disable_progress_bars

@@ -26,6 +26,7 @@ from .cache import make_cache
 from .inference import EXPOSED_HEADERS, ChatRoute, CompletionsRoute, Inference, TaskRoute
 from .lifecycle import ModelGate, TaskModels
 from .hub_api import hub_error
+from .hub_extras import agent_harnesses, split_xet_route, xet_token
 from .hub_writes import HubWrites
 from .management import ModelAdmin
 from .responses import error_response, json_response, request_id_of
@@ -135,8 +136,14 @@ class Ingress:
     async def api_whoami(self, request: Request) -> Response:
         return await self._admin(request, self.admin.whoami(request))
 
+    @app.get("/api/agent-harnesses")
+    async def api_agent_harnesses(self, request: Request) -> Response:
+        return await self._admin(request, agent_harnesses(self.admin, request))
+
     @app.get("/api/models/{model_id:path}")
     async def api_get(self, request: Request, model_id: str) -> Response:
+        if (xet := split_xet_route(model_id)) is not None:
+            return await self._admin(request, xet_token(self.admin, request, *xet))
         # NOTE(hubserve): the Hub's /api/models/{id}/revision/{rev} and /tree/{rev}[/{path}]; an id
         # never holds "/revision/" or "/tree/" (two segments at most).
         if "/tree/" in model_id:

@@ -1,15 +1,13 @@
 """The Hub routes against an attacker and against today's clients, on the real graph: repos made
-private by the newest huggingface_hub and its `hf` CLI (in the tests' own client venv), private
-repos and their aliases seen from outside, over-long paths, a commit's staging, LFS quotas."""
+private by huggingface_hub 0.36 and the newest one and their `hf` CLIs (in the tests' client
+venvs), private repos and their aliases seen from outside, over-long paths, a commit's staging,
+LFS quotas."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import orjson
@@ -18,9 +16,8 @@ from huggingface_hub import HfApi
 
 from hubserve.auth import AuthStore
 from tests.conftest import auth
+from tests.hub_clients import hub_client, uploads_without_xet  # noqa: F401 (fixtures)
 
-ROOT = Path(__file__).resolve().parents[2]
-CLIENT = ROOT / ".venv-client"
 VOLATILE = {"date", "x-request-id", "x-compute-time", "content-length"}
 
 
@@ -35,60 +32,38 @@ def people(server):
     }
 
 
-@pytest.fixture(scope="module")
-def client_bin():
-    """The client venv's bin/: the newest huggingface_hub, made by `make` when missing."""
-    if not (CLIENT / ".installed").exists():
-        subprocess.run(["make", "-s", ".venv-client/.installed"], cwd=ROOT, check=True, timeout=600)
-    return CLIENT / "bin"
-
-
-def client_env(server, token, tmp_path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "VIRTUAL_ENV", "PYTHON"))}
-    # NOTE(hubserve): uploads without Xet until the server speaks it.
-    env.update(HF_ENDPOINT=server.url, HF_TOKEN=token, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_XET="1")
-    return env
-
-
-def run_client(client_bin, env, script: str):
-    out = subprocess.run([str(client_bin / "python"), "-c", script], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
-
-
 def anonymous_info(server, repo: str) -> httpx.Response:
     return httpx.get(f"{server.url}/api/models/{repo}", timeout=60)
 
 
 # -- today's clients ---------------------------------------------------------------------
 
-def test_the_newest_client_and_cli_make_private_repos(server, people, client_bin, tmp_path):
-    env = client_env(server, people["owner"], tmp_path)
-    version = run_client(client_bin, env, "import huggingface_hub; print(huggingface_hub.__version__)")
-    assert int(version.split(".")[0]) >= 1, version  # a client that sends `visibility`
-    run_client(client_bin, env, "from huggingface_hub import HfApi; HfApi().create_repo('hubsec/made-private', "
-                                "private=True)")
-    assert anonymous_info(server, "hubsec/made-private").status_code == 404
-    owner = httpx.get(f"{server.url}/api/models/hubsec/made-private", headers=auth(people["owner"]))
+def test_each_client_and_its_cli_make_private_repos(server, people, hub_client, tmp_path):
+    """0.36 sends ``private``, the newest ``visibility``: both make private repos, with the API and
+    with ``hf upload --private``, and make them public and private again."""
+    client = hub_client.at(server.url, people["owner"], tmp_path / "hf-home")
+    newest = hub_client.name == "hf-newest"
+    assert (client.version >= (1, 0)) == newest, client.version  # the newest sends `visibility`
+    tag = hub_client.name.replace(".", "")
+    made, uploaded = f"hubsec/made-private-{tag}", f"hubsec/cli-private-{tag}"
+    client.api("create_repo", made, private=True)
+    assert anonymous_info(server, made).status_code == 404
+    owner = httpx.get(f"{server.url}/api/models/{made}", headers=auth(people["owner"]))
     assert owner.status_code == 200 and owner.json()["private"] is True
 
     folder = server.store / "tiny" / "bert-sentiment"
-    cli = subprocess.run([str(client_bin / "hf"), "upload", "--private", "hubsec/cli-private", str(folder), "."],
-                         env=env, capture_output=True, text=True, timeout=300)
+    cli = client.cli("upload", "--private", uploaded, str(folder), ".")
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-3000:]
-    assert anonymous_info(server, "hubsec/cli-private").status_code == 404
-    assert httpx.post(f"{server.url}/models/hubsec/cli-private", json={"inputs": "x"}).status_code == 404
-    mine = httpx.post(f"{server.url}/models/hubsec/cli-private", json={"inputs": "x"}, headers=auth(people["owner"]))
+    assert anonymous_info(server, uploaded).status_code == 404
+    assert httpx.post(f"{server.url}/models/{uploaded}", json={"inputs": "x"}).status_code == 404
+    mine = httpx.post(f"{server.url}/models/{uploaded}", json={"inputs": "x"}, headers=auth(people["owner"]))
     assert mine.status_code == 200, mine.text
 
-    run_client(client_bin, env, "from huggingface_hub import HfApi; "
-                                "HfApi().update_repo_settings('hubsec/cli-private', private=False)")
-    public = anonymous_info(server, "hubsec/cli-private")
+    client.api("update_repo_settings", uploaded, private=False)
+    public = anonymous_info(server, uploaded)
     assert public.status_code == 200 and public.json()["private"] is False
-    run_client(client_bin, env, "from huggingface_hub import HfApi; "
-                                "HfApi().update_repo_settings('hubsec/cli-private', visibility='private')")
-    assert anonymous_info(server, "hubsec/cli-private").status_code == 404
+    client.api("update_repo_settings", uploaded, **({"visibility": "private"} if newest else {"private": True}))
+    assert anonymous_info(server, uploaded).status_code == 404
 
 
 def test_the_pinned_client_still_makes_private_repos(server, people):
@@ -143,6 +118,15 @@ def test_the_fields_todays_clients_send_are_honoured(server, people):
     assert anonymous_info(server, "hubsec/fields").status_code == 200
 
 
+def test_the_routes_newer_clients_call_besides_the_model_api_answer_as_the_hub(http, people, empty_secret):
+    # huggingface_hub 2.x asks its endpoint for an agent registry (its user agent) in every process
+    registry = http.get("/api/agent-harnesses")
+    assert registry.status_code == 200 and registry.json() == {"standardEnvVars": [], "harnesses": {}}
+    # and for a Xet token before every upload with hf_xet installed: refused, saying how to upload
+    token = http.get(f"/api/models/{empty_secret}/xet-write-token/main", headers=auth(people["owner"]))
+    assert token.status_code == 400 and "HF_HUB_DISABLE_XET=1" in token.json()["error"], token.text
+
+
 # -- private repos and their aliases, seen from outside ---------------------------------------
 
 def _commit(c, m, h, lines=()):
@@ -170,6 +154,8 @@ HUB_ROUTES = {
     "lfs": lambda c, m, h: c.post(f"/{m}.git/info/lfs/objects/batch", headers=h,
                                   json={"operation": "upload", "objects": [{"oid": "a" * 64, "size": 1}]}),
     "settings": lambda c, m, h: c.put(f"/api/models/{m}/settings", json={"visibility": "public"}, headers=h),
+    "xet-write-token": lambda c, m, h: c.get(f"/api/models/{m}/xet-write-token/main", headers=h),
+    "xet-read-token": lambda c, m, h: c.get(f"/api/models/{m}/xet-read-token/main", headers=h),
     "delete": lambda c, m, h: c.request("DELETE", "/api/repos/delete", json=_repo_body(m), headers=h),
     "create": lambda c, m, h: c.post("/api/repos/create", json=_repo_body(m), headers=h),
 }

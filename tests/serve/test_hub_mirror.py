@@ -1,6 +1,7 @@
-"""hubserve as a Hub, both ways, with no internet: huggingface_hub uploads to the test server (A)
-and downloads from it, and a second hubserve application (B, at /mirror, its own store, tokens
-and pull cache) pulls A's models on demand through a throttling proxy that tests slow or kill."""
+"""hubserve as a Hub, both ways, with no internet: huggingface_hub (0.36 and the newest, each in
+its client venv; the pinned one in this process) uploads to the test server (A) and downloads
+from it, and a second hubserve application (B, at /mirror, its own store, tokens and pull cache)
+pulls A's models on demand through a throttling proxy that tests slow or kill."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from huggingface_hub import HfApi, snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub import HfApi
 
 from hubserve.auth import AuthStore
 from tests.conftest import auth, free_port, server_args
+from tests.hub_clients import ClientError, hub_client, uploads_without_xet  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,58 +106,66 @@ def ask(world: World, repo: str, **headers) -> httpx.Response:
     return httpx.post(f"{world.b}/models/{repo}", json={"inputs": "great"}, headers=headers, timeout=120)
 
 
-def test_huggingface_hub_uploads_to_hubserve_and_reads_it_back(world, tmp_path):
-    api = HfApi(endpoint=world.a, token=world.writer)
-    url = api.create_repo("hubco/uploaded", private=True)
-    assert url.repo_id == "hubco/uploaded"
-    with pytest.raises(HfHubHTTPError) as again:
-        api.create_repo("hubco/uploaded")
-    assert again.value.response.status_code == 409
-    assert api.create_repo("hubco/uploaded", exist_ok=True).repo_id == "hubco/uploaded"
-    assert api.model_info("hubco/uploaded").siblings == []  # an empty repo is there for its owner
-    commit = api.upload_folder(repo_id="hubco/uploaded", folder_path=str(world.source), commit_message="first")
-    info = api.model_info("hubco/uploaded", files_metadata=True)
-    assert info.sha == commit.oid and info.private and info.pipeline_tag == "text-classification"
-    assert {s.rfilename: s.size for s in info.siblings} == {p.name: p.stat().st_size for p in world.source.iterdir()}
-    folder = Path(snapshot_download("hubco/uploaded", endpoint=world.a, token=world.writer, cache_dir=tmp_path / "c"))
+def test_huggingface_hub_uploads_to_hubserve_and_reads_it_back(world, hub_client, tmp_path):
+    """Each client (0.36 and the newest, in their own venvs) creates, uploads, reads back, shares
+    and deletes a repo: every call as that client sends it."""
+    client = hub_client.at(world.a, world.writer, tmp_path / "client-home")
+    repo = f"hubco/uploaded-{hub_client.name.replace('.', '')}"
+    url = client.api("create_repo", repo, private=True)
+    assert url.rstrip("/").endswith(repo)
+    with pytest.raises(ClientError) as again:
+        client.api("create_repo", repo)
+    assert again.value.is_a("HfHubHTTPError") and again.value.status == 409
+    assert client.api("create_repo", repo, exist_ok=True).rstrip("/").endswith(repo)
+    assert client.api("model_info", repo)["siblings"] == []  # an empty repo is there for its owner
+    commit = client.api("upload_folder", repo_id=repo, folder_path=world.source, commit_message="first")
+    info = client.api("model_info", repo, files_metadata=True)
+    assert info["sha"] == commit["oid"] and info["private"] and info["pipeline_tag"] == "text-classification"
+    assert {s["rfilename"]: s["size"] for s in info["siblings"]} == {
+        p.name: p.stat().st_size for p in world.source.iterdir()}
+    folder = Path(client.api("snapshot_download", repo, cache_dir=tmp_path / "c"))
     for path in world.source.iterdir():
         assert (folder / path.name).read_bytes() == path.read_bytes(), path.name
 
     # a README commit, then its deletion: each a new revision that x-sha reports
-    card = b"---\npipeline_tag: text-classification\nlicense: mit\n---\n# Tiny\n"
-    second = api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id="hubco/uploaded").oid
-    assert second != commit.oid
-    answer = httpx.post(f"{world.a}/models/hubco/uploaded", json={"inputs": "great"}, headers=auth(world.writer))
+    card = tmp_path / "README.md"
+    card.write_bytes(b"---\npipeline_tag: text-classification\nlicense: mit\n---\n# Tiny\n")
+    second = client.api("upload_file", path_or_fileobj=card, path_in_repo="README.md", repo_id=repo)["oid"]
+    assert second != commit["oid"]
+    answer = httpx.post(f"{world.a}/models/{repo}", json={"inputs": "great"}, headers=auth(world.writer))
     assert answer.status_code == 200 and answer.headers["x-sha"] == second
-    api.delete_file("README.md", repo_id="hubco/uploaded")
-    assert "README.md" not in [s.rfilename for s in api.model_info("hubco/uploaded").siblings]
+    client.api("delete_file", "README.md", repo_id=repo)
+    assert "README.md" not in [s["rfilename"] for s in client.api("model_info", repo)["siblings"]]
 
     # private: others see exactly what a missing repo shows
     for token in (None, world.stranger):
-        with pytest.raises(RepositoryNotFoundError):
-            HfApi(endpoint=world.a, token=token or False).model_info("hubco/uploaded")
-    hidden = httpx.get(f"{world.a}/api/models/hubco/uploaded", headers=auth(world.stranger))
+        with pytest.raises(ClientError) as hidden:
+            hub_client.at(world.a, token, tmp_path / "other-home").api("model_info", repo)
+        assert hidden.value.is_a("RepositoryNotFoundError"), hidden.value
+    hidden = httpx.get(f"{world.a}/api/models/{repo}", headers=auth(world.stranger))
     missing = httpx.get(f"{world.a}/api/models/hubco/nosuch", headers=auth(world.stranger))
     assert hidden.status_code == missing.status_code == 404
-    assert hidden.content.replace(b"uploaded", b"nosuch") == missing.content
+    assert hidden.content.replace(repo.encode(), b"hubco/nosuch") == missing.content
 
-    api.update_repo_settings("hubco/uploaded", private=False)
-    assert HfApi(endpoint=world.a, token=False).model_info("hubco/uploaded").private is False
-    assert [m.id for m in HfApi(endpoint=world.a).list_models(author="hubco", search="upload")] == ["hubco/uploaded"]
+    client.api("update_repo_settings", repo, private=False)
+    assert hub_client.at(world.a, None, tmp_path / "other-home").api("model_info", repo)["private"] is False
+    listed = client.api("list_models", author="hubco", search=repo.split("/")[1])
+    assert [m["id"] for m in listed] == [repo]
 
     env = {**os.environ, "HF_ENDPOINT": world.a, "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": world.writer}
     env.pop("HF_HUB_OFFLINE", None)
     env.pop("TRANSFORMERS_OFFLINE", None)
-    script = ("from transformers import pipeline; p = pipeline('text-classification', model='hubco/uploaded');"
+    script = (f"from transformers import pipeline; p = pipeline('text-classification', model='{repo}');"
               "print(sorted(x['label'] for x in p('great', top_k=None)))")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['NEGATIVE', 'POSITIVE']"
 
-    api.delete_repo("hubco/uploaded")
-    with pytest.raises(RepositoryNotFoundError):
-        api.model_info("hubco/uploaded")
-    assert not (world.store / "hubco" / "uploaded").exists()
+    client.api("delete_repo", repo)
+    with pytest.raises(ClientError) as gone:
+        client.api("model_info", repo)
+    assert gone.value.is_a("RepositoryNotFoundError")
+    assert not (world.store / repo).exists()
 
 
 @pytest.mark.parametrize("case", ["anonymous", "stranger", "code", "escape", "unuploaded-lfs", "pickle",

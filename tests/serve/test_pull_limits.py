@@ -6,6 +6,7 @@ window) and /closed (pulls need a token)."""
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,4 +96,8 @@ def test_where_pulls_need_a_token_an_anonymous_call_is_answered_as_a_missing_mod
     assert downloads(mirrors.closed_cache) == set()
     started = ask(mirrors.closed, IDS[0], authorization=f"Bearer {mirrors.token}")
     assert started.status_code == 503, started.text
+    # NOTE(hubserve): the 503 answers as the pull starts; its record is written a moment later.
+    deadline = time.monotonic() + 10
+    while downloads(mirrors.closed_cache) != {"models--source--m0"} and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert downloads(mirrors.closed_cache) == {"models--source--m0"}

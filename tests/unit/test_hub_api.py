@@ -174,3 +174,17 @@ def test_a_path_with_a_control_character_is_never_routed():
     for suffix in ("%0A", "%0D", "%00", "%7F", "%0A%0A"):
         resp = client.get(f"/models/acme/m{suffix}")
         assert resp.status_code == 400 and "control character" in resp.json()["error"], suffix
+
+
+# -- the routes huggingface_hub 2.x calls besides the model API ---------------------------------
+
+def test_xet_token_paths_are_told_from_model_ids():
+    from serve_app.hub_extras import NO_AGENTS, NO_XET, split_xet_route
+
+    assert split_xet_route("acme/m/xet-write-token/main") == ("acme/m", "write", "main")
+    assert split_xet_route("gpt2/xet-read-token/" + SHA) == ("gpt2", "read", SHA)
+    assert split_xet_route("acme/m/xet-write-token/refs/pr/1") == ("acme/m", "write", "refs/pr/1")
+    for model_path in ("acme/xet-write-token", "acme/m", "acme/m/revision/main", "a/b/c/xet-write-token/main"):
+        assert split_xet_route(model_path) is None, model_path
+    assert "HF_HUB_DISABLE_XET=1" in NO_XET
+    assert NO_AGENTS == {"standardEnvVars": [], "harnesses": {}}  # the Hub's shape, no agent

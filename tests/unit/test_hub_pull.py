@@ -3,14 +3,14 @@ ours, the back-off, the pull cache the store reads, progress and eviction."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from types import SimpleNamespace
 
 import orjson
 import pytest
-import requests
-from huggingface_hub.errors import RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hubserve.config import AppConfig, HubConfig
 from hubserve.errors import ModelNotFound
@@ -18,6 +18,8 @@ from hubserve.hub import Puller, UpstreamUnavailable, upstream
 from hubserve.store import PULLED_INFO, ModelStore, repo_folder_name
 
 SHA = "a" * 40
+#: The HTTP library huggingface_hub raises its errors from (httpx2 in 2.x).
+http = importlib.import_module(HfHubHTTPError.__mro__[1].__module__.split(".")[0])
 
 
 def pulled(cache, model_id: str, size: int, used: float, sha: str = SHA, tag: str = "fill-mask"):
@@ -93,8 +95,7 @@ def test_only_allowed_files_are_counted_and_pickles_only_when_trusted(tmp_path):
 
 
 def test_an_id_the_upstream_does_not_have_is_not_found_and_remembered(tmp_path):
-    response = requests.Response()
-    response.status_code = 404
+    response = http.Response(404, request=http.Request("GET", "http://up/api/models/acme/missing"))
     puller, api, clock = puller_with(tmp_path, RepositoryNotFoundError("nope", response=response), missing_ttl_s=60)
     for _ in range(3):
         with pytest.raises(ModelNotFound, match="acme/missing does not exist"):
@@ -107,7 +108,7 @@ def test_an_id_the_upstream_does_not_have_is_not_found_and_remembered(tmp_path):
 
 
 def test_an_unreachable_upstream_is_a_503_and_retried_after_the_back_off(tmp_path):
-    puller, api, clock = puller_with(tmp_path, requests.ConnectionError("refused"), retry_after_s=30)
+    puller, api, clock = puller_with(tmp_path, http.ConnectError("refused"), retry_after_s=30)
     with pytest.raises(UpstreamUnavailable) as first:
         puller.remote("acme/a")
     assert first.value.status_code == 503 and first.value.headers["Retry-After"] == "30"
