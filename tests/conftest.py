@@ -17,7 +17,10 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# huggingface_hub 2.x uploads with Xet whenever hf_xet is installed; the server speaks LFS (Xet is a later issue).
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
+from tests.new_families import NEW_FAMILIES_OPTIMIZED  # noqa: E402
 from tests.tiny_models import build_store  # noqa: E402
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -88,6 +91,8 @@ def server_args(store: Path) -> dict:
             "optimized/sentiment": {"path": str(store / "tiny" / "bert-sentiment"), "backend": "onnx"},
             "optimized/sentence-int8": {"path": str(store / "tiny" / "sentence-bert"), "backend": "onnx-int8"},
             "optimized/gpt2-auto": {"path": str(store / "tiny" / "gpt2"), "backend": "auto"},
+            # transformers-5-only families on ONNX Runtime (tests/serve/test_new_families.py)
+            **{model_id: {"backend": "auto"} for model_id in NEW_FAMILIES_OPTIMIZED},
         },
     }
 
