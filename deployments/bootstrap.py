@@ -319,6 +319,11 @@ def convert_smollm2(files: dict[str, Path], out: Path) -> None:
     tokenizer.add_bos_token = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.architectures = [type(model).__name__]
+    # NOTE(hubserve): transformers 5 keeps the GGUF loader as the model's quantizer, which refuses to
+    # save; the weights are already float32, so the folder is a plain one.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     _readme(out, "text-generation", "apache-2.0", "HuggingFaceTB's SmolLM2-135M-Instruct, converted from the "
