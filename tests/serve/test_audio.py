@@ -13,12 +13,21 @@ from tests.tiny_models import AUDIO_LABELS, CTC_VOCAB
 ASR = "tiny/wav2vec2-ctc"
 CLASSIFIER = "tiny/wav2vec2-audio"
 LETTERS = set("".join(CTC_VOCAB[4:])) | {" "}
+#: The CTC tokenizer's special tokens besides padding: a CTC transcript keeps them, as transformers'
+#: pipeline does (a random tiny model may emit them; a trained one does not).
+SPECIAL = CTC_VOCAB[1:4]
+
+
+def letters_of(text: str) -> set:
+    for token in SPECIAL:
+        text = text.replace(token, "")
+    return set(text)
 
 
 def test_speech_recognition_through_the_client(server):
     client = InferenceClient(model=server.model_url(ASR), timeout=120)
     out = client.automatic_speech_recognition(tone(1.0, "flac"))
-    assert isinstance(out.text, str) and set(out.text) <= LETTERS
+    assert isinstance(out.text, str) and letters_of(out.text) <= LETTERS
 
 
 def test_audio_classification_through_the_client(server):

@@ -5,14 +5,18 @@ import shutil
 import pytest
 
 
-def test_corrupt_weights_give_a_load_error_and_the_replica_keeps_serving(http, server, tiny_models):
+def test_corrupt_weights_give_the_models_400_and_the_replica_keeps_serving(http, server, tiny_models):
+    import transformers
+
     good = tiny_models["text-classification"]
     target = server.store / "broken" / "weights"
     shutil.copytree(server.store / good, target)
     (target / "model.safetensors").write_bytes(b"this is not a safetensors file")
     resp = http.post("/models/broken/weights", json={"inputs": "hello"})
-    assert resp.status_code == 500
-    assert "Failed to load" in resp.json()["error"] and resp.json()["error_type"] == "load"
+    assert resp.status_code == 400  # the folder is at fault, not the server
+    message = resp.json()["error"]
+    assert f"(model type `bert`) cannot be loaded by transformers {transformers.__version__}" in message
+    assert resp.json()["error_type"] == "load"
     assert http.post(f"/models/{good}", json={"inputs": "hello"}).status_code == 200
 
 

@@ -205,7 +205,7 @@ def test_a_failed_load_is_not_retried_during_its_back_off(legacy, server, tiny_m
     (server.store / model_id / "model.safetensors").write_bytes(b"garbage")
     for _ in range(3):
         resp = legacy.post(f"/models/{model_id}", json={"inputs": "a [MASK]", "wait_for_model": True})
-        assert resp.status_code == 500 and "Failed to load" in resp.json()["error"]
+        assert resp.status_code == 400 and "cannot be loaded by transformers" in resp.json()["error"]
     assert legacy.get(f"/status/{model_id}").json()["state"] == "Error"
     sha = legacy.get(f"/models/{model_id}/info").json()["model_sha"]
     assert server.replica_status("fill-mask", f"{model_id}@{sha}", app="legacy")["loads"] == 1

@@ -16,7 +16,7 @@ from deployments.backends.onnx_export import MANIFEST, ExportUnsupported, entry_
 from deployments.model_server import LoadedModel
 from deployments.tasks import get_task, infer_task
 from deployments.tasks._heads import BASE, CAUSAL_LM, SEQUENCE_CLASSIFICATION
-from hubserve.errors import InvalidInput, ModelLoadError
+from hubserve.errors import InvalidInput
 from hubserve.store import ModelStore
 from serve_app.parsing import decode_body
 
