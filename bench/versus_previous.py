@@ -4,7 +4,8 @@
 
 The previous commit (default: the last main on transformers 4.57 and optimum-onnx) is checked
 out as a git worktree under ``.hubserve/bench-previous/`` and set up there with its own
-``make setup`` (its own venv, its converted real models and their exports). Then each server
+``make setup`` (its own venv, its converted real models and their exports); this checkout runs
+its own ``make setup`` too, as ``make serve`` does. Then each server
 is started in turn with ``configs/default.yaml`` exactly as ``make serve`` starts it, on an
 empty store of its own, alternating previous and current ``--repeats`` times under the same
 load, and measured:
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=10, help="warm answers per real model")
     args = parser.parse_args()
     trees = {"previous": checkout(args.previous), "current": ROOT}
+    print("make setup here (the exports of this checkout, as `make serve` makes them)", flush=True)
+    subprocess.run(["make", "-s", "setup"], cwd=ROOT, check=True)
     clip = speech("The quick brown fox jumps over the lazy dog.", "flac")
     cat = (ROOT / "tests" / "data" / "cat.jpg").read_bytes()
     runs: dict[str, list[dict]] = {"previous": [], "current": []}
