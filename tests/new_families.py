@@ -11,10 +11,9 @@ has a question-answering head. Speech: ``lasr_ctc``, a CTC speech recognizer
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tests.tiny_models import CORPUS, bpe_tokenizer, wordpiece_tokenizer
+from tests.tiny_models import CORPUS, bpe_tokenizer, sentence_transformers_layout, wordpiece_tokenizer
 
 #: The organisation of the new-family models in the store.
 ORG = "newfam"
@@ -97,15 +96,7 @@ def build_encoder(folder: Path, family: str, head: str, labels: list[str] | None
 def build_sentence_encoder(folder: Path, family: str) -> None:
     """The base model of ``family`` laid out as a sentence-transformers model (mean pooling, Normalize)."""
     build_encoder(folder, family, "Model", pipeline_tag="sentence-similarity")
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}))
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ]))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    sentence_transformers_layout(folder)
 
 
 def chat_tokenizer():

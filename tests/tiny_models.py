@@ -99,6 +99,11 @@ def build_bert(folder: Path, head: str, pipeline_tag: str | None = None, labels:
 def build_sentence_transformer(folder: Path, readme: bool = True) -> None:
     """A tiny BERT laid out as a sentence-transformers model (mean pooling + Normalize)."""
     build_bert(folder, "BertModel", "sentence-similarity" if readme else None)
+    sentence_transformers_layout(folder)
+
+
+def sentence_transformers_layout(folder: Path) -> None:
+    """The sentence-transformers files around a saved 32-wide base model (mean pooling + Normalize)."""
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(
         {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}))

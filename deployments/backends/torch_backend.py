@@ -147,19 +147,8 @@ class TorchBackend(TaskCalls):
         kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], room)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        seed = kwargs.pop("seed", None)
-        apply_deadline(kwargs)
-        if self.model.config.is_encoder_decoder:
-            self._clamp_new_tokens(kwargs, 1)
-        try:
-            with torch.inference_mode(), seed_lock:
-                if seed is not None:
-                    torch.manual_seed(seed)
-                return self.pipe(*args, **kwargs)
-        except ValueError as exc:
-            if str(exc).startswith(UNUSED_KWARGS):
-                raise InvalidInput(str(exc)) from None
-            raise
+        with self._pipeline_run(kwargs, batch=False):
+            return self.pipe(*args, **kwargs)
 
     def embed(self, texts: Sequence[str], *, truncate: bool, max_length: Optional[int] = None,
               truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:
