@@ -18,6 +18,7 @@ is ``ModelNotFound`` (remembered ``missing_ttl_s``); an upstream that cannot be 
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import os
 import re
@@ -189,8 +190,7 @@ class Puller:
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
         try:
-            info = self._api().model_info(model_id, revision=revision, files_metadata=True,
-                                          timeout=self.hub.timeout_s)
+            info = self._model_info(model_id, revision)
         except (RepositoryNotFoundError, RevisionNotFoundError):
             return self._not_found(model_id)
         except HfHubHTTPError as exc:
@@ -209,6 +209,20 @@ class Puller:
         private = info.private if info.private is not None else getattr(info, "visibility", None) == "private"
         return Remote(model_id=model_id, sha=info.sha, private=bool(private), pipeline_tag=info.pipeline_tag,
                       library_name=info.library_name, files=files)
+
+    def _model_info(self, model_id: str, revision: Optional[str]):
+        """``model_info``, asked again once when the connection failed before any answer: a pooled
+        keep-alive connection the upstream closed as it was reused is not an upstream that is down."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        http = importlib.import_module(HfHubHTTPError.__mro__[1].__module__.split(".")[0])  # its HTTP library
+        api = self._api()
+        for attempt in (1, 2):
+            try:
+                return api.model_info(model_id, revision=revision, files_metadata=True, timeout=self.hub.timeout_s)
+            except (http.RemoteProtocolError, http.ReadError, http.WriteError):
+                if attempt == 2:
+                    raise
 
     def _not_found(self, model_id: str):
         if len(self._missing) > 10_000:

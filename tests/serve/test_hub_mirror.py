@@ -259,7 +259,7 @@ def test_b_pulls_a_model_from_a_on_demand(world):
 def test_a_private_model_of_a_is_missing_to_b_without_the_token(world):
     publish(world, "hubco/closed", private=True)
     closed, missing = ask(world, "hubco/closed"), ask(world, "hubco/never-made")
-    assert closed.status_code == missing.status_code == 404
+    assert closed.status_code == missing.status_code == 404, (closed.text, missing.text)
     assert closed.json()["error"] == "Model hubco/closed does not exist"
     # B's token owns mirrorbot/: B pulls that private model, and keeps it private
     publish(world, "mirrorbot/own", private=True, token=world.admin)
@@ -275,6 +275,7 @@ def test_a_download_cut_mid_way_leaves_no_half_model(world):
     pending = ask_later(world, "hubco/cut")
     deadline = time.monotonic() + 30
     while httpx.get(f"{world.b}/status/hubco/cut").json().get("state") != "Downloading":
+        assert not pending.done(), pending.result().text
         assert time.monotonic() < deadline
         time.sleep(0.2)
     time.sleep(1.0)

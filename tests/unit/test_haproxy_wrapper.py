@@ -1,6 +1,6 @@
 """The HAProxy wrapper `hubserve serve` and `hubserve cluster up` give Ray: stats and metrics on
 loopback, HAProxy's own errors as hubserve's JSON (checked by HAProxy itself), slow clients cut
-off, and X-Forwarded-For set by HAProxy alone (a real HAProxy in front of a small echo server)."""
+off (but not a client waiting for a slow answer), and X-Forwarded-For set by HAProxy alone (a real HAProxy in front of a small echo server)."""
 
 import json
 import os
@@ -16,10 +16,12 @@ from tests.conftest import free_port, wait_serving
 from tests.slow_client import body_cut_off_after, headers_cut_off_after
 
 ECHO = """
-import http.server, json, sys
+import http.server, json, sys, time
 class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if self.path.startswith("/slow/"):
+            time.sleep(float(self.path.rsplit("/", 1)[1]))
         body = json.dumps({k.lower(): self.headers.get_all(k) for k in self.headers.keys()}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -100,6 +102,8 @@ def test_the_wrapper_bounds_slow_clients_and_sets_x_forwarded_for_itself(wrapper
         # A body that stops coming: cut off after a 4 s pause.
         took = body_cut_off_after(api, give_up_s=30)
         assert took is not None and took < 20, took
+        # An answer that takes longer than that pause (a model loading on its first request) still arrives.
+        assert httpx.get(f"http://127.0.0.1:{api}/slow/6", timeout=30).status_code == 200
     finally:
         for proc in (proxy, echo):
             proc.kill()

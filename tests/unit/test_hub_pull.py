@@ -43,16 +43,17 @@ def hub(tmp_path, **kw) -> HubConfig:
 
 
 class FakeApi:
-    """What ``HfApi.model_info`` would answer, or raise; counts the calls."""
+    """What ``HfApi.model_info`` would answer, or raise (each of a list in turn); counts the calls."""
 
     def __init__(self, answer):
         self.answer, self.calls = answer, 0
 
     def model_info(self, model_id, **_):
         self.calls += 1
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
+        answer = self.answer.pop(0) if isinstance(self.answer, list) else self.answer
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def puller_with(tmp_path, answer, **kw):
@@ -120,6 +121,17 @@ def test_an_unreachable_upstream_is_a_503_and_retried_after_the_back_off(tmp_pat
     clock[0] = 31
     with pytest.raises(UpstreamUnavailable):
         puller.remote("acme/b")
+    assert api.calls == 2
+
+
+def test_a_connection_dropped_before_any_answer_is_asked_again_once(tmp_path):
+    info = SimpleNamespace(sha=SHA, private=False, pipeline_tag="fill-mask", library_name="transformers", siblings=[])
+    dropped = http.RemoteProtocolError("Server disconnected without sending a response.")
+    puller, api, _ = puller_with(tmp_path, [dropped, info])
+    assert puller.remote("acme/bert").sha == SHA and api.calls == 2  # a stale keep-alive connection
+    puller, api, _ = puller_with(tmp_path, [dropped, dropped, info])
+    with pytest.raises(UpstreamUnavailable, match="RemoteProtocolError"):
+        puller.remote("acme/bert")
     assert api.calls == 2
 
 
