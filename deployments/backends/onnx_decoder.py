@@ -25,8 +25,9 @@ import pathlib
 
 import numpy as np
 
+from .onnx_graphs import as_numpy, safe_ids, trace
+
 GRAPHS: tuple[str, ...] = ("decoder.onnx",)
-OPSET = 17
 
 
 def _layer_count(model) -> int:
@@ -56,7 +57,7 @@ def _sample_past(model, n_layers: int, batch: int, length: int):
     """Past keys/values of the model's own shapes (found by one small forward pass)."""
     import torch
 
-    ids = torch.full((1, 1), _safe_ids(model.config)[0], dtype=torch.long)
+    ids = torch.full((1, 1), safe_ids(model.config)[0], dtype=torch.long)
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
     layers = getattr(out.past_key_values, "layers", None)
@@ -104,17 +105,6 @@ class _Wrapper:
         return Wrapper().eval()
 
 
-def _safe_ids(config) -> list[int]:
-    """Token ids inside the vocabulary that are no special token."""
-    special = set()
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "unk_token_id"):
-        value = getattr(config, name, None)
-        special.update(value if isinstance(value, (list, tuple)) else [value])
-    # the config's own vocab_size first: WhisperConfig.get_text_config() rebuilds a config with default sizes
-    vocab = min(getattr(config, "vocab_size", None) or config.get_text_config().vocab_size, 4096)
-    return [i for i in range(vocab) if i not in special][-max(1, vocab // 2):]
-
-
 def export(model, folder: pathlib.Path) -> None:
     """Writes ``decoder.onnx`` (float32) for a decoder-only causal LM; ValueError when the architecture is refused."""
     import torch
@@ -127,35 +117,21 @@ def export(model, folder: pathlib.Path) -> None:
     config._attn_implementation = "eager"  # traceable attention with explicit masks
     try:
         past = _sample_past(model, n_layers, batch=2, length=4)
-        ids = torch.tensor([_safe_ids(config)[:3]] * 2, dtype=torch.long)
+        ids = torch.tensor([safe_ids(config)[:3]] * 2, dtype=torch.long)
         mask = torch.ones(2, 7, dtype=torch.long)
         mask[0, :2] = 0
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -3:]
         index = torch.tensor([2], dtype=torch.long)
         names = [f"past.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
-        outputs = ["logits"] + [n.replace("past.", "present.") for n in names]
-        axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
-                "position_ids": {0: "batch", 1: "sequence"}, "logits_index": {0: "kept"},
-                "logits": {0: "batch", 1: "kept"}}
-        axes.update({n: {0: "batch", 2: "past"} for n in names})
-        axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
-        wrapper = _Wrapper.make(model, n_layers, keep_index)
+        inputs = {"input_ids": (ids, {0: "batch", 1: "sequence"}), "attention_mask": (mask, {0: "batch", 1: "total"}),
+                  "position_ids": (positions, {0: "batch", 1: "sequence"}), "logits_index": (index, {0: "kept"}),
+                  **{n: (t, {0: "batch", 2: "past"}) for n, t in zip(names, past)}}
+        outputs = {"logits": {0: "batch", 1: "kept"}, **{n.replace("past.", "present."): {0: "batch", 2: "total"}
+                                                          for n in names}}
         folder.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad():
-            torch.onnx.export(
-                wrapper, (ids, mask, positions, index, *past), str(folder / GRAPHS[0]),
-                input_names=["input_ids", "attention_mask", "position_ids", "logits_index", *names],
-                output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                do_constant_folding=True,
-            )
+        trace(_Wrapper.make(model, n_layers, keep_index), folder / GRAPHS[0], inputs, outputs)
     finally:
         config._attn_implementation = previous
-
-
-def _as_numpy(tensor, dtype=None) -> np.ndarray:
-    """A C-contiguous numpy view of ``tensor`` (a copy only when it is strided or of another dtype)."""
-    array = tensor.detach().numpy()
-    return np.ascontiguousarray(array if dtype is None else array.astype(dtype, copy=False))
 
 
 def attach(model, sessions: dict) -> None:
@@ -197,15 +173,15 @@ def attach(model, sessions: dict) -> None:
             index = logits_to_keep.to(torch.long).reshape(-1)
         else:
             index = torch.arange(length - logits_to_keep if logits_to_keep else 0, length, dtype=torch.long)
-        feeds = {"input_ids": _as_numpy(input_ids, np.int64), "attention_mask": _as_numpy(attention_mask, np.int64),
-                 "position_ids": _as_numpy(position_ids, np.int64), "logits_index": _as_numpy(index, np.int64)}
+        feeds = {"input_ids": as_numpy(input_ids, np.int64), "attention_mask": as_numpy(attention_mask, np.int64),
+                 "position_ids": as_numpy(position_ids, np.int64), "logits_index": as_numpy(index, np.int64)}
         layers = past_key_values.layers if past_length and past_key_values is not None else None
         for i in range(n_layers):
             for j, kind in enumerate(("key", "value")):
                 name = f"past.{i}.{kind}"
                 if layers is not None:
                     tensor = layers[i].keys if j == 0 else layers[i].values
-                    feeds[name] = _as_numpy(tensor)
+                    feeds[name] = as_numpy(tensor)
                 else:
                     heads, dim = shapes[name]
                     feeds[name] = np.zeros((batch, heads, 0, dim), dtype=np.float32)
@@ -240,7 +216,7 @@ def gate_inputs(model) -> list[dict]:
     import torch
 
     config = model.config
-    pool = torch.tensor(_safe_ids(config), dtype=torch.long)
+    pool = torch.tensor(safe_ids(config), dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
     pick = lambda *shape: pool[torch.randint(len(pool), shape, generator=gen)]  # noqa: E731
     pad = getattr(model.generation_config, "pad_token_id", None)

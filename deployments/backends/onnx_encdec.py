@@ -1,8 +1,9 @@
-"""The encoder-decoder ONNX families: ``speech-seq2seq`` (Whisper), ``seq2seq-lm`` (BART/T5 style).
+"""The encoder-decoder ONNX families: ``speech-seq2seq`` (Whisper), ``seq2seq-lm`` (BART/T5 style),
+``vision2seq`` (an image encoder and a text decoder, ``VisionEncoderDecoderModel``).
 
 Hybrid attach, as in ``onnx_decoder``: ``model.generate`` (Whisper's ``WhisperGenerationMixin``
 included) stays transformers' code; ``attach`` swaps the encoder's and the model's ``forward``.
-Graphs: ``encoder.onnx`` (``input_features``, or ``input_ids`` + ``attention_mask``, to
+Graphs: ``encoder.onnx`` (``input_features``, ``pixel_values``, or ``input_ids`` + ``attention_mask``, to
 ``last_hidden_state``); ``cross.onnx`` (``encoder_hidden_states`` to every layer's
 ``cross.{i}.key|value``: run ONCE per generation, on the first decoder step, and kept in the
 ``EncoderDecoderCache``'s cross-attention cache); ``decoder.onnx`` (``decoder_input_ids``,
@@ -11,7 +12,7 @@ Graphs: ``encoder.onnx`` (``input_features``, or ``input_ids`` + ``attention_mas
 and ``present.{i}.key|value``).
 
 Refused (``ValueError``): decoder-only models, self-attention caches that are not plain
-keys/values (sliding-window, hybrid), and encoders taking anything else (e.g. pixel_values).
+keys/values (sliding-window, hybrid), and encoders taking anything else.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import pathlib
 
 import numpy as np
 
-from .onnx_decoder import _as_numpy as _np
-from .onnx_decoder import _safe_ids
+from .onnx_graphs import as_numpy as _np
+from .onnx_graphs import prune, safe_ids, trace
 
 GRAPHS: tuple[str, ...] = ("encoder.onnx", "decoder.onnx", "cross.onnx")
-OPSET = 17
 _KINDS = ("key", "value")
+#: What an encoder may take: its main input, and the float32 ones among them.
+_MAIN_INPUTS = ("input_features", "input_ids", "pixel_values")
+_FLOAT_INPUTS = ("input_features", "pixel_values")
 
 
 def _plan(model) -> dict:
@@ -37,8 +40,8 @@ def _plan(model) -> dict:
     if not getattr(config, "is_encoder_decoder", False) or not hasattr(model, "get_encoder"):
         raise ValueError(f"{type(model).__name__} is not an encoder-decoder model")
     main = model.get_encoder().main_input_name
-    if main not in ("input_features", "input_ids"):
-        raise ValueError(f"{type(model).__name__}'s encoder takes {main!r}; only input_features or input_ids are "
+    if main not in _MAIN_INPUTS:
+        raise ValueError(f"{type(model).__name__}'s encoder takes {main!r}; only {', '.join(_MAIN_INPUTS)} are "
                          "supported")
     if "past_key_values" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"{type(model).__name__}.forward takes no past_key_values")
@@ -61,11 +64,15 @@ def _encoder_sample(model, plan: dict, batch: int):
 
     gen = torch.Generator().manual_seed(0)
     if plan["text"]:
-        pool = torch.tensor(_safe_ids(model.config))
+        pool = torch.tensor(safe_ids(model.config))
         ids = pool[torch.randint(len(pool), (batch, 6), generator=gen)]
         mask = torch.ones_like(ids)
         mask[0, :2] = 0  # a padded source
         return {"input_ids": ids, "attention_mask": mask}
+    if plan["main"] == "pixel_values":
+        from .onnx_encoder import _image_shape
+
+        return {"pixel_values": torch.randn(batch, *_image_shape(model), generator=gen)}
     frames = 2 * getattr(model.config, "max_source_positions", 1500)  # Whisper: 3000 mel frames (30 s)
     return {"input_features": torch.randn(batch, model.config.num_mel_bins, frames, generator=gen)}
 
@@ -84,30 +91,12 @@ def _cross_attentions(model, plan: dict) -> list:
     try:
         with torch.no_grad():
             sample = _encoder_sample(model, plan, batch=1)
-            start = torch.tensor([[_safe_ids(model.config)[0]]])
+            start = torch.tensor([[safe_ids(model.config)[0]]])
             model(**sample, decoder_input_ids=start, use_cache=True)
     finally:
         for handle in handles:
             handle.remove()
     return [found[i] for i in range(plan["layers"])] if sorted(found) == list(range(plan["layers"])) else []
-
-
-def _prune(path: pathlib.Path) -> None:
-    """Drops the nodes and initializers that no graph output needs (tracing keeps shape-only dependencies)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)  # external data stays where it is, by reference
-    needed, keep = {o.name for o in proto.graph.output}, []
-    for node in reversed(proto.graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    if len(keep) < len(proto.graph.node):
-        inits = [i for i in proto.graph.initializer if i.name in needed]
-        for field, kept in ((proto.graph.node, keep[::-1]), (proto.graph.initializer, inits)):
-            del field[:]
-            field.extend(kept)
-        onnx.save(proto, str(path))
 
 
 def _modules(model, plan: dict):
@@ -123,7 +112,7 @@ def _modules(model, plan: dict):
 
     class Encoder(Hold):
         def forward(self, *inputs):
-            kwargs = dict(zip(("input_ids", "attention_mask") if plan["text"] else ("input_features",), inputs))
+            kwargs = dict(zip(("input_ids", "attention_mask") if plan["text"] else (plan["main"],), inputs))
             return self.model.get_encoder()(**kwargs).last_hidden_state
 
     class Cross(Hold):
@@ -140,6 +129,8 @@ def _modules(model, plan: dict):
             return tuple(t for layer in cache.cross_attention_cache.layers[:layers] for t in (layer.keys, layer.values))
 
     class Decoder(Hold):
+        hidden = 0  # the encoder's hidden size, set once the encoder has run
+
         def forward(self, decoder_input_ids, decoder_attention_mask, *rest):
             rest = list(rest)
             extra = {}
@@ -155,22 +146,13 @@ def _modules(model, plan: dict):
             for i in range(layers):
                 cache.is_updated[i] = True
             key = rest[2]  # [batch, heads, source, head_dim]: stands in for the encoder states (shape only)
-            states = key.transpose(1, 2).flatten(2)
+            states = key[:, 0, :, :1].expand(-1, -1, self.hidden)
             out = self.model(decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
                              encoder_outputs=(states,), past_key_values=cache, use_cache=True, **extra)
             own = out.past_key_values.self_attention_cache.layers
             return (out.logits, *(t for layer in own for t in (layer.keys, layer.values)))
 
     return Encoder().eval(), Cross().eval(), Decoder().eval()
-
-
-def _onnx(module, path: pathlib.Path, inputs: dict, outputs: dict) -> None:
-    """Traces ``module`` into ``path``; ``inputs``: name -> (sample, dynamic axes), ``outputs``: name -> axes."""
-    import torch
-
-    torch.onnx.export(module, tuple(t for t, _ in inputs.values()), str(path), input_names=list(inputs),
-                      output_names=list(outputs), opset_version=OPSET, dynamo=False, do_constant_folding=True,
-                      dynamic_axes={**{n: a for n, (_, a) in inputs.items()}, **outputs})
 
 
 def export(model, folder: pathlib.Path) -> None:
@@ -188,14 +170,15 @@ def export(model, folder: pathlib.Path) -> None:
     try:
         encoder_m, cross_m, decoder_m = _modules(model, plan)
         sample = _encoder_sample(model, plan, batch=2)
-        _onnx(encoder_m, folder / "encoder.onnx", {n: (t, batch if t.is_floating_point() else enc)
+        trace(encoder_m, folder / "encoder.onnx", {n: (t, batch if t.is_floating_point() else enc)
                                                   for n, t in sample.items()}, {"last_hidden_state": enc})
         states = encoder_m(*sample.values())
+        decoder_m.hidden = states.shape[-1]
         cross_axes = {f"cross.{i}.{k}": {0: "batch", 2: "encoded"} for i in range(layers) for k in _KINDS}
-        _onnx(cross_m, folder / "cross.onnx", {"encoder_hidden_states": (states, enc)}, cross_axes)
-        _prune(folder / "cross.onnx")
+        trace(cross_m, folder / "cross.onnx", {"encoder_hidden_states": (states, enc)}, cross_axes)
+        prune(folder / "cross.onnx")
         cross = cross_m(states)
-        inputs = {"decoder_input_ids": (torch.tensor([_safe_ids(config)[:2]] * 2), seq),
+        inputs = {"decoder_input_ids": (torch.tensor([safe_ids(config)[:2]] * 2), seq),
                   "decoder_attention_mask": (torch.ones(2, 5, dtype=torch.long), {0: "batch", 1: "total"})}
         if plan["positions"]:
             inputs["decoder_position_ids"] = (torch.tensor([[3, 4]] * 2), seq)
@@ -209,7 +192,8 @@ def export(model, folder: pathlib.Path) -> None:
                 outputs[f"present.{i}.{kind}"] = {0: "batch", 2: "total"}
             for j, kind in enumerate(_KINDS):
                 inputs[f"cross.{i}.{kind}"] = (cross[2 * i + j], cross_axes[f"cross.{i}.{kind}"])
-        _onnx(decoder_m, folder / "decoder.onnx", inputs, outputs)
+        trace(decoder_m, folder / "decoder.onnx", inputs, outputs)
+        prune(folder / "decoder.onnx")
     finally:
         config._attn_implementation = previous
         torch.set_grad_enabled(grad)
@@ -227,16 +211,17 @@ def attach(model, sessions: dict) -> None:
     enc_inputs, dec_inputs = [i.name for i in enc_s.get_inputs()], {i.name: i.shape for i in dec_s.get_inputs()}
     if len(cross_s.get_outputs()) != 2 * layers or len(dec_s.get_outputs()) != 1 + 2 * layers:
         raise ValueError(f"the graphs do not match {type(model).__name__} ({layers} decoder layers)")
-    def encode(input_ids=None, attention_mask=None, input_features=None, **kwargs):
+    def encode(input_ids=None, attention_mask=None, input_features=None, pixel_values=None, **kwargs):
         if kwargs.get("output_attentions") or kwargs.get("output_hidden_states"):
             raise ValueError("the ONNX encoder returns no attentions or hidden states")
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "input_features": input_features}
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "input_features": input_features,
+                 "pixel_values": pixel_values}
         if plan["text"] and attention_mask is None:
             given["attention_mask"] = torch.ones_like(input_ids)
-        feeds = {n: _np(given[n], np.int64 if n != "input_features" else np.float32) for n in enc_inputs}
+        feeds = {n: _np(given[n], np.float32 if n in _FLOAT_INPUTS else np.int64) for n in enc_inputs}
         return BaseModelOutput(last_hidden_state=torch.from_numpy(enc_s.run(None, feeds)[0]))
 
-    def forward(input_features=None, input_ids=None, attention_mask=None, decoder_input_ids=None,
+    def forward(input_features=None, input_ids=None, pixel_values=None, attention_mask=None, decoder_input_ids=None,
                 decoder_attention_mask=None, encoder_outputs=None, past_key_values=None, decoder_inputs_embeds=None,
                 decoder_position_ids=None, labels=None, use_cache=None, **kwargs):
         if decoder_inputs_embeds is not None or labels is not None:
@@ -244,7 +229,8 @@ def attach(model, sessions: dict) -> None:
         if kwargs.get("output_attentions") or kwargs.get("output_hidden_states"):
             raise ValueError("the ONNX decoder returns no attentions or hidden states")
         if encoder_outputs is None:
-            encoder_outputs = encode(input_ids=input_ids, attention_mask=attention_mask, input_features=input_features)
+            encoder_outputs = encode(input_ids=input_ids, attention_mask=attention_mask, input_features=input_features,
+                                     pixel_values=pixel_values)
         states = encoder_outputs[0]
         use_cache = model.config.use_cache if use_cache is None else use_cache
         if past_key_values is None or not use_cache:
@@ -296,4 +282,4 @@ def gate_inputs(model) -> list[dict]:
     if plan["text"]:
         one["attention_mask"][:] = 1
         return [one, two]
-    return [{"input_features": sample["input_features"].clamp(-1.0, 1.0)} for sample in (one, two)]
+    return [{plan["main"]: sample[plan["main"]].clamp(-1.0, 1.0)} for sample in (one, two)]

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_graphs import trace
+
 GRAPHS = ("model.onnx",)
 #: The inputs a graph may take, in this order; anything else the forward takes stays at its default.
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "input_values", "input_features")
 #: Inputs of integer ids (int64 in the graph); the rest are float32.
 ID_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
-OPSET = 17
 _OUTPUT_CLASS = "hubserve.output_class"
 _SAMPLE_TOKENS = 12
 
@@ -198,10 +199,8 @@ def export(model, folder: Path) -> None:
             return tuple(out[name] for name in output_names)
 
     path = folder / GRAPHS[0]
-    with torch.no_grad():
-        torch.onnx.export(_Positional(model).eval(), tuple(sample[n] for n in names), str(path), input_names=names,
-                          output_names=output_names, dynamic_axes=_dynamic_axes(sample, outputs, _feature_size(model)),
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    axes = _dynamic_axes(sample, outputs, _feature_size(model))
+    trace(_Positional(model).eval(), path, {n: (sample[n], axes[n]) for n in names}, {n: axes[n] for n in output_names})
     graph = onnx.load(str(path), load_external_data=False)
     cls = type(reference)
     onnx.helper.set_model_props(graph, {_OUTPUT_CLASS: f"{cls.__module__}:{cls.__qualname__}"})

@@ -183,20 +183,27 @@ def test_whisper_weights_freed(whisper):
     assert attached.model.encoder.conv1.stride  # module structure kept for WhisperGenerationMixin
 
 
-@pytest.fixture(scope="module")
-def bart(tmp_path_factory):
-    from transformers import BartConfig, BartForConditionalGeneration
+@pytest.fixture(scope="module", params=["bart", "t5"])
+def seq2seq(request, tmp_path_factory):
+    from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    config = BartConfig(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
-                        init_std=0.2, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-                        forced_eos_token_id=None)
-    return _exported(onnx_encdec, BartForConditionalGeneration(config).eval(), tmp_path_factory.mktemp("bart"))
+    if request.param == "bart":
+        model = BartForConditionalGeneration(BartConfig(
+            vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+            init_std=0.2, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+            forced_eos_token_id=None))
+    else:  # relative position buckets, no position ids, cross-attention without a bias
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=120, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=0, eos_token_id=1,
+            decoder_start_token_id=0, initializer_factor=0.5))
+    return _exported(onnx_encdec, model.eval(), tmp_path_factory.mktemp(request.param))
 
 
-def test_bart_generate_padded_batch_and_beams(bart):
-    reference, attached = bart
+def test_seq2seq_generate_padded_batch_and_beams(seq2seq):
+    reference, attached = seq2seq
     one, two = onnx_encdec.gate_inputs(reference)
     assert two["attention_mask"][0, 0] == 0  # a padded source in the batch
     for sample in (one, two):

@@ -253,10 +253,13 @@ def test_onnx_runtime_answers_as_torch_does(tiny_store, tmp_path, task_name, par
         assert onnx_out == torch_out  # identical masks
 
 
-def test_image_captioning_has_no_export_yet_and_says_why(tiny_store, tmp_path):
-    """vision2seq exports are refused (the model server then serves the captioner on torch)."""
-    from deployments.backends.onnx_export import ExportUnsupported
-
+def test_image_captioning_runs_on_onnx_runtime_with_torch_s_captions(tiny_store, tmp_path):
+    """A ViT + GPT-2 captioner (vision2seq) exports, passes the gate and writes torch's captions."""
     model_id = TINY_MODELS["image-to-text"][0]
-    with pytest.raises(ExportUnsupported, match="fidelity gate"):
-        load(tiny_store / model_id, model_id, "image-to-text", tmp_path, "onnx")
+    captions = {}
+    for backend in ("torch", "onnx"):
+        task, model = load(tiny_store / model_id, model_id, "image-to-text", tmp_path, backend)
+        captions[backend] = ([answer(task, model, png(40, 30, color), max_new_tokens=12).output
+                              for color in ((30, 160, 90), (200, 20, 20))], model.compute_type)
+    assert captions["torch"][1] == "cpu" and captions["onnx"][1] == "cpu+optimized"
+    assert captions["onnx"][0] == captions["torch"][0] and captions["torch"][0][0][0]["generated_text"]
