@@ -20,8 +20,8 @@ from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError
 from .base import Generation, LoadSpec
 from .chat_template import tokenizer_chat_prompt
 from .generation_defaults import bound_generation_defaults
-from .torch_support import (DONE, UNUSED_KWARGS, Cancelled, LogprobRecorder, QueueStreamer, apply_deadline,
-                            check_timm, load_preprocessor, seed_lock, unsupported)
+from .torch_support import (DONE, PIPELINE_CLASSES, UNUSED_KWARGS, Cancelled, LogprobRecorder, QueueStreamer,
+                            apply_deadline, check_timm, load_preprocessor, seed_lock, unsupported)
 from .torch_tasks import TaskCalls
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,9 @@ class TorchBackend(TaskCalls):
         return cls.from_pretrained(spec.path, trust_remote_code=False, dtype=dtype).to(self.device).eval()
 
     def _build_pipeline(self):
-        return transformers.pipeline(self.spec.pipeline, model=self.model, device=self.device, **self.preprocessors)
+        extra = {"pipeline_class": PIPELINE_CLASSES[self.spec.pipeline]} if self.spec.pipeline in PIPELINE_CLASSES else {}
+        return transformers.pipeline(self.spec.pipeline, model=self.model, device=self.device, **self.preprocessors,
+                                     **extra)
 
     def _hidden_states(self, enc: dict) -> np.ndarray:
         """Token embeddings ``[batch, tokens, hidden]`` of a tokenized batch."""

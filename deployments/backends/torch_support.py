@@ -119,3 +119,36 @@ class LogprobRecorder(LogitsProcessor):
     def logprob(self, step: int, token_id: int) -> float:
         return float(self.steps[step][token_id]) if step < len(self.steps) else 0.0
 
+
+
+class ImageClassificationPipeline(transformers.ImageClassificationPipeline):
+    """transformers' image classification pipeline with its answer unchanged, but the config read
+    once per image: transformers 5's ``postprocess`` reads ``config.id2label`` once per label,
+    and each read of a transformers 5 config costs about a microsecond and a half, 3 ms an image
+    over ImageNet's 1,000 labels."""
+
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=5):
+        from transformers.pipelines.image_classification import ClassificationFunction, sigmoid, softmax
+
+        config = self.model.config
+        problem, count, labels = config.problem_type, config.num_labels, config.id2label
+        if function_to_apply is None:
+            if problem == "regression":
+                function_to_apply = ClassificationFunction.NONE
+            elif problem == "multi_label_classification" or count == 1:
+                function_to_apply = ClassificationFunction.SIGMOID
+            elif problem == "single_label_classification" or count > 1:
+                function_to_apply = ClassificationFunction.SOFTMAX
+            else:
+                function_to_apply = getattr(config, "function_to_apply", ClassificationFunction.NONE)
+        outputs = model_outputs["logits"][0].to(torch.float32).numpy()
+        scores = {ClassificationFunction.SIGMOID: sigmoid, ClassificationFunction.SOFTMAX: softmax,
+                  ClassificationFunction.NONE: lambda x: x}[ClassificationFunction(function_to_apply)](outputs).tolist()
+        order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)  # stable, as the pipeline's sort
+        if top_k is not None:
+            order = order[:min(top_k, count)]
+        return [{"label": labels[i], "score": scores[i]} for i in order]
+
+
+#: The pipeline classes the torch backend builds in place of transformers' own (same answers, faster).
+PIPELINE_CLASSES = {"image-classification": ImageClassificationPipeline}

@@ -139,3 +139,27 @@ def test_a_timm_model_without_timm_is_said_plainly(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match=r"resnet-timm is a timm model \(resnet18\): serving it needs the timm"):
         create_backend("torch").load(LoadSpec(ref.path, task.head_for(ref), pipeline=task.pipeline,
                                               preprocessors=task.preprocessors))
+
+
+@pytest.mark.parametrize("labels, problem, fn, top_k", [
+    (1000, None, None, 5), (1000, None, "sigmoid", 3), (1000, None, "none", 2000), (4, "regression", None, 4),
+    (1, None, None, 5), (6, "multi_label_classification", None, 2), (6, "single_label_classification", "softmax", 6),
+])
+def test_the_image_classifier_answers_as_transformers_pipeline(labels, problem, fn, top_k):
+    """The image classification pipeline the backend builds (labels read once) answers exactly as
+    transformers' own, ties in label order included."""
+    from types import SimpleNamespace
+
+    import torch
+    import transformers
+
+    from deployments.backends.torch_support import ImageClassificationPipeline
+
+    config = transformers.PretrainedConfig(id2label={i: f"label {i}" for i in range(labels)}, problem_type=problem)
+    logits = torch.randn(1, labels, generator=torch.Generator().manual_seed(labels))
+    logits[0, : labels // 2] = logits[0, labels // 2 :][: labels // 2]  # tied scores
+    pipe = SimpleNamespace(model=SimpleNamespace(config=config))
+    kwargs = {"top_k": top_k, **({"function_to_apply": fn} if fn else {})}
+    ours = ImageClassificationPipeline.postprocess(pipe, {"logits": logits}, **kwargs)
+    theirs = transformers.ImageClassificationPipeline.postprocess(pipe, {"logits": logits}, **kwargs)
+    assert ours == theirs and len(ours) == min(top_k, labels)
