@@ -5,6 +5,8 @@ embedding cosine > 0.9999, same greedy generations); dynamic int8 (MatMul,
 per-channel) keeps scores within 0.02 and embedding cosine above 0.99.
 """
 
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +189,26 @@ def test_an_architecture_that_cannot_be_exported_is_refused_with_its_reason_and_
         create_backend("auto", SEQUENCE_CLASSIFICATION).load(spec)
     manifest = run_export(spec)  # from the cache: no child this time
     assert manifest["choice"] is None and "no-such-architecture" in manifest["reason"]
+
+
+@pytest.mark.parametrize("bound, reason", [
+    ({"export_timeout_s": 1.0}, "took more than 1s (limits.export_timeout_s)"),
+    ({"export_memory_bytes": 1024**3}, "Error: "),  # torch and onnxruntime map more than 1 GiB: an import fails
+])
+def test_an_export_past_its_time_or_memory_bound_is_stopped_and_kept_as_failed(tiny_store, tmp_path, bound, reason):
+    """The export child is bounded by ``limits.export_timeout_s`` and ``limits.export_memory_bytes``:
+    past either it is stopped, the failure is kept, and the model serves on torch."""
+    from deployments.backends.onnx_export import run_export
+    from hubserve.config import LimitsConfig
+
+    spec = LoadSpec(tiny_store / "tiny" / "bert-sentiment", SEQUENCE_CLASSIFICATION, model_id="tiny/bert-sentiment",
+                    revision="r1", cache_dir=tmp_path / "c", limits=LimitsConfig(**bound))
+    started = time.monotonic()
+    failed = run_export(spec)
+    assert failed["choice"] is None and reason in failed["reason"] and time.monotonic() - started < 60
+    assert run_export(spec) == failed  # kept: the next load does not export again
+    with pytest.raises(ExportUnsupported, match=re.escape(reason)):
+        create_backend("auto", SEQUENCE_CLASSIFICATION).load(spec)  # the model server then loads it on torch
 
 
 def test_exports_are_cached_and_broken_entries_rebuilt(runner):
