@@ -68,9 +68,10 @@ install: $(VENV)/.installed $(CLIENT_VENV)/.installed $(CLIENT_VENV_036)/.instal
 setup: install
 	@$(MAKE) --no-print-directory $(PREPARED)
 
-# Once per config and installed stack (a model changed since is exported on its first request).
+# Once per config, installed stack and exporter (a model changed since is exported on its first request).
 PREPARED = data/onnx-cache/.prepared-$(notdir $(CONFIG))
-$(PREPARED): $(CONFIG) $(VENV)/.installed
+EXPORTER = $(wildcard deployments/backends/onnx_*.py) deployments/backends/fidelity.py
+$(PREPARED): $(CONFIG) $(VENV)/.installed $(EXPORTER)
 	$(BIN)/python -m deployments.prepare $(CONFIG)
 	@mkdir -p $(@D) && touch $@
 
