@@ -241,6 +241,9 @@ def attach(model, sessions: dict) -> None:
             for i in range(layers):
                 cross.update(torch.from_numpy(values[2 * i]), torch.from_numpy(values[2 * i + 1]), i)
                 past_key_values.is_updated[i] = True
+            # every beam of one input holds that input's cross keys/values (generate expands the encoder output
+            # per beam) and beam search reorders beams within an input: copying them each step changes nothing
+            cross.reorder_cache = lambda beam_idx: None
         (batch, length), past = decoder_input_ids.shape, own.get_seq_length()
         mask = decoder_attention_mask
         if mask is None or mask.shape[-1] != past + length:

@@ -70,7 +70,8 @@ def versions_digest(family: Optional[str] = None) -> str:
         except importlib.metadata.PackageNotFoundError:
             parts.append(f"{name}=none")
     here = Path(__file__).resolve().parent
-    modules = ["onnx_export", "onnx_build", "fidelity"] + ([FAMILIES[family]] if family in FAMILIES else [])
+    modules = ["onnx_export", "onnx_build", "onnx_graphs", "fidelity"]
+    modules += [FAMILIES[family]] if family in FAMILIES else []
     for module in modules:
         try:
             parts.append(hashlib.sha1((here / f"{module}.py").read_bytes()).hexdigest())
