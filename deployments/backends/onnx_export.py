@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,10 @@ class ExportUnsupported(ModelLoadError):
     """The model has no export that passed the fidelity gate (its architecture cannot be
     exported, the exporter raised, or the graphs answer differently from torch): it serves
     on torch."""
+
+#: The digest ending an entry's name (``versions_digest``).
+_DIGEST = re.compile(r"[0-9a-f]{12}")
+
 
 @functools.lru_cache(maxsize=None)
 def versions_digest(family: Optional[str] = None) -> str:
@@ -175,8 +180,20 @@ def ensure_export(entry: Path, build: Callable[[Path], None]) -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    _drop_superseded(entry)
     return entry
 
+
+def _drop_superseded(entry: Path) -> None:
+    """Removes the exports of the same revision and head made by other library or exporter
+    versions: this install never serves them again (an upgrade would otherwise leave them on disk)."""
+    head = entry.name.rsplit("-", 1)[0]
+    for old in entry.parent.glob(f"{head}-*"):
+        stem = old.name.removesuffix(".lock")
+        if stem != entry.name and stem.rsplit("-", 1)[0] == head and _DIGEST.fullmatch(stem.rsplit("-", 1)[1]):
+            with _locked(old.parent / f"{stem}.lock"):  # never under a replica that is building it
+                shutil.rmtree(old.parent / stem, ignore_errors=True)
+            (old.parent / f"{stem}.lock").unlink(missing_ok=True)
 
 
 def session_options(threads: Optional[int]):

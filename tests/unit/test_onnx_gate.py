@@ -103,3 +103,17 @@ def test_exports_are_keyed_by_revision(tiny_store, tmp_path):
     model.__del__()
     for ref in (first, second):
         assert read_manifest(entry_dir(tmp_path / "onnx", ref.sha, HEAD))["choice"] in ("fp32", "int8")
+
+
+def test_a_new_export_drops_the_exports_other_versions_made_of_that_revision_and_head(tmp_path):
+    revision = tmp_path / "sha"
+    for name in ("base-aaaaaaaaaaaa", "base-extra-aaaaaaaaaaaa", "masked-lm-aaaaaaaaaaaa", "base-notadigest"):
+        (revision / name).mkdir(parents=True)
+        (revision / name / "model.onnx").write_bytes(b"old")
+        (revision / f"{name}.lock").touch()
+    entry = ensure_export(revision / "base-bbbbbbbbbbbb", lambda folder: (folder / "model.onnx").write_bytes(b"new"))
+    assert read_manifest(entry)["files"] == {"model.onnx": 3}
+    left = sorted(p.name for p in revision.iterdir())
+    assert "base-aaaaaaaaaaaa" not in left and "base-aaaaaaaaaaaa.lock" not in left  # superseded: gone
+    for kept in ("base-extra-aaaaaaaaaaaa", "masked-lm-aaaaaaaaaaaa", "base-notadigest", "base-bbbbbbbbbbbb"):
+        assert kept in left  # another head, or not an export of this cache
