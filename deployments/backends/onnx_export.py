@@ -60,6 +60,7 @@ class ExportUnsupported(ModelLoadError):
     exported, the exporter raised, or the graphs answer differently from torch): it serves
     on torch."""
 
+
 #: The digest ending an entry's name (``versions_digest``).
 _DIGEST = re.compile(r"[0-9a-f]{12}")
 

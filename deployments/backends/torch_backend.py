@@ -103,9 +103,9 @@ class TorchBackend(TaskCalls):
         return cls.from_pretrained(spec.path, trust_remote_code=False, dtype=dtype).to(self.device).eval()
 
     def _build_pipeline(self):
-        extra = {"pipeline_class": PIPELINE_CLASSES[self.spec.pipeline]} if self.spec.pipeline in PIPELINE_CLASSES else {}
+        own = PIPELINE_CLASSES.get(self.spec.pipeline)
         return transformers.pipeline(self.spec.pipeline, model=self.model, device=self.device, **self.preprocessors,
-                                     **extra)
+                                     **({"pipeline_class": own} if own else {}))
 
     def _hidden_states(self, enc: dict) -> np.ndarray:
         """Token embeddings ``[batch, tokens, hidden]`` of a tokenized batch."""

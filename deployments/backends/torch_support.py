@@ -120,7 +120,6 @@ class LogprobRecorder(LogitsProcessor):
         return float(self.steps[step][token_id]) if step < len(self.steps) else 0.0
 
 
-
 class ImageClassificationPipeline(transformers.ImageClassificationPipeline):
     """transformers' image classification pipeline with its answer unchanged, but the config read
     once per image: transformers 5's ``postprocess`` reads ``config.id2label`` once per label,
