@@ -222,7 +222,7 @@ def open_sessions(entry: Path, graphs, variant: str, threads: Optional[int]) -> 
 def export_command(spec, entry: Path) -> list[str]:
     """The export command line of ``spec``'s model into ``entry`` (run with this Python)."""
     head = spec.head
-    return [sys.executable, "-m", "deployments.backends.onnx_build", str(spec.path), str(entry),
+    return [sys.executable, "-X", "faulthandler", "-m", "deployments.backends.onnx_build", str(spec.path), str(entry),
             head.auto_class, head.onnx, head.name, str(spec.threads or 1)]
 
 
@@ -239,7 +239,8 @@ def run_export(spec) -> dict:
 
     Raises:
         ExportUnsupported: the head has no ONNX family; the export failed or timed out (the
-            failure is kept in the cache, so the next load does not retry it).
+            failure is kept in the cache, so the next load does not retry it) or its process died
+            of a signal (not kept).
         ModelLoadError: no cache folder.
     """
     if spec.head.onnx not in FAMILIES:
@@ -260,10 +261,15 @@ def run_export(spec) -> dict:
                               timeout=limits.export_timeout_s, preexec_fn=_bounded(limits.export_memory_bytes))
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {done.returncode}"
-        failed = done.returncode != 0
+        failed, crashed = done.returncode != 0, done.returncode < 0
+        if crashed:  # a signal says nothing about the model: not kept, the next load tries again
+            reason = f"the export process died of signal {-done.returncode}"
+            logger.warning("the ONNX export of %s died of signal %d; its last output:\n%s",
+                           spec.model_id or spec.path.name, -done.returncode, "\n".join(lines[-20:]))
     except subprocess.TimeoutExpired:
-        reason, failed = f"the export took more than {limits.export_timeout_s:g}s (limits.export_timeout_s)", True
-    if failed:
+        reason = f"the export took more than {limits.export_timeout_s:g}s (limits.export_timeout_s)"
+        failed, crashed = True, False
+    if failed and not crashed:
         logger.warning("the ONNX export of %s failed: %s", spec.model_id or spec.path.name, reason)
         record_failure(entry, reason)
     manifest = read_manifest(entry)
