@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 from ray import serve
 
 from hubserve.config import AppConfig, LimitsConfig
-from hubserve.errors import ApiError, BackendFailure, ModelLoadError, ModelRefused, ModelTooLarge
+from hubserve.errors import (ApiError, BackendFailure, ExportUnsupported, ModelLoadError, ModelRefused, ModelTooLarge,
+                             NeedsTorch)
 from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
 from hubserve.secret_env import scrub_process
 from hubserve.store import ModelRef, Revision, open_store
@@ -31,17 +32,11 @@ from . import serve_internals
 from .confine import model_threads, run_in
 from .routing import ROUTER_CLASS
 from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
-from .backends.onnx_export import ExportUnsupported
 from .tasks import get_task, infer_task
 from .tasks.base import Measured, TaskRequest
 
 logger = logging.getLogger(__name__)
 _END = object()
-
-
-class NeedsTorch(ModelLoadError):
-    """A model server that runs without torch (inside the ingress) was asked for a model
-    that needs it; the caller sends the request to the task's own deployment."""
 
 
 @dataclass

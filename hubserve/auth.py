@@ -185,11 +185,6 @@ class AuthStore:
         return self._write("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
                            (time.time(), token_id)) == 1
 
-    def authenticate(self, token: str) -> Optional[Principal]:
-        """The principal of an active token, else None."""
-        found = self.lookup(token)
-        return found if isinstance(found, Principal) else None
-
     def lookup(self, token: str) -> "Principal | str | None":
         """The principal of an active token, ``"revoked"`` for a revoked one, None if unknown."""
         rows = self._read('SELECT id, "user", role, revoked FROM tokens WHERE hash = ?', (token_hash(token),))

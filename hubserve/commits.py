@@ -25,7 +25,7 @@ from typing import Optional
 import orjson
 
 from .config import LimitsConfig
-from .errors import ApiError, EntryNotFound, InvalidInput, PayloadTooLarge
+from .errors import EntryNotFound, InvalidInput, PayloadTooLarge
 from .lfs import LfsObjects, check_oid
 from .model_files import CODE_FOLDERS, CODE_SUFFIXES, PICKLE_SUFFIXES
 from .repo_paths import ignored, repo_path
@@ -34,13 +34,6 @@ from .repo_paths import ignored, repo_path
 REGULAR_MAX_BYTES = 10 * 1024**2
 #: The longest NDJSON line of a commit (a regular file, base64, plus its JSON).
 MAX_LINE_BYTES = REGULAR_MAX_BYTES * 4 // 3 + 64 * 1024
-
-
-class PreconditionFailed(ApiError):
-    """The commit's ``parentCommit`` is not the repo's revision any more (412)."""
-
-    status_code = 412
-    error_type = "conflict"
 
 
 def refused(path: str, trust_pickle: bool) -> Optional[str]:

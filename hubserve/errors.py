@@ -126,18 +126,18 @@ class Conflict(ApiError):
     error_type = "conflict"
 
 
+class PreconditionFailed(ApiError):
+    """A commit's ``parentCommit`` is not the repo's revision any more (412)."""
+
+    status_code = 412
+    error_type = "conflict"
+
+
 class PayloadTooLarge(ApiError):
     """The request body is larger than the configured limit (413)."""
 
     status_code = 413
     error_type = "payload_too_large"
-
-
-class Overloaded(ApiError):
-    """Too many requests for the capacity at hand (429)."""
-
-    status_code = 429
-    error_type = "overloaded"
 
 
 class RateLimited(ApiError):
@@ -159,6 +159,17 @@ class ModelLoadError(ApiError):
 
     status_code = 500
     error_type = "load"
+
+
+class NeedsTorch(ModelLoadError):
+    """A model server that runs without torch (inside the ingress) was asked for a model
+    that needs it; the caller sends the request to the task's own deployment."""
+
+
+class ExportUnsupported(ModelLoadError):
+    """The model has no export that passed the fidelity gate (its architecture cannot be
+    exported, the exporter raised, or the graphs answer differently from torch): it serves
+    on torch."""
 
 
 class ModelRefused(ModelLoadError):

@@ -25,10 +25,9 @@ from starlette.responses import Response
 
 from deployments.tasks import infer_task
 from hubserve.auth import Principal
-from hubserve.commits import (MAX_LINE_BYTES, CommitBuilder, Lines, PreconditionFailed, apply_commit, git_blob_sha1,
-                              refused, upload_mode)
+from hubserve.commits import MAX_LINE_BYTES, CommitBuilder, Lines, apply_commit, git_blob_sha1, refused, upload_mode
 from hubserve.config import LimitsConfig
-from hubserve.errors import ApiError, Conflict, InvalidInput, RevisionNotFound, Unauthorized
+from hubserve.errors import ApiError, Conflict, InvalidInput, PreconditionFailed, RevisionNotFound, Unauthorized
 from hubserve.lfs import LfsObjects, check_oid
 from hubserve.repo_paths import ignored, repo_path
 from hubserve.store import ModelRef, scan_folder, validate_model_id

@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Awaitable, Callable, NamedTuple, Optional
 
-from deployments.model_server import NeedsTorch, too_large
+from deployments.model_server import too_large
 from deployments.serve_internals import holders
-from hubserve.errors import ApiError, ModelLoadError, ModelLoading, RouteNotFound
+from hubserve.errors import ApiError, ModelLoadError, ModelLoading, NeedsTorch, RouteNotFound
 from hubserve.store import ModelRef, Revision
 
 logger = logging.getLogger(__name__)

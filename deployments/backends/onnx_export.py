@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from hubserve.config import LimitsConfig
-from hubserve.errors import ModelLoadError
+from hubserve.errors import ExportUnsupported, ModelLoadError
 from hubserve.secret_env import scrubbed
 
 from .base import Head
@@ -53,12 +53,6 @@ _LIBRARIES = ("onnxruntime", "onnx", "onnxscript", "transformers", "torch")
 FAMILIES = {"encoder": "onnx_encoder", "causal-lm": "onnx_decoder", "seq2seq-lm": "onnx_encdec",
             "speech-seq2seq": "onnx_encdec", "vision2seq": "onnx_encdec"}
 VARIANTS = ("fp32", "int8")
-
-
-class ExportUnsupported(ModelLoadError):
-    """The model has no export that passed the fidelity gate (its architecture cannot be
-    exported, the exporter raised, or the graphs answer differently from torch): it serves
-    on torch."""
 
 
 #: The digest ending an entry's name (``versions_digest``).

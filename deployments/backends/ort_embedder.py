@@ -17,15 +17,14 @@ from typing import Optional, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from hubserve.errors import InvalidInput, ModelLoadError
+from hubserve.errors import ExportUnsupported, InvalidInput, ModelLoadError
 from hubserve.model_files import read_json_object
 
 from . import runs_without_torch
 from .base import LoadSpec
-from .onnx_export import (ExportUnsupported, entry_dir, export_revision, graph_file, run_export, served_variant,
-                          session_options)
+from .onnx_export import entry_dir, export_revision, graph_file, run_export, served_variant, session_options
 
-__all__ = ["ExportUnsupported", "OrtEmbedder"]
+__all__ = ["OrtEmbedder"]
 
 
 def _token(value) -> Optional[str]:

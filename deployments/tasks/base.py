@@ -314,13 +314,6 @@ def invalid_from_pydantic(exc: ValidationError) -> InvalidInput:
     return InvalidInput("; ".join(problems), errors=problems)
 
 
-def require_text(value: Any, field_name: str = "inputs") -> str:
-    """A non-empty string, or an ``InvalidInput`` naming the field."""
-    if not isinstance(value, str):
-        raise InvalidInput(f"`{field_name}` must be a string, got {type_name(value)}")
-    return value
-
-
 def type_name(value: Any) -> str:
     """A JSON-ish name of a value's type for error messages."""
     if value is None:

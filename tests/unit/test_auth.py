@@ -45,13 +45,13 @@ def test_tokens_look_like_hosted_ones_and_are_stored_only_as_hashes(store):
     assert listed["orgs"] == ["acme"] and listed["hint"].endswith(token[-4:]) and listed["revoked"] is None
 
 
-def test_authenticate_and_revoke(store):
-    assert store.authenticate(new_token()) is None  # no database yet: nobody is known
+def test_lookup_and_revoke(store):
+    assert store.lookup(new_token()) is None  # no database yet: nobody is known
     token_id, token = store.create_token("bob")
-    principal = store.authenticate(token)
+    principal = store.lookup(token)
     assert principal.user == "bob" and principal.role == "read" and principal.token_id == token_id
     assert store.revoke(token_id) and not store.revoke(token_id) and not store.revoke("nope")
-    assert store.authenticate(token) is None
+    assert store.lookup(token) == "revoked"
 
 
 def test_bad_names_and_roles_are_refused(store):
@@ -124,15 +124,15 @@ def test_private_models_are_visible_to_their_namespace_only(store):
     store.set_private("alice/own", True)
     store.set_private("acme/open", False)
     access = Access(store, ttl_s=0)
-    alice = store.authenticate(store.create_token("alice")[1])
-    bob = store.authenticate(store.create_token("bob")[1])
+    alice = store.lookup(store.create_token("alice")[1])
+    bob = store.lookup(store.create_token("bob")[1])
     anonymous = access.principal(None)
     for model_id, who_sees in {"acme/secret": {"alice"}, "alice/own": {"alice"}, "acme/open": {"alice", "bob", None},
                                "public/model": {"alice", "bob", None}}.items():
         seen_by = {p.user for p in (alice, bob, anonymous) if access.can_read(p, model_id)}
         assert seen_by == who_sees, model_id
     assert alice.can_write("acme/secret") is False  # a read token
-    writer = store.authenticate(store.create_token("alice", role="write")[1])
+    writer = store.lookup(store.create_token("alice", role="write")[1])
     assert writer.can_write("acme/secret") and writer.can_write("alice/x") and not writer.can_write("other/x")
     assert not writer.can_write("gpt2")  # legacy ids have no namespace: admin only
     store.forget_model("acme/secret")
@@ -165,7 +165,7 @@ def test_rate_limits_use_fixed_windows_and_the_hosted_headers(tmp_path, windows)
                           token_rate=RateLimit(requests=5, window_s=300))
     limiter = RateLimiter(limits, windows=windows)
     anonymous = Access(store).principal(None)
-    user = store.authenticate(store.create_token("frank")[1])
+    user = store.lookup(store.create_token("frank")[1])
     unlimited = RateLimiter(LimitsConfig(anonymous_rate=None, token_rate=None))
 
     async def run() -> None:
@@ -319,7 +319,7 @@ def test_a_model_installed_private_elsewhere_is_never_shown_from_a_stale_cache(t
     for _ in range(3):
         with pytest.raises(ModelNotFound):
             asyncio.run(resolve_visible(store, access, ANONYMOUS, "acme/new"))
-    owner = AuthStore(tmp_path / "auth.sqlite").authenticate(auth_store.create_token("ann", org="acme")[1])
+    owner = AuthStore(tmp_path / "auth.sqlite").lookup(auth_store.create_token("ann", org="acme")[1])
     assert asyncio.run(resolve_visible(store, access, owner, "acme/new")).model_id == "acme/new"
 
 

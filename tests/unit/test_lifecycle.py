@@ -174,7 +174,7 @@ class FakeLocal:
         self.calls = []
 
     async def infer(self, item):
-        from deployments.model_server import NeedsTorch
+        from hubserve.errors import NeedsTorch
 
         self.calls.append("infer")
         if self.needs_torch:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from deployments.backends import LoadSpec, create_backend, fidelity, onnx_build, onnx_encoder
-from deployments.backends.onnx_export import (ExportUnsupported, ensure_export, entry_dir, read_manifest,
-                                              served_variant)
+from deployments.backends.onnx_export import ensure_export, entry_dir, read_manifest, served_variant
 from deployments.model_server import ModelServer
 from deployments.tasks._heads import SEQUENCE_CLASSIFICATION as HEAD
 from hubserve.config import AppConfig
+from hubserve.errors import ExportUnsupported
 from hubserve.store import ModelStore
 
 
