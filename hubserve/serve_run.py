@@ -30,27 +30,6 @@ from typing import Optional, Sequence
 
 import yaml
 
-# NOTE(hubserve): the Ray release of the private node API (``ray._private.node``, ``RayParams``)
-# used below to start a head without the processes above; another release fails here, loudly.
-from hubserve import RAY_VERSION
-
-
-def _start_head(dashboard: bool):
-    """A local Ray head node, left running when this process exits."""
-    import ray
-    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-    from ray._private.node import Node
-    from ray._private.parameter import RayParams
-
-    if ray.__version__ != RAY_VERSION:
-        raise SystemExit(f"hubserve.serve_run needs ray=={RAY_VERSION} (found {ray.__version__})")
-    ensure_token_if_auth_enabled(None, create_token_if_missing=True)
-    params = RayParams(include_dashboard=dashboard, include_log_monitor=False, no_monitor=True)
-    # NOTE(hubserve): no reaper and no fate sharing (spawn_reaper=False): the node's processes
-    # must survive this process; ``hubserve serve`` stops them.
-    return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=False, ray_init_cluster=True)
-
-
 def _wait_running(names: list[str]) -> Optional[str]:
     """None once every application in ``names`` runs; the failure message if one fails."""
     from ray import serve
@@ -72,17 +51,18 @@ def _wait_running(names: list[str]) -> Optional[str]:
 
 def deploy(config: str, state_file: str, dashboard: bool) -> int:
     import ray
-    from ray.serve._private.constants import SERVE_NAMESPACE
     from ray.serve.scripts import cli
+
+    from hubserve import ray_adapter
 
     address = os.environ.get("RAY_ADDRESS", "")
     pids, logs = {}, None
     if address in ("", "local"):
-        node = _start_head(dashboard)
+        node = ray_adapter.start_head(dashboard)
         address = node.address
         pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
         logs = str(Path(node.get_logs_dir_path()) / "serve")
-    ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
+    ray.init(address=address, namespace=ray_adapter.SERVE_NAMESPACE, log_to_driver=False)
     names = [app["name"] for app in yaml.safe_load(Path(config).read_text(encoding="utf-8"))["applications"]]
     Path(state_file).write_text(json.dumps({"address": address, "pids": pids, "logs": logs,
                                             "applications": names if not pids else None}), encoding="utf-8")
@@ -99,7 +79,8 @@ def shutdown(address: str, applications: Sequence[str] = ()) -> int:
     ``applications`` (the cluster and its other applications keep running)."""
     import ray
     from ray import serve
-    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    from hubserve.ray_adapter import SERVE_NAMESPACE
 
     ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
     if applications:

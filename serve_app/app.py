@@ -13,9 +13,8 @@ from typing import Any, Mapping, Optional
 from ray import serve
 from ray.serve import Application
 
-from deployments.backends import runs_without_torch
-from deployments.model_server import build_model_server
-from deployments.tasks import get_task, task_names
+from deployments.facade import build_task_servers, inline_refusals
+from deployments.tasks import task_names
 from hubserve.auth import admin_token_hash
 from hubserve.config import AppConfig
 from hubserve.secret_env import replica_config
@@ -28,7 +27,7 @@ logger = logging.getLogger(__name__)
 def _config(args: Optional[Mapping[str, Any]]) -> AppConfig:
     config = AppConfig.from_args(args)
     config.check_tasks(set(task_names()))
-    heavy = [t for t in config.ingress.inline if not runs_without_torch(get_task(t).head)]
+    heavy = inline_refusals(config.ingress.inline)
     if heavy:
         raise ValueError(f"ingress.inline runs embedding tasks only (no torch in the ingress), not {heavy}")
     admin_token_hash()  # refuses to start with a short admin token
@@ -47,7 +46,7 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     """
     config = _config(args)
     tasks = config.serve_tasks or task_names()
-    handles = {task: build_model_server(task, replica_config(config)) for task in tasks}
+    handles = build_task_servers(tasks, replica_config(config))
     scaling = config.ingress.autoscaling
     replicas = ({"num_replicas": config.ingress.num_replicas} if scaling is None
                 else {"autoscaling_config": scaling.serve_config()})

@@ -14,7 +14,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from deployments.model_server import ModelServer, SharedBackends
+from deployments.facade import open_gate
 from deployments.tasks import infer_task, task_names, task_or_none
 from hubserve import __version__
 from hubserve.config import AppConfig
@@ -23,8 +23,7 @@ from hubserve.secret_env import load_secrets
 from hubserve.store import ModelRef, open_store
 
 from .cache import make_cache
-from .inference import EXPOSED_HEADERS, ChatRoute, CompletionsRoute, Inference, TaskRoute
-from .lifecycle import ModelGate, TaskModels
+from .inference import EXPOSED_HEADERS, ChatRoute, Inference, TaskRoute
 from .hub_api import hub_error
 from .hub_extras import agent_harnesses, split_xet_route, xet_token
 from .hub_writes import HubWrites
@@ -35,7 +34,7 @@ from .upstream import Upstream
 from .whole_paths import WholePaths
 
 #: The routes whose requests need no state of their own.
-MODEL, COMPLETIONS, CHAT = TaskRoute(), CompletionsRoute(), ChatRoute()
+MODEL, COMPLETIONS, CHAT = TaskRoute(), TaskRoute(completions=True), ChatRoute()
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +74,8 @@ class Ingress:
         # upstream token) reach this replica alone, from the folder the args name.
         load_secrets(args.get("secrets_dir"))
         self.config = AppConfig.from_args(args)
-        config = self.config.model_dump(mode="json")
         self.store = open_store(self.config)
-        # NOTE(hubserve): inline tasks share one loaded backend per model in this replica.
-        backends = SharedBackends()
-        local = {}
-        for task in self.config.ingress.inline:
-            local[task] = ModelServer(task, config, torch=False, backends=backends, threads=self.config.ingress.threads)
-            await local[task].start()
-        self.gate = ModelGate(TaskModels(handles, local), self.config)
+        self.gate = await open_gate(handles, self.config)
         self.guard = Guard(self.config)
         cache = make_cache(self.config.cache)
         self.admin = ModelAdmin(self.config, self.store, self.guard, self.gate, cache)

@@ -23,18 +23,19 @@ from typing import Optional
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deployments.facade import ModelGate
 from deployments.tasks import infer_task, task_or_none
 from hubserve.auth import Principal, namespace_of
 from hubserve.config import AppConfig
 from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
+from hubserve.inputs import flag
 from hubserve.repo_paths import check_path_bounds
 from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
 from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
 
 from .hub_api import Digests, check_revision, file_response, matches, model_info, paths_info, summary, tree
-from .lifecycle import ModelGate
 from .json_bodies import json_object
-from .parsing import flag, read_body
+from .parsing import read_body
 from .security import Guard, resolve_visible
 
 logger = logging.getLogger(__name__)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from starlette.requests import Request
 
 from hubserve.auth import ANONYMOUS, Access, Principal, admin_token_hash, open_auth_store
 from hubserve.config import AppConfig, LimitsConfig, RateLimit
-from hubserve.errors import InvalidInput, ModelNotFound, RateLimited, Unauthorized
+from hubserve.errors import ModelNotFound, RateLimited, Unauthorized
 from hubserve.store import ModelRef, ModelStore, validate_model_id
 
 from .client_ip import ClientAddresses
@@ -195,42 +195,3 @@ async def resolve_visible(store: ModelStore, access: Access, principal: Principa
         return found
 
     return await asyncio.to_thread(lookup)
-
-
-def check_inputs(value: Any, limits: LimitsConfig, where: str = "inputs") -> None:
-    """Refuses too many inputs, more than ``limits.max_json_values`` values, or a string anywhere
-    in ``value`` that is too long (400). The work is bounded by the limits, not by ``value``: a
-    container is measured before its items are visited, and a path is spelled out only for the
-    item that is refused.
-
-    Args:
-        value: the ``inputs`` (or ``parameters``, or a whole body) of a request.
-        where: its name in the error messages ("": a body's top-level fields by their own names).
-    """
-    if isinstance(value, list) and len(value) > limits.max_inputs:
-        raise InvalidInput(f"Too many inputs: {len(value)} in one request, the limit is {limits.max_inputs} "
-                           "(limits.max_inputs)")
-    budget = limits.max_json_values - 1
-    todo: list[tuple[Any, tuple]] = [(value, (where,))]
-    while todo:
-        item, path = todo.pop()
-        if isinstance(item, str):
-            if len(item) > limits.max_input_chars:
-                raise InvalidInput(f"`{_spelled(path)}` has {len(item)} characters, more than this server allows "
-                                   f"({limits.max_input_chars}, limits.max_input_chars)")
-        elif isinstance(item, (list, dict)):
-            budget -= len(item)
-            if budget < 0:
-                raise InvalidInput(f"`{_spelled(path) or 'the body'}` holds more values than this server allows "
-                                   f"({limits.max_json_values}, limits.max_json_values)")
-            pairs = enumerate(item) if isinstance(item, list) else item.items()
-            todo.extend((child, (path, key)) for key, child in pairs)
-
-
-def _spelled(path: tuple) -> str:
-    """``inputs.a[0]`` from the nested ``(((("inputs",), "a"), 0)``."""
-    keys = []
-    while len(path) == 2:
-        path, key = path
-        keys.append(f"[{key}]" if isinstance(key, int) else f".{key}")
-    return (path[0] + "".join(reversed(keys))).lstrip(".")

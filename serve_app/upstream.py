@@ -26,7 +26,7 @@ from hubserve.errors import ModelLoading, ModelNotFound, RateLimited
 from hubserve.hub import Progress, Remote, UpstreamUnavailable, puller_for
 from hubserve.store import ModelRef, ModelStore
 
-from .lifecycle import BASE_LOAD_S
+from deployments.facade import BASE_LOAD_S
 from .pull_limits import PullGate, PullSlots
 from .security import make_windows
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployments.backends import LoadSpec, create_backend
-from deployments.model_server import Answer, LoadedModel
+from deployments.loading import LoadedModel
+from deployments.work import Answer
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
 from hubserve.config import ModelEntry

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from deployments.backends import LoadSpec, create_backend
-from deployments.model_server import LoadedModel
+from deployments.loading import LoadedModel
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
 from hubserve.errors import ModelLoadError

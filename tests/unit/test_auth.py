@@ -11,7 +11,8 @@ from hubserve.auth import (ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Acces
                            Principal, admin_token_hash, new_token, open_auth_store, token_hash)
 from hubserve.config import LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, RateLimited, Unauthorized
-from serve_app.security import MemoryWindows, RateLimiter, RedisWindows, check_inputs
+from hubserve.inputs import check_inputs
+from serve_app.security import MemoryWindows, RateLimiter, RedisWindows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,7 +4,7 @@ import numpy as np
 
 from deployments.tasks import get_task
 from serve_app.cache import MemoryCache, RedisCache, cache_key, decode_entry, encode_entry
-from serve_app.parsing import decode_body
+from deployments.payloads import decode_body
 
 
 def request(body: bytes):

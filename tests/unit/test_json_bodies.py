@@ -7,14 +7,15 @@ import threading
 import orjson
 import pytest
 
+from deployments.payloads import decode_binary_body, decode_body
+from hubserve import inputs
 from hubserve.auth import ANONYMOUS, Principal
 from hubserve.config import HubConfig, LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, ModelNotFound, RateLimited
-from serve_app import json_bodies
-from serve_app.json_bodies import check_json_size, json_object, off_loop, wait_option
-from serve_app.parsing import decode_binary_body, decode_body
+from hubserve.inputs import check_inputs, check_json_size
+from serve_app.json_bodies import json_object, off_loop, wait_option
 from serve_app.pull_limits import PullGate, PullSlots
-from serve_app.security import MemoryWindows, check_inputs
+from serve_app.security import MemoryWindows
 
 SMALL = LimitsConfig(max_json_values=10, max_input_chars=5, inline_parse_bytes=0)
 
@@ -36,8 +37,8 @@ def test_bodies_past_the_bound_are_refused_before_parsing(body):
 
 def test_the_count_stops_at_the_first_string_past_the_bound(monkeypatch):
     counted = []
-    real = json_bodies._separators
-    monkeypatch.setattr(json_bodies, "_separators", lambda *a: (counted.append(1), real(*a))[1])
+    real = inputs._separators
+    monkeypatch.setattr(inputs, "_separators", lambda *a: (counted.append(1), real(*a))[1])
     with pytest.raises(InvalidInput):
         check_json_size(b"[" + b",".join([b'"x"'] * 1_000_000) + b"]", SMALL)
     assert len(counted) <= SMALL.max_json_values + 2

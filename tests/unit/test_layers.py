@@ -42,7 +42,40 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     assert imported_packages(module) == {"os", "torch", "serve_app"}
 
 
-@pytest.mark.parametrize("package, forbidden", [("serve_app", TORCH), ("hubserve", RULES["hubserve"])])
+#: The replica side's modules the ingress may import: the façade, and the task registry.
+FACADE = {"deployments.facade", "deployments.tasks"}
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return {name for name in found if name.split(".")[0] == package}
+
+
+def test_the_ingress_reaches_the_replica_side_only_through_the_facade():
+    files = sorted((ROOT / "serve_app").rglob("*.py"))
+    reached = {str(f.relative_to(ROOT)): imported_modules(f, "deployments") for f in files}
+    assert set().union(*reached.values()) >= {"deployments.facade"}
+    assert {f: sorted(names - FACADE) for f, names in reached.items() if names - FACADE} == {}
+
+
+def test_the_facade_checker_sees_submodules(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from deployments.facade import prepare\nimport deployments.gate\n"
+                      "from deployments.tasks.base import Task\n")
+    assert imported_modules(module, "deployments") - FACADE == {"deployments.gate", "deployments.tasks.base"}
+
+
+#: What the ingress never loads at import: torch, and ONNX Runtime (its inline embedding tasks
+#: load it when the config asks for them).
+INGRESS_FORBIDDEN = TORCH | {"onnxruntime", "onnx"}
+
+
+@pytest.mark.parametrize("package, forbidden", [("serve_app", INGRESS_FORBIDDEN), ("hubserve", RULES["hubserve"])])
 def test_importing_every_module_loads_no_forbidden_package(package, forbidden):
     script = (f"import importlib, pkgutil, sys, {package}\n"
               f"for m in pkgutil.walk_packages({package}.__path__, '{package}.'): importlib.import_module(m.name)\n"

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from deployments.gate import ModelGate
+from deployments.load_tracker import BASE_LOAD_S, PRIOR_BYTES_PER_S, ModelKey, ModelTracker
 from hubserve.errors import ModelLoadError, ModelLoading
 from hubserve.store import ModelRef
-from serve_app.lifecycle import BASE_LOAD_S, PRIOR_BYTES_PER_S, ModelGate, ModelKey, ModelTracker
 
 
 def ref(model_id="o/m", size=200_000_000):
@@ -116,7 +117,7 @@ class FakeBackend:
 
 
 def test_tasks_of_one_process_share_a_backend_until_the_last_lets_go():
-    from deployments.model_server import LoadedModel, SharedBackends
+    from deployments.loading import LoadedModel, SharedBackends
 
     shared, made = SharedBackends(), []
 
@@ -186,7 +187,7 @@ class FakeLocal:
 
 
 def test_an_inline_task_runs_here_unless_the_model_needs_torch():
-    from serve_app.lifecycle import TaskModels
+    from deployments.placement import TaskModels
 
     remote_calls = []
     model = ref()

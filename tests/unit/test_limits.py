@@ -165,7 +165,7 @@ def test_generation_carries_the_request_deadline():
 
 
 def test_completion_sizes_are_bounded_when_the_task_parses_them():
-    from serve_app.completions import completion_payload
+    from deployments.tasks._openai import completion_payload
 
     task = get_task("text-generation")
     payload, _ = completion_payload(task, Payload(extra={"prompt": "x", "n": 4, "max_tokens": 51}))

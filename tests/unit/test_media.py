@@ -15,7 +15,7 @@ from deployments.tasks._media import open_image
 from hubserve.config import LimitsConfig
 from hubserve.errors import InvalidInput
 from hubserve.media import describe, negotiate, sniff
-from serve_app.parsing import decode_binary_body
+from deployments.payloads import decode_binary_body
 
 
 def png(width: int = 40, height: int = 20, color=(200, 10, 10)) -> bytes:

@@ -15,12 +15,12 @@ import pytest
 
 from deployments.backends import Head, LoadSpec, create_backend, resolve_backend
 from deployments.backends.onnx_export import MANIFEST, entry_dir, is_complete, read_manifest
-from deployments.model_server import LoadedModel
+from deployments.loading import LoadedModel
 from deployments.tasks import get_task, infer_task
 from deployments.tasks._heads import BASE, CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from hubserve.errors import ExportUnsupported, InvalidInput
 from hubserve.store import ModelStore
-from serve_app.parsing import decode_body
+from deployments.payloads import decode_body
 
 
 ROOT = Path(__file__).resolve().parents[2]

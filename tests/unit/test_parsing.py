@@ -2,8 +2,8 @@
 
 import pytest
 
+from deployments.payloads import control_from, decode_body
 from hubserve.errors import InvalidInput
-from serve_app.parsing import control_from, decode_body
 
 
 @pytest.mark.parametrize("body", [b"I love you", b'"I love you"', b'{"inputs": "I love you"}',

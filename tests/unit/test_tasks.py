@@ -1,13 +1,16 @@
 """Task parsing, validation and output shapes on a fake backend (no Ray, no torch)."""
 
+import pickle
+
 import numpy as np
 import pytest
 
 from deployments.tasks import get_task
 from deployments.tasks._embedding import Pooling, pool
-from deployments.tasks.base import Context
-from hubserve.errors import InvalidInput
-from serve_app.parsing import decode_body
+from deployments.tasks._pipeline import call_pipeline
+from deployments.tasks.base import Context, Payload
+from hubserve.errors import BackendFailure, InputUnsupported, InvalidInput
+from deployments.payloads import decode_body
 from tests.unit.fakes import FakeBackend, FakeModel
 
 
@@ -232,3 +235,27 @@ def test_chat_request_parameters():
     assert greedy.template_messages() == [{"role": "user", "content": "hi"}] and t.cacheable(greedy)
     sampled = t.parse_chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 0.7})
     assert sampled.parameters()["do_sample"] is True and not t.cacheable(sampled)
+
+
+def _raise(exc):
+    def respond(*_, **__):
+        raise exc
+    return respond
+
+
+def test_a_pipeline_refusal_is_a_400_in_the_pipelines_own_words():
+    with pytest.raises(InputUnsupported, match="^Subtask instance is not supported") as info:
+        call_pipeline(_raise(ValueError("Subtask instance is not supported for model X")), [1], subtask="instance")
+    assert isinstance(info.value, InvalidInput) and info.value.status_code == 400
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is InputUnsupported and copy.message == info.value.message
+    assert call_pipeline(lambda *a, **k: (a, k), 1, x=2) == ((1,), {"x": 2})
+
+
+def test_only_a_pipelines_value_error_is_the_callers_fault():
+    t = get_task("table-question-answering")
+    req = t.parse(Payload(inputs={"query": "how many?", "table": {"a": ["1"]}}))
+    (refused,) = t.run(FakeModel(FakeBackend(_raise(ValueError("Too many columns")))), [req])
+    assert isinstance(refused, InputUnsupported) and refused.message == "Too many columns"
+    (failed,) = t.run(FakeModel(FakeBackend(_raise(RuntimeError("out of memory")))), [req])
+    assert isinstance(failed, BackendFailure) and failed.status_code == 500

@@ -8,7 +8,7 @@ import weakref
 import pytest
 
 from deployments.backends import LoadSpec, create_backend
-from deployments.model_server import LoadedModel
+from deployments.loading import LoadedModel
 from deployments.tasks import get_task, infer_task
 from deployments.tasks._heads import BASE, CAUSAL_LM, MASKED_LM
 from hubserve.errors import InvalidInput, ModelLoadError, ModelUnsupported
@@ -74,7 +74,7 @@ def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
 
 
 def test_pickle_only_weights_are_refused_at_load(tmp_path):
-    from deployments.model_server import check_model_files
+    from deployments.loading import check_model_files
     from hubserve.config import LimitsConfig
 
     (tmp_path / "config.json").write_text("{}")
