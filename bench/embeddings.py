@@ -3,7 +3,7 @@
     .venv/bin/python bench/embeddings.py [--repeats 3] [--duration 20] [--requests 200]
                                          [--infinity .venv-infinity/bin/python] [--serve-proxy]
 
-Starts each server itself, one at a time, on loopback: hubserve on
+Starts each server itself (``bench/servers.py``), one at a time, on loopback: hubserve on
 ``configs/bench.yaml`` (MiniLM on ONNX Runtime int8, feature-extraction run inline by
 the ingress, Ray's HAProxy ingress; called on ``/models/{id}``) and the naive baseline (``bench/naive_server.py``: FastAPI +
 sentence-transformers under uvicorn); and on request:
@@ -20,31 +20,30 @@ and memory (medians of ``--repeats`` runs) and the ratios. Every request must su
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
-
-import orjson
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import run  # noqa: E402
+from bench.proctree import cpu_seconds, rss_bytes, tree_bytes  # noqa: E402
+from bench.servers import (  # noqa: E402
+    MODEL_ID, SENTENCE, Target, free_port, start_hubserve, start_infinity, start_naive, stop, wait_ready,
+)
 
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-SENTENCE = "A man is eating food."
+# NOTE(hubserve): the other benchmarks import these from here (make_serve, hub_pull, real_models,
+# scaling, versus_previous); they live in bench/servers.py and bench/proctree.py.
+__all__ = ["MODEL_ID", "SENTENCE", "Target", "free_port", "in_process", "measure", "rss_bytes", "start_hubserve",
+           "start_infinity", "start_naive", "stop", "tree_bytes", "wait_ready"]
+
 BATCH = [f"Sentence {i} of the batch: a man is eating food in the park." for i in range(32)]
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -54,164 +53,6 @@ class Phase:
     sentences: int
     requests: Optional[int] = None
     duration_s: Optional[float] = None
-
-
-@dataclass
-class Target:
-    """A running server: how to reach it and the root of its process tree."""
-
-    name: str
-    url: str
-    body: Callable[[object], bytes]
-    proc: subprocess.Popen
-    headers: dict
-
-
-# -- process trees (Linux /proc) ------------------------------------------------------
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return tree
-
-
-def _tree(root: int) -> list[int]:
-    children, out, todo = _children(), [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def cpu_seconds(root: int) -> float:
-    total = 0
-    for pid in _tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
-
-
-def tree_bytes(root: int, file: str = "status", field: str = "VmRSS:") -> int:
-    """A memory figure summed over a process tree: RSS by default, PSS with
-    ``file="smaps_rollup", field="Pss:"`` (shared pages counted once in all)."""
-    total = 0
-    for pid in _tree(root):
-        try:
-            for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
-                if line.startswith(field):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
-
-
-def rss_bytes(root: int) -> int:
-    return tree_bytes(root)
-
-
-# -- servers --------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(target: Target, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if target.proc.poll() is not None:
-            raise RuntimeError(f"{target.name} exited with {target.proc.returncode}")
-        try:
-            result = run(target.url, target.body(SENTENCE), 1, requests=1, headers=target.headers) \
-                if _port_open(target.url) else None
-        except (OSError, asyncio.IncompleteReadError):  # listening, but not serving yet
-            result = None
-        if result is not None and result.latencies:
-            # NOTE(hubserve): a warm-up, and time for the proxy to settle (HAProxy reloads as
-            # replicas come up).
-            run(target.url, target.body(SENTENCE), 4, duration_s=3, headers=target.headers)
-            time.sleep(2)
-            return
-        time.sleep(1)
-    raise RuntimeError(f"{target.name} did not answer within {timeout_s:.0f}s")
-
-
-def _port_open(url: str) -> bool:
-    port = int(url.split(":")[2].split("/")[0])
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def start_hubserve(work: Path, log: Path, haproxy: bool = True) -> Target:
-    """hubserve on ``configs/bench.yaml``, called on ``/models/{id}``."""
-    port = free_port()
-    state = Path(tempfile.mkdtemp(prefix="hubserve-", dir=work))
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "hubserve"), "serve", "configs/bench.yaml", "--port", str(port),
-         "--state-dir", str(state), "--haproxy" if haproxy else "--no-haproxy"],
-        cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Target("hubserve" + ("" if haproxy else "/proxy"), f"http://127.0.0.1:{port}/models/{MODEL_ID}",
-                  lambda inputs: orjson.dumps({"inputs": inputs}), proc, {"x-use-cache": "false"})
-
-
-def start_naive(model_path: str, log: Path) -> Target:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.naive_server:app", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "BENCH_MODEL_PATH": model_path, "HF_HUB_OFFLINE": "1"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Target("naive", f"http://127.0.0.1:{port}/embed",
-                  lambda inputs: orjson.dumps({"inputs": inputs}), proc, {})
-
-
-def infinity_model(work: Path, model_path: str) -> str:
-    """MiniLM plus hubserve's ONNX exports (infinity's ONNX engine needs the .onnx files next to
-    the model and prefers the quantized one on CPU: the same int8 model hubserve serves)."""
-    from hubserve.config import AppConfig
-    from hubserve.store import open_store
-
-    folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-", dir=work))
-    shutil.copytree(model_path, folder, dirs_exist_ok=True)
-    config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
-    sha = open_store(config).resolve(MODEL_ID).sha
-    exports = sorted(Path(config.onnx_cache).glob(f"{sha}/base-*/*.onnx"))
-    if not exports:
-        raise RuntimeError(f"no ONNX export of MiniLM under {config.onnx_cache}: run hubserve first")
-    for onnx in exports:
-        shutil.copy(onnx, folder / onnx.name)
-    return str(folder)
-
-
-def start_infinity(python: str, work: Path, model_path: str, log: Path) -> Target:
-    port = free_port()
-    proc = subprocess.Popen(
-        [python, str(ROOT / "bench" / "infinity_launch.py"), "v2", "--model-id", infinity_model(work, model_path),
-         "--served-model-name", "minilm", "--engine", "optimum", "--device", "cpu",
-         "--port", str(port), "--host", "127.0.0.1", "--no-model-warmup"],
-        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Target("infinity-emb", f"http://127.0.0.1:{port}/embeddings",
-                  lambda inputs: orjson.dumps({"input": inputs, "model": "minilm"}), proc, {})
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -244,7 +85,7 @@ def measure(target: Target, args) -> dict[str, dict]:
 def in_process(model_path: str, duration_s: float, repeats: int) -> dict[str, float]:
     """ONNX Runtime int8 with hubserve's own task code, no server, two threads."""
     from deployments.backends import LoadSpec, create_backend
-    from deployments.model_server import LoadedModel
+    from deployments.loading import LoadedModel
     from deployments.tasks import get_task
     from deployments.tasks.base import Payload
     from hubserve.config import AppConfig

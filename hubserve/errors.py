@@ -66,6 +66,12 @@ class InvalidInput(ApiError):
         super().__init__(message, extra=extra, headers=headers)
 
 
+class InputUnsupported(InvalidInput):
+    """The model cannot take this input or option, in its transformers pipeline's own words
+    (400): a segmentation subtask its image processor lacks, a table with more columns than
+    TAPAS numbers, generation options its config refuses."""
+
+
 class Unauthorized(ApiError):
     """The Authorization header carries an unknown or revoked token (401)."""
 

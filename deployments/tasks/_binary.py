@@ -9,14 +9,12 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictStr
 
-from hubserve.errors import InvalidInput
+from hubserve.errors import InputUnsupported, InvalidInput
 
 from ._media import decode_audio, open_image
 from ._params import Params, TopK
+from ._pipeline import DEFAULT_TOP_K, call_pipeline
 from .base import BinaryRequest, Measured, Payload, Task, TaskRequest
-
-#: The classification pipelines' own default: the five best labels.
-DEFAULT_TOP_K = 5
 
 
 class ClassifierParameters(Params):
@@ -42,7 +40,7 @@ def run_grouped(model: Any, requests: Sequence[TaskRequest],
     ``decode`` gives a request's input and its compute headers, ``kwargs_of`` its keywords (JSON
     values), ``shape`` turns the answer for one input into the wire form. ``call(inputs, **kwargs)``
     answers a list of inputs (the backend's pipeline ``forward`` by default). An input that does
-    not decode fails alone.
+    not decode fails alone; a parameter set the pipeline refuses fails the requests that sent it.
     """
     out: list[Any] = [None] * len(requests)
     groups: dict[str, tuple[dict, list[tuple[int, Any, dict]]]] = {}
@@ -56,9 +54,9 @@ def run_grouped(model: Any, requests: Sequence[TaskRequest],
         groups.setdefault(json.dumps(kwargs, sort_keys=True), (kwargs, []))[1].append((i, value, headers))
     for kwargs, members in groups.values():
         try:
-            rows = (call or model.backend.forward)([value for _, value, _ in members], **kwargs)
-        except ValueError as exc:  # transformers' word for a request the model cannot do
-            rows = [InvalidInput(str(exc))] * len(members)
+            rows = call_pipeline(call or model.backend.forward, [value for _, value, _ in members], **kwargs)
+        except InputUnsupported as exc:
+            rows = [exc] * len(members)
         for (i, _, headers), row in zip(members, rows):
             if isinstance(row, InvalidInput):
                 out[i] = row

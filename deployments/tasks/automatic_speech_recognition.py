@@ -20,6 +20,7 @@ from . import register_task
 from ._binary import AudioTask
 from ._generation import GenerationOptions
 from ._params import Flag
+from ._pipeline import call_pipeline
 from .base import BinaryRequest, Measured
 
 SPEECH_SEQ2SEQ = Head("speech-seq2seq", "AutoModelForSpeechSeq2Seq", onnx="speech-seq2seq", generative=True)
@@ -73,10 +74,7 @@ class AutomaticSpeechRecognition(AudioTask):
             kwargs["generate_kwargs"] = generate_kwargs
         if audio["raw"].size > CHUNK_S * audio["sampling_rate"]:
             kwargs["chunk_length_s"] = CHUNK_S
-        try:
-            out = model.backend.forward(audio, **kwargs)
-        except ValueError as exc:  # transformers' word for a request the model cannot do
-            raise InvalidInput(str(exc)) from None
+        out = call_pipeline(model.backend.forward, audio, **kwargs)
         result = {"text": out["text"]}
         if params.return_timestamps:
             result["chunks"] = [{"text": c["text"], "timestamps": [_seconds(t) for t in c["timestamp"]]}

@@ -4,7 +4,8 @@ table.
 The body is ``{"inputs": {"query": str, "table": {column: [cell, ...], ...}}, "parameters":
 {"padding"?, "sequential"?, "truncation"?}}`` (older clients sent ``query`` and ``table`` at
 the top level). Cells are read as text, as TAPAS reads them; a table larger than the model's
-input loses rows from its end unless ``truncation`` is false (then it is a 400).
+input loses rows from its end unless ``truncation`` is false (then it is a 400, as is a table with
+more columns than the model numbers).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo,
                       field_validator)
+from pydantic_core import PydanticCustomError
 
 from deployments.backends.base import Head
-from hubserve.errors import InvalidInput
 
 from . import register_task
 from ._params import Flag, Params, limits_of
+from ._pipeline import call_pipeline
 from .base import Payload, Task, TaskRequest
 
 Cell = Union[StrictStr, StrictInt, StrictFloat, StrictBool, None]
@@ -33,14 +35,17 @@ class TableInput(BaseModel):
     @classmethod
     def _rectangular(cls, table: dict, info: ValidationInfo) -> dict:
         if not table:
-            raise ValueError("the table has no columns")
+            raise PydanticCustomError("table_shape", "the table has no columns")
         lengths = {len(cells) for cells in table.values()}
         if len(lengths) != 1 or 0 in lengths:
-            raise ValueError("every column of the table must have the same number of cells (at least one)")
+            raise PydanticCustomError(
+                "table_shape", "every column of the table must have the same number of cells (at least one)")
         bound = limits_of(info).max_table_cells
         cells = len(table) * lengths.pop()
         if cells > bound:
-            raise ValueError(f"the table has {cells} cells, more than this server allows ({bound}, limits.max_table_cells)")
+            raise PydanticCustomError(
+                "table_too_large", "the table has {cells} cells, more than this server allows ({bound}, "
+                "limits.max_table_cells)", {"cells": cells, "bound": bound})
         return {name: ["" if c is None else str(c) for c in column] for name, column in table.items()}
 
 
@@ -75,10 +80,7 @@ class TableQuestionAnswering(Task):
         params = request.parameters.known()
         # NOTE(hubserve): TAPAS's own word for dropping rows that do not fit is truncation=True.
         params.setdefault("truncation", True)
-        try:
-            out = model.backend.forward(table=request.inputs.table, query=request.inputs.query, **params)
-        except ValueError as exc:  # transformers' word for a table the model cannot take
-            raise InvalidInput(str(exc)) from None
+        out = call_pipeline(model.backend.forward, table=request.inputs.table, query=request.inputs.query, **params)
         result = {"answer": out["answer"], "coordinates": [[int(r), int(c)] for r, c in out["coordinates"]],
                   "cells": list(out["cells"])}
         if "aggregator" in out:
