@@ -11,6 +11,9 @@ T = TypeVar("T")
 #: The pipelines' own default number of answers (image and audio classification, visual
 #: question answering): the five best.
 DEFAULT_TOP_K = 5
+#: The pipelines' own default length of a generated caption or answer (image-to-text, visual
+#: question answering), within ``limits.max_new_tokens``.
+PIPELINE_MAX_NEW_TOKENS = 256
 
 
 def call_pipeline(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

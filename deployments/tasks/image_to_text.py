@@ -17,10 +17,9 @@ from . import register_task
 from ._binary import ImageTask, run_grouped
 from ._generation import GenerationOptions
 from ._params import DEFAULT_LIMITS, MaxNewTokens
+from ._pipeline import PIPELINE_MAX_NEW_TOKENS
 from .base import BinaryRequest
 
-#: The image-to-text pipeline's default length of a caption.
-PIPELINE_MAX_NEW_TOKENS = 256
 # NOTE(hubserve): transformers 5 folded AutoModelForVision2Seq into AutoModelForImageTextToText (whose mapping
 # holds VisionEncoderDecoderModel, BLIP, BLIP-2, GIT and Pix2Struct).
 VISION2SEQ = Head("vision2seq", "AutoModelForImageTextToText", onnx="vision2seq", generative=True)

@@ -16,11 +16,9 @@ from deployments.backends.base import Head
 from . import register_task
 from ._binary import ImageQuestion, ImageQuestionTask
 from ._params import Params, TopK
-from ._pipeline import DEFAULT_TOP_K
+from ._pipeline import DEFAULT_TOP_K, PIPELINE_MAX_NEW_TOKENS
 from .base import BinaryRequest
 
-#: The transformers 4 pipeline's default length of a generated answer.
-PIPELINE_MAX_NEW_TOKENS = 256
 
 
 class Parameters(Params):
