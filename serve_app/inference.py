@@ -58,6 +58,7 @@ class TaskRoute:
 
 def _prepare(body: bytes, limits, ref: ModelRef, incoming: Incoming, config: AppConfig, pipeline: Optional[str],
              completions: bool) -> Prepared:
+    """``prepare`` in the shape ``off_loop`` calls (``incoming`` and ``config`` hold the body and limits)."""
     return prepare(ref, incoming, config, pipeline=pipeline, completions=completions)
 
 
