@@ -187,8 +187,8 @@ def start_naive(model_path: str, log: Path) -> Target:
 def infinity_model(work: Path, model_path: str) -> str:
     """MiniLM plus hubserve's ONNX exports (infinity's ONNX engine needs the .onnx files next to
     the model and prefers the quantized one on CPU: the same int8 model hubserve serves)."""
-    from hubserve.config import AppConfig
-    from hubserve.store import open_store
+    from hubserve.config.app import AppConfig
+    from hubserve.repos.store import open_store
 
     folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-", dir=work))
     shutil.copytree(model_path, folder, dirs_exist_ok=True)
@@ -247,8 +247,8 @@ def in_process(model_path: str, duration_s: float, repeats: int) -> dict[str, fl
     from deployments.model_server import LoadedModel
     from deployments.tasks import get_task
     from deployments.tasks.base import Payload
-    from hubserve.config import AppConfig
-    from hubserve.store import open_store
+    from hubserve.config.app import AppConfig
+    from hubserve.repos.store import open_store
 
     config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
     ref = open_store(config).resolve(MODEL_ID)

@@ -21,12 +21,14 @@ from typing import Any, Callable, Optional
 
 from ray import serve
 
-from hubserve.config import AppConfig, LimitsConfig
+from hubserve.config.app import AppConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import (ApiError, BackendFailure, ExportUnsupported, ModelLoadError, ModelRefused, ModelTooLarge,
                              NeedsTorch)
-from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
-from hubserve.secret_env import scrub_process
-from hubserve.store import ModelRef, Revision, open_store
+from hubserve.repos.model_files import FolderReport, inspect_folder, refusals, without_pickles
+from hubserve.tokens.secret_env import scrub_process
+from hubserve.repos.refs import ModelRef, Revision
+from hubserve.repos.store import open_store
 
 from . import serve_internals
 from .confine import model_threads, run_in
@@ -93,7 +95,7 @@ def too_large(ref: ModelRef, budget: int, task: str) -> Optional[ModelTooLarge]:
 def check_model_files(ref: ModelRef, trust_pickle: bool, limits: LimitsConfig) -> FolderReport:
     """Refuses a model folder holding code, links or paths that leave it, JSON files past
     ``limits.max_model_json_bytes`` or that do not parse, or only pickle weights (unless
-    trusted); see ``hubserve.model_files``.
+    trusted); see ``hubserve.repos.model_files``.
 
     Raises:
         ModelRefused: naming each problem.

@@ -7,9 +7,10 @@ import threading
 import orjson
 import pytest
 
-from hubserve.auth import ANONYMOUS, Principal
-from hubserve.config import HubConfig, LimitsConfig, RateLimit
+from hubserve.config.limits import LimitsConfig, RateLimit
+from hubserve.config.sections import HubConfig
 from hubserve.errors import InvalidInput, ModelNotFound, RateLimited
+from hubserve.tokens.principal import ANONYMOUS, Principal
 from serve_app import json_bodies
 from serve_app.json_bodies import check_json_size, json_object, off_loop, wait_option
 from serve_app.parsing import decode_binary_body, decode_body

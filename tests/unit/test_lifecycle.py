@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hubserve.errors import ModelLoadError, ModelLoading
-from hubserve.store import ModelRef
+from hubserve.repos.refs import ModelRef
 from serve_app.lifecycle import BASE_LOAD_S, PRIOR_BYTES_PER_S, ModelGate, ModelKey, ModelTracker
 
 
@@ -232,7 +232,7 @@ class FakeModels:
 
 
 def gate_for(models):
-    from hubserve.config import AppConfig
+    from hubserve.config.app import AppConfig
 
     return ModelGate(models, AppConfig.model_validate({"cold_start": {"wait_by_default": False}}))
 
