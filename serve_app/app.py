@@ -16,9 +16,9 @@ from ray.serve import Application
 from deployments.backends import runs_without_torch
 from deployments.model_server import build_model_server
 from deployments.tasks import get_task, task_names
-from hubserve.auth import admin_token_hash
-from hubserve.config import AppConfig
-from hubserve.secret_env import replica_config
+from hubserve.config.app import AppConfig
+from hubserve.tokens.access import admin_token_hash
+from hubserve.tokens.secret_env import replica_config
 
 from .ingress import Ingress
 
@@ -40,7 +40,7 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     the models of ``ingress.inline`` tasks itself).
 
     Args:
-        args: the hubserve config (see ``hubserve.config.AppConfig``).
+        args: the hubserve config (see ``hubserve.config.app.AppConfig``).
 
     Returns:
         The bound ingress application.

@@ -21,11 +21,12 @@ from starlette.requests import Request
 from deployments.model_server import Answer, WorkItem
 from deployments.tasks import check_can_run, get_task, infer_task
 from deployments.tasks.base import Context, Payload, Task
-from hubserve.auth import Principal
-from hubserve.config import AppConfig
+from hubserve.tokens.principal import Principal
+from hubserve.config.app import AppConfig
 from hubserve.errors import ApiError, InvalidInput, ModelNotFound, ServiceUnavailable
 from hubserve.media import negotiate
-from hubserve.store import ModelRef, ModelStore
+from hubserve.repos.refs import ModelRef
+from hubserve.repos.store import ModelStore
 
 from .cache import MemoryCache, cache_key, decode_entry, encode_entry
 from .chat import chat_chunks, chat_response

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import orjson
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import ApiError, InvalidInput
 
 from .security import check_inputs

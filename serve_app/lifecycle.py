@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, NamedTuple, Optional
 from deployments.model_server import too_large
 from deployments.serve_internals import holders
 from hubserve.errors import ApiError, ModelLoadError, ModelLoading, NeedsTorch, RouteNotFound
-from hubserve.store import ModelRef, Revision
+from hubserve.repos.refs import ModelRef, Revision
 
 logger = logging.getLogger(__name__)
 

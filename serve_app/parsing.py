@@ -20,7 +20,7 @@ import orjson
 from starlette.requests import Request
 
 from deployments.tasks.base import Options, Payload, Task
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput, PayloadTooLarge
 from hubserve.media import sniff
 
