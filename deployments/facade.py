@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 from hubserve.errors import InvalidInput
 from hubserve.media import negotiate
-from hubserve.store import ModelRef
+from hubserve.repos.refs import ModelRef
 
 from .backends import runs_without_torch
 from .gate import ModelGate

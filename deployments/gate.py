@@ -16,7 +16,7 @@ import time
 from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from hubserve.errors import ApiError, ModelLoading, RouteNotFound, ServiceUnavailable
-from hubserve.store import ModelRef
+from hubserve.repos.refs import ModelRef
 
 from .load_tracker import ModelKey, ModelTracker
 from .loading import too_large

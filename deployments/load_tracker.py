@@ -11,7 +11,7 @@ import time
 from typing import Awaitable, Callable, NamedTuple, Optional
 
 from hubserve.errors import ApiError, ModelLoadError
-from hubserve.store import ModelRef, Revision
+from hubserve.repos.refs import ModelRef, Revision
 
 logger = logging.getLogger(__name__)
 

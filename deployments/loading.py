@@ -9,10 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from hubserve.config import AppConfig, LimitsConfig, TaskDeployment
+from hubserve.config.app import AppConfig
+from hubserve.config.limits import LimitsConfig
+from hubserve.config.deployments import TaskDeployment
 from hubserve.errors import ExportUnsupported, ModelRefused, ModelTooLarge, NeedsTorch
-from hubserve.model_files import FolderReport, inspect_folder, refusals, without_pickles
-from hubserve.store import ModelRef
+from hubserve.repos.model_files import FolderReport, inspect_folder, refusals, without_pickles
+from hubserve.repos.refs import ModelRef
 
 from .backends import LoadSpec, create_backend, needs_torch, resolve_backend
 from .tasks.base import Task
@@ -44,7 +46,7 @@ def too_large(ref: ModelRef, budget: int, task: str) -> Optional[ModelTooLarge]:
 def check_model_files(ref: ModelRef, trust_pickle: bool, limits: LimitsConfig) -> FolderReport:
     """Refuses a model folder holding code, links or paths that leave it, JSON files past
     ``limits.max_model_json_bytes`` or that do not parse, or only pickle weights (unless
-    trusted); see ``hubserve.model_files``.
+    trusted); see ``hubserve.repos.model_files``.
 
     Raises:
         ModelRefused: naming each problem.

@@ -19,10 +19,11 @@ from typing import Any, Optional
 from ray import serve
 
 from hubserve import ray_adapter
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 from hubserve.errors import ApiError, BackendFailure, ModelLoadError, NeedsTorch
-from hubserve.secret_env import scrub_process
-from hubserve.store import Revision, open_store
+from hubserve.tokens.secret_env import scrub_process
+from hubserve.repos.refs import Revision
+from hubserve.repos.store import open_store
 
 from .confine import model_threads, run_in
 from .routing import ROUTER_CLASS

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 import orjson
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput
 from hubserve.inputs import check_inputs, flag, json_value
 from hubserve.media import sniff

@@ -9,7 +9,7 @@ from typing import Optional
 
 from hubserve import ray_adapter
 from hubserve.errors import ModelLoadError, NeedsTorch, RouteNotFound
-from hubserve.store import ModelRef
+from hubserve.repos.refs import ModelRef
 
 from .load_tracker import ModelKey
 

@@ -17,9 +17,10 @@ import logging
 import sys
 import time
 
-from hubserve.config import AppConfig, hubserve_args, load_yaml
+from hubserve.config.app import AppConfig, hubserve_args
+from hubserve.config.base import load_yaml
 from hubserve.errors import ApiError
-from hubserve.store import open_store
+from hubserve.repos.store import open_store
 
 from .model_server import ModelServer
 from .tasks import infer_task

@@ -63,7 +63,7 @@ def render_table() -> str:
         The table, one line per field after the header, ending with a newline.
     """
     sys.path.insert(0, str(ROOT))
-    from hubserve.config import LimitsConfig
+    from hubserve.config.limits import LimitsConfig
 
     lines = ["| Limit | Default | What it bounds |", "|---|---|---|"]
     for name, field in LimitsConfig.model_fields.items():

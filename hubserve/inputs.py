@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import orjson
 
-from .config import LimitsConfig
+from .config.limits import LimitsConfig
 from .errors import InvalidInput
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -15,9 +15,9 @@ from ray.serve import Application
 
 from deployments.facade import build_task_servers, inline_refusals
 from deployments.tasks import task_names
-from hubserve.auth import admin_token_hash
-from hubserve.config import AppConfig
-from hubserve.secret_env import replica_config
+from hubserve.tokens.access import admin_token_hash
+from hubserve.config.app import AppConfig
+from hubserve.tokens.secret_env import replica_config
 
 from .ingress import Ingress
 
@@ -39,7 +39,7 @@ def build_app(args: Optional[Mapping[str, Any]] = None) -> Application:
     the models of ``ingress.inline`` tasks itself).
 
     Args:
-        args: the hubserve config (see ``hubserve.config.AppConfig``).
+        args: the hubserve config (see ``hubserve.config.app.AppConfig``).
 
     Returns:
         The bound ingress application.

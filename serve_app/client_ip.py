@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 # NOTE(hubserve): uvicorn's own parsing, so that its replacement is recognised exactly as it made it.
 from uvicorn.middleware.proxy_headers import _parse_host_port, _TrustedHosts
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 
 #: uvicorn's ``forwarded_allow_ips`` when ``FORWARDED_ALLOW_IPS`` is not set.
 UVICORN_DEFAULT_TRUST = "127.0.0.1,::1"

@@ -17,11 +17,12 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.requests import Request
 
 from deployments.facade import Answer, Incoming, ModelGate, Prepared, prepare, prepare_chat
-from hubserve.auth import Principal
-from hubserve.config import AppConfig
+from hubserve.tokens.principal import Principal
+from hubserve.config.app import AppConfig
 from hubserve.errors import ApiError, InvalidInput, ModelNotFound
 from hubserve.inputs import flag
-from hubserve.store import ModelRef, ModelStore
+from hubserve.repos.refs import ModelRef
+from hubserve.repos.store import ModelStore
 
 from .cache import MemoryCache, cache_key, decode_entry, encode_entry
 from .json_bodies import checked_json, off_loop, wait_option

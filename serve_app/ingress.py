@@ -17,17 +17,17 @@ from starlette.middleware.cors import CORSMiddleware
 from deployments.facade import open_gate
 from deployments.tasks import infer_task, task_names, task_or_none
 from hubserve import __version__
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 from hubserve.errors import ApiError, ModelNotFound, RouteNotFound
-from hubserve.secret_env import load_secrets
-from hubserve.store import ModelRef, open_store
+from hubserve.repos.refs import ModelRef
+from hubserve.repos.store import open_store
+from hubserve.tokens.secret_env import load_secrets
 
 from .cache import make_cache
 from .inference import EXPOSED_HEADERS, ChatRoute, Inference, TaskRoute
-from .hub_api import hub_error
-from .hub_extras import agent_harnesses, split_xet_route, xet_token
-from .hub_writes import HubWrites
-from .management import ModelAdmin
+from .hub.management import ModelAdmin
+from .hub.routes import HubRoutes, router as hub_router
+from .hub.writes import HubWrites
 from .responses import error_response, json_response, request_id_of
 from .security import Guard
 from .upstream import Upstream
@@ -61,12 +61,12 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 
 
 @serve.ingress(app)
-class Ingress:
+class Ingress(HubRoutes):
     """The ingress deployment.
 
     Args:
         handles: task name to the ``DeploymentHandle`` of its model server.
-        args: the application's args (see ``hubserve.config.AppConfig``).
+        args: the application's args (see ``hubserve.config.app.AppConfig``).
     """
 
     async def __init__(self, handles: dict, args: dict) -> None:
@@ -118,87 +118,12 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001
             return error_response(exc, request_id_of(request))
 
-    # -- model management ----------------------------------------------------------------
+    # -- the Hub's routes (serve_app/hub/routes.py) ---------------------------------------
 
-    @app.get("/api/models")
-    async def api_list(self, request: Request) -> Response:
-        return await self._admin(request, self.admin.list(request))
-
-    @app.get("/api/whoami-v2")
-    async def api_whoami(self, request: Request) -> Response:
-        return await self._admin(request, self.admin.whoami(request))
-
-    @app.get("/api/agent-harnesses")
-    async def api_agent_harnesses(self, request: Request) -> Response:
-        return await self._admin(request, agent_harnesses(self.admin, request))
-
-    @app.get("/api/models/{model_id:path}")
-    async def api_get(self, request: Request, model_id: str) -> Response:
-        if (xet := split_xet_route(model_id)) is not None:
-            return await self._admin(request, xet_token(self.admin, request, *xet))
-        # NOTE(hubserve): the Hub's /api/models/{id}/revision/{rev} and /tree/{rev}[/{path}]; an id
-        # never holds "/revision/" or "/tree/" (two segments at most).
-        if "/tree/" in model_id:
-            model_id, _, location = model_id.partition("/tree/")
-            return await self._admin(request, self.admin.tree(request, model_id, location))
-        model_id, _, revision = model_id.partition("/revision/")
-        return await self._admin(request, self.admin.get(request, model_id, revision or "main"))
-
-    @app.api_route("/{model_id:path}/resolve/{revision}/{filename:path}", methods=["GET", "HEAD"])
-    async def hub_file(self, request: Request, model_id: str, revision: str, filename: str) -> Response:
-        return await self._admin(request, self.admin.file(request, model_id, revision, filename))
-
-    @app.post("/api/models/{model_id:path}")
-    async def api_upload(self, request: Request, model_id: str) -> Response:
-        # NOTE(hubserve): the Hub's /paths-info/{rev}, /preupload/{rev} and /commit/{rev}; an id
-        # never holds them (two segments at most).
-        for route, work in (("/paths-info/", self.admin.paths_info), ("/preupload/", self.writes.preupload),
-                            ("/commit/", self.writes.commit)):
-            if route in model_id:
-                model_id, _, revision = model_id.partition(route)
-                return await self._admin(request, work(request, model_id, revision))
-        return await self._admin(request, self.admin.upload(request, model_id), status=201)
-
-    @app.put("/api/models/{model_id:path}/settings")
-    async def api_settings(self, request: Request, model_id: str) -> Response:
-        return await self._admin(request, self.writes.settings(request, model_id))
-
-    @app.post("/api/repos/create")
-    async def api_create_repo(self, request: Request) -> Response:
-        return await self._admin(request, self.writes.create(request))
-
-    @app.post("/api/validate-yaml")
-    async def api_validate_yaml(self, request: Request) -> Response:
-        return await self._admin(request, self.writes.validate_yaml(request))
-
-    @app.delete("/api/repos/delete")
-    async def api_delete_repo(self, request: Request) -> Response:
-        return await self._admin(request, self.writes.delete(request))
-
-    @app.post("/{model_id:path}.git/info/lfs/objects/batch")
-    async def lfs_batch(self, request: Request, model_id: str) -> Response:
-        return await self._admin(request, self.writes.lfs_batch(request, model_id))
-
-    @app.put("/api/lfs/objects/{ticket}")
-    async def lfs_upload(self, request: Request, ticket: str) -> Response:
-        return await self._admin(request, self.writes.lfs_upload(request, ticket))
-
-    @app.patch("/api/models/{model_id:path}")
-    async def api_patch(self, request: Request, model_id: str) -> Response:
-        return await self._admin(request, self.admin.patch(request, model_id))
-
-    @app.delete("/api/models/{model_id:path}")
-    async def api_delete(self, request: Request, model_id: str) -> Response:
-        return await self._admin(request, self.admin.delete(request, model_id))
-
-    async def _admin(self, request: Request, work, status: int = 200) -> Response:
-        """A management or Hub API answer (a response of its own, or JSON); errors carry the
-        Hub's ``X-Error-Code``."""
-        try:
-            answer = await work
-            return answer if isinstance(answer, Response) else json_response(answer, status=status)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            return error_response(hub_error(exc), request_id_of(request))
+    # NOTE(hubserve): included here, in the class body, so that they come after the routes above
+    # and before inference's: Starlette tries routes in order (`/models/{id}/info` before
+    # `/{id}/resolve/...`, `/{id}.git/info/lfs/objects/batch` before `POST /models/{id}`).
+    app.include_router(hub_router)
 
     # -- inference ---------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import orjson
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import ApiError, InvalidInput
 from hubserve.inputs import check_inputs, json_value
 

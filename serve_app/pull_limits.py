@@ -10,9 +10,9 @@ import math
 from pathlib import Path
 from typing import IO, Optional
 
-from hubserve.auth import Principal
-from hubserve.config import HubConfig
+from hubserve.config.sections import HubConfig
 from hubserve.errors import ModelNotFound, RateLimited
+from hubserve.tokens.principal import Principal
 
 
 class PullSlots:

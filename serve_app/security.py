@@ -9,10 +9,14 @@ from typing import Optional
 
 from starlette.requests import Request
 
-from hubserve.auth import ANONYMOUS, Access, Principal, admin_token_hash, open_auth_store
-from hubserve.config import AppConfig, LimitsConfig, RateLimit
+from hubserve.tokens.principal import ANONYMOUS, Principal
+from hubserve.tokens.access import Access, admin_token_hash
+from hubserve.tokens.auth import open_auth_store
+from hubserve.config.app import AppConfig
+from hubserve.config.limits import LimitsConfig, RateLimit
 from hubserve.errors import ModelNotFound, RateLimited, Unauthorized
-from hubserve.store import ModelRef, ModelStore, validate_model_id
+from hubserve.repos.refs import ModelRef, validate_model_id
+from hubserve.repos.store import ModelStore
 
 from .client_ip import ClientAddresses
 

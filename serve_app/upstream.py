@@ -1,4 +1,4 @@
-"""The ingress's side of models pulled from an upstream Hub (``hubserve.hub``).
+"""The ingress's side of models pulled from an upstream Hub (``hubserve.repos.hub``).
 
 A request for an id the store does not hold starts (or joins) its download: one task per
 model in this replica, one download across replicas (the puller's file lock). The caller
@@ -20,11 +20,15 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
-from hubserve.auth import Access, Principal
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 from hubserve.errors import ModelLoading, ModelNotFound, RateLimited
-from hubserve.hub import Progress, Remote, UpstreamUnavailable, puller_for
-from hubserve.store import ModelRef, ModelStore
+from hubserve.repos.hub import puller_for
+from hubserve.repos.pull_cache import Progress
+from hubserve.repos.refs import ModelRef
+from hubserve.repos.store import ModelStore
+from hubserve.repos.upstream import Remote, UpstreamUnavailable
+from hubserve.tokens.access import Access
+from hubserve.tokens.principal import Principal
 
 from deployments.facade import BASE_LOAD_S
 from .pull_limits import PullGate, PullSlots

@@ -56,7 +56,8 @@ def free_port() -> int:
 def secrets_dir(store: Path) -> Path:
     """The ingress's secrets folder of the test graph: the admin token's hash (as `hubserve serve`
     writes it; no Ray process of the graph gets the token in its environment)."""
-    from hubserve.auth import ADMIN_HASH_ENV, token_hash
+    from hubserve.tokens.access import ADMIN_HASH_ENV
+    from hubserve.tokens.principal import token_hash
 
     folder = store.parent / "secrets"
     if not folder.exists():

@@ -9,8 +9,8 @@ from deployments.loading import LoadedModel
 from deployments.work import Answer
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
-from hubserve.config import ModelEntry
-from hubserve.store import ModelStore
+from hubserve.config.deployments import ModelEntry
+from hubserve.repos.store import ModelStore
 
 
 def load(folder: Path, model_id: str, task_name: str, tmp_path: Path, backend: str = "torch"):

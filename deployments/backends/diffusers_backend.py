@@ -1,7 +1,7 @@
 """Diffusion pipelines (text-to-image) on PyTorch, CPU or GPU, through diffusers.
 
 A model folder in diffusers' layout (``model_index.json`` and one folder per component) loads
-with safetensors only and without remote code; ``hubserve.model_files`` has already refused
+with safetensors only and without remote code; ``hubserve.repos.model_files`` has already refused
 an index that names modules outside diffusers and transformers, or components outside the folder.
 """
 

@@ -37,9 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import ExportUnsupported, ModelLoadError
-from hubserve.secret_env import scrubbed
+from hubserve.tokens.secret_env import scrubbed
 
 from .base import Head
 

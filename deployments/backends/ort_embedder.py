@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from hubserve.errors import ExportUnsupported, InvalidInput, ModelLoadError
-from hubserve.model_files import read_json_object
+from hubserve.repos.model_files import read_json_object
 
 from . import runs_without_torch
 from .base import LoadSpec

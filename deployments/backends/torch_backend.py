@@ -14,7 +14,7 @@ import torch
 import transformers
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import BackendFailure, InvalidInput, ModelLoadError
 
 from .base import Generation, LoadSpec

@@ -14,7 +14,7 @@ import pkgutil
 from typing import Callable, Optional, TypeVar
 
 from hubserve.errors import InvalidInput, RouteNotFound
-from hubserve.store import ModelRef
+from hubserve.repos.refs import ModelRef
 
 from .base import Task
 

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hubserve.errors import InvalidInput, ModelLoadError
-from hubserve.model_files import read_json_object
+from hubserve.repos.model_files import read_json_object
 
 _MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "lasttoken")
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")

@@ -17,7 +17,7 @@ import numpy as np
 
 from hubserve.errors import BackendFailure, InvalidInput
 from hubserve.media import describe, icon_sizes, sniff
-from hubserve.secret_env import scrubbed
+from hubserve.tokens.secret_env import scrubbed
 
 from ._params import DEFAULT_LIMITS
 

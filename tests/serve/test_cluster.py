@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubserve.process import processes_with_env
+from hubserve.cli.process import processes_with_env
 from tests.conftest import ADMIN_TOKEN, free_port
 from tests.serve.test_stop import command
 
 TIMEOUT_S = 30
-HUBSERVE = [sys.executable, "-m", "hubserve.cli"]
+HUBSERVE = [sys.executable, "-m", "hubserve.cli.main"]
 
 
 def parent(pid: int) -> int:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from hubserve.auth import AuthStore
+from hubserve.tokens.auth import AuthStore
 from tests.conftest import auth
 
 VOLATILE = {"date", "x-request-id", "x-compute-time"}

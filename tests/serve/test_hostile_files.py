@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from hubserve.auth import AuthStore
+from hubserve.tokens.auth import AuthStore
 
 #: Past the 5 MB up to which JSON files were once the only ones parsed.
 PADDING = " " * (5 * 1024**2 + 1)

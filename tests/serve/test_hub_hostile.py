@@ -14,7 +14,7 @@ import orjson
 import pytest
 from huggingface_hub import HfApi
 
-from hubserve.auth import AuthStore
+from hubserve.tokens.auth import AuthStore
 from tests.conftest import auth
 from tests.hub_clients import hub_client, uploads_without_xet  # noqa: F401 (fixtures)
 

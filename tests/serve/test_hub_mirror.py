@@ -20,7 +20,7 @@ import orjson
 import pytest
 from huggingface_hub import HfApi
 
-from hubserve.auth import AuthStore
+from hubserve.tokens.auth import AuthStore
 from tests.conftest import auth, free_port, server_args
 from tests.hub_clients import ClientError, hub_client, uploads_without_xet  # noqa: F401 (fixtures)
 
@@ -353,7 +353,7 @@ applications:
 """)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_TOKEN"] = world.writer
-    run = [sys.executable, "-m", "hubserve.cli", "models"]
+    run = [sys.executable, "-m", "hubserve.cli.main", "models"]
     pulled = subprocess.run([*run, "pull", "hubco/ahead", "--config", str(config)], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert pulled.returncode == 0, pulled.stderr

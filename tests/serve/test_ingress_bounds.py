@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from hubserve.auth import AuthStore
+from hubserve.tokens.auth import AuthStore
 from tests.conftest import server_args
 
 TEXT = "tiny/bert-sentiment"

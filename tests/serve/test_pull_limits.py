@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubserve.auth import AuthStore
+from hubserve.tokens.auth import AuthStore
 from tests.conftest import server_args
 from tests.serve.test_hub_mirror import Proxy
 

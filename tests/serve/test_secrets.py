@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from hubserve.process import processes_with_env
+from hubserve.cli.process import processes_with_env
 from tests.conftest import free_port
 
 ADMIN = "hf_" + "Z" * 40
@@ -47,7 +47,7 @@ def test_no_process_of_the_server_holds_a_secret(tiny_store, tmp_path):
     log = tmp_path / "serve.log"
     state = tmp_path / "state"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hubserve.cli", "serve", str(config), "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "hubserve.cli.main", "serve", str(config), "--port", str(port),
                                  "--state-dir", str(state)], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from hubserve.auth import open_auth_store
+from hubserve.tokens.auth import open_auth_store
 from tests.conftest import server_args
 
 

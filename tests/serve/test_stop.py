@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubserve.process import alive, descendants, processes_with_env
+from hubserve.cli.process import alive, descendants, processes_with_env
 from tests.conftest import free_port
 from tests.slow_client import headers_cut_off_after, idle_cut_off_after
 
@@ -142,7 +142,7 @@ class Server:
         self.ray_tmp = tempfile.mkdtemp(prefix="hsstop-", dir="/tmp")  # short: Ray's socket paths must fit
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "HUBSERVE_ADMIN_TOKEN")}
         env["RAY_TMPDIR"] = self.ray_tmp
-        script = (f"{sys.executable} -m hubserve.cli serve {config} --port {port} {' '.join(flags)} "
+        script = (f"{sys.executable} -m hubserve.cli.main serve {config} --port {port} {' '.join(flags)} "
                   f"> {log} 2>&1 & echo $!; wait")
         self.shell = subprocess.Popen(["bash", "-c", script], env=env, cwd=cwd, stdout=subprocess.PIPE, text=True,
                                       start_new_session=True)
@@ -179,7 +179,7 @@ class Server:
             time.sleep(0.5)
         self.started.close()
         assert not self.started.alive(), (self.started.alive(), self.log.read_text()[-3000:])
-        assert not any("hubserve.serve_run" in command(pid) for pid in leftovers(self.ray_tmp))
+        assert not any("hubserve.cli.serve_run" in command(pid) for pid in leftovers(self.ray_tmp))
 
     def kill(self) -> None:
         """What a failed test left: a stop asked (SIGTERM), then SIGKILL to whatever is left."""
@@ -205,7 +205,7 @@ def test_a_background_server_stops_on_sigterm_to_its_group_under_load(tiny_store
         server.wait_serving()
         assert leftovers(server.ray_tmp), "Ray should run under its private folder"
         running = [command(p) for p in leftovers(server.ray_tmp)]
-        for idle in ("hubserve.serve_run", "log_monitor.py", "autoscaler/_private/monitor.py", "ray_client"):
+        for idle in ("hubserve.cli.serve_run", "log_monitor.py", "autoscaler/_private/monitor.py", "ray_client"):
             assert not any(idle in line for line in running), (idle, running)
         haproxy = [line for line in listeners()
                    if set(line[1]) & set(leftovers(server.ray_tmp)) and line[2] == "haproxy"]
@@ -240,7 +240,7 @@ def test_two_servers_from_one_checkout_each_serve_their_port_and_bound_slow_clie
             assert f"serving on http://127.0.0.1:{server.port}" in server.log.read_text()
             assert (checkout / ".hubserve" / str(server.port) / "serve.yaml").exists()
         # A third on a port one of them serves is refused before it starts anything.
-        third = subprocess.run([sys.executable, "-m", "hubserve.cli", "serve", config, "--port", str(ports[0])],
+        third = subprocess.run([sys.executable, "-m", "hubserve.cli.main", "serve", config, "--port", str(ports[0])],
                                cwd=checkout, capture_output=True, text=True, timeout=120,
                                env={k: v for k, v in os.environ.items() if k != "HUBSERVE_ADMIN_TOKEN"})
         assert third.returncode == 2 and "another hubserve serve" in third.stderr, third.stderr[-2000:]
@@ -275,7 +275,7 @@ def test_two_servers_from_one_checkout_each_serve_their_port_and_bound_slow_clie
 
 ORPHAN = """
 import os, sys
-from hubserve.process import run_child
+from hubserve.cli.process import run_child
 print(os.getpid(), flush=True)
 # Ray's driver retries an address where no GCS answers for as long as it is let.
 run_child(["shutdown", "127.0.0.1:9"], dict(os.environ), None, timeout_s=600)
@@ -320,7 +320,7 @@ def test_a_config_that_fails_to_deploy_exits_1_with_its_cause(tiny_store, tmp_pa
     env["RAY_TMPDIR"] = ray_tmp
     try:
         # NOTE(hubserve): Serve's own proxy: what this checks is the report of the failed deployment.
-        done = subprocess.run([sys.executable, "-m", "hubserve.cli", "serve", config, "--port", str(free_port()),
+        done = subprocess.run([sys.executable, "-m", "hubserve.cli.main", "serve", config, "--port", str(free_port()),
                                "--state-dir", str(tmp_path / "state"), "--no-haproxy"],
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 1, done.stderr[-3000:]

@@ -8,7 +8,7 @@ import pytest
 from deployments.tasks import get_task
 from deployments.tasks._media import decode_audio
 from deployments.tasks.base import Payload
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import BackendFailure, InvalidInput
 from tests.media import FORMATS, silence, tone
 from tests.replica import load

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-from hubserve.auth import (ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Access, AuthStore, PostgresAuthStore,
-                           Principal, admin_token_hash, new_token, open_auth_store, token_hash)
-from hubserve.config import LimitsConfig, RateLimit
+from hubserve.tokens.access import ADMIN_ENV, ADMIN_FILE_ENV, INVALID_CREDENTIALS, Access, admin_token_hash
+from hubserve.tokens.auth import AuthStore, PostgresAuthStore, open_auth_store
+from hubserve.tokens.principal import Principal, new_token, token_hash
+from hubserve.config.limits import LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, RateLimited, Unauthorized
 from hubserve.inputs import check_inputs
 from serve_app.security import MemoryWindows, RateLimiter, RedisWindows
@@ -107,7 +108,7 @@ def test_revocation_takes_effect_after_the_cache_ttl(store):
     clock = [0.0]
     access = Access(store, ttl_s=2.0)
     access_clock = pytest.MonkeyPatch()
-    access_clock.setattr("hubserve.auth.time.monotonic", lambda: clock[0])
+    access_clock.setattr("hubserve.tokens.access.time.monotonic", lambda: clock[0])
     try:
         assert access.principal(f"Bearer {token}").user == "dave"
         store.revoke(token_id)
@@ -249,7 +250,7 @@ def test_request_caps():
 def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, monkeypatch):
     from starlette.requests import Request
 
-    from hubserve.config import AppConfig
+    from hubserve.config.app import AppConfig
     from serve_app.security import Guard
 
     monkeypatch.delenv(ADMIN_ENV, raising=False)
@@ -275,9 +276,9 @@ def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, mo
 
 
 def test_a_private_id_costs_the_lookup_a_missing_one_does(tmp_path):
-    from hubserve.auth import ANONYMOUS
+    from hubserve.tokens.principal import ANONYMOUS
     from hubserve.errors import ModelNotFound
-    from hubserve.store import ModelStore
+    from hubserve.repos.store import ModelStore
     from serve_app.security import resolve_visible
 
     folder = tmp_path / "store" / "acme" / "secret"
@@ -304,9 +305,9 @@ def test_a_private_id_costs_the_lookup_a_missing_one_does(tmp_path):
 
 
 def test_a_model_installed_private_elsewhere_is_never_shown_from_a_stale_cache(tmp_path):
-    from hubserve.auth import ANONYMOUS
+    from hubserve.tokens.principal import ANONYMOUS
     from hubserve.errors import ModelNotFound
-    from hubserve.store import ModelStore
+    from hubserve.repos.store import ModelStore
     from serve_app.security import resolve_visible
 
     auth_store = AuthStore(tmp_path / "auth.sqlite")
@@ -346,7 +347,7 @@ def test_guard_admit_reads_the_store_only_off_the_event_loop(tmp_path, monkeypat
 
     from starlette.requests import Request
 
-    from hubserve.config import AppConfig
+    from hubserve.config.app import AppConfig
     from serve_app.security import Guard
 
     monkeypatch.delenv(ADMIN_ENV, raising=False)

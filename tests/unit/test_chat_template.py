@@ -9,7 +9,7 @@ import pytest
 from deployments.backends.chat_template import render_chat_template
 from deployments.backends.template_worker import environment
 from deployments.backends.torch_backend import TorchBackend
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput
 from tests.tiny_models import CHAT_TEMPLATE, bpe_tokenizer
 

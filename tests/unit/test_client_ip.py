@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from serve_app.client_ip import UVICORN_DEFAULT_TRUST, ClientAddresses
 
 

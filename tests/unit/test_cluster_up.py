@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubserve.cluster import gcs_storage
+from hubserve.cli.cluster import gcs_storage
 
 
 def test_the_head_keeps_its_gcs_in_the_named_redis_under_the_clusters_namespace():

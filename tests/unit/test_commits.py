@@ -1,4 +1,4 @@
-"""Commits to a repo (hubserve.commits): the NDJSON lines, LFS objects and their tickets, the new folder."""
+"""Commits to a repo (hubserve.repos.commits): the NDJSON lines, LFS objects and their tickets, the new folder."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubserve.commits import CommitBuilder, Lines, apply_commit, git_blob_sha1, refused, upload_mode
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import EntryNotFound, InvalidInput, PayloadTooLarge
-from hubserve.lfs import LfsObjects
-from hubserve.repo_paths import ignored, repo_path
+from hubserve.repos.commits import CommitBuilder, Lines, apply_commit, git_blob_sha1, refused, upload_mode
+from hubserve.repos.lfs import LfsObjects
+from hubserve.repos.repo_paths import ignored, repo_path
 
 LIMITS = LimitsConfig(max_upload_bytes=10_000)
 

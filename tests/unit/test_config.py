@@ -7,7 +7,8 @@ import yaml
 from pydantic import ValidationError
 
 from deployments.tasks import task_names
-from hubserve.config import STORE_ENV, AppConfig, check_serve_config, hubserve_args, load_yaml
+from hubserve.config.app import AppConfig, check_serve_config, hubserve_args
+from hubserve.config.base import STORE_ENV, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +95,7 @@ def test_inline_tasks_are_served_embedding_tasks():
 
 
 def test_with_downloads_off_every_node_of_the_application_is_offline(tmp_path):
-    from hubserve.cli import OFFLINE_ENV, render
+    from hubserve.cli.serve import OFFLINE_ENV, render
 
     data = load_yaml(ROOT / "configs" / "default.yaml")
     rendered = yaml.safe_load(render(str(ROOT / "configs" / "default.yaml")))

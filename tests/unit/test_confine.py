@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deployments.confine import model_threads, run_in
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 
 
 @pytest.fixture

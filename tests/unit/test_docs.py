@@ -104,7 +104,7 @@ def test_the_limits_table_is_current():
 
 
 def test_the_limits_table_has_every_field_once():
-    from hubserve.config import LimitsConfig
+    from hubserve.config.limits import LimitsConfig
 
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     block = text.split("<!-- limits:start", 1)[1].split("<!-- limits:end -->", 1)[0]

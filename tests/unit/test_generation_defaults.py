@@ -9,7 +9,7 @@ from deployments.backends import LoadSpec, create_backend
 from deployments.backends.generation_defaults import bound_defaults
 from deployments.tasks._heads import CAUSAL_LM, SEQ2SEQ_LM
 from deployments.tasks.summarization import Summarization
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import ModelLoadError
 from tests.tiny_models import build_bart, build_gpt2
 

@@ -10,8 +10,8 @@ import sys
 import httpx
 import pytest
 
-from hubserve.config import IngressDeployment
-from hubserve.haproxy import client_timeouts_env, haproxy_env
+from hubserve.cli.haproxy import client_timeouts_env, haproxy_env
+from hubserve.config.deployments import IngressDeployment
 from tests.conftest import free_port, wait_serving
 from tests.slow_client import body_cut_off_after, headers_cut_off_after
 

@@ -6,8 +6,16 @@ import os
 
 import pytest
 
-from hubserve.store import ModelRef
-from serve_app.hub_api import Digests, EntryNotFound, RevisionNotFound, file_response, model_info, paths_info, tree
+from hubserve.repos.refs import ModelRef
+from serve_app.hub.api import (
+    Digests,
+    EntryNotFound,
+    RevisionNotFound,
+    file_response,
+    model_info,
+    paths_info,
+    tree,
+)
 
 SHA = "a" * 40
 
@@ -78,10 +86,10 @@ def test_a_model_deleted_while_the_list_is_built_is_left_out(tmp_path, monkeypat
 
     from starlette.requests import Request
 
-    from hubserve.auth import ADMIN_ENV
-    from hubserve.config import AppConfig
-    from hubserve.store import open_store
-    from serve_app.management import ModelAdmin
+    from hubserve.config.app import AppConfig
+    from hubserve.repos.store import open_store
+    from hubserve.tokens.access import ADMIN_ENV
+    from serve_app.hub.management import ModelAdmin
     from serve_app.security import Guard
 
     monkeypatch.delenv(ADMIN_ENV, raising=False)
@@ -123,7 +131,7 @@ def test_a_model_deleted_while_the_list_is_built_is_left_out(tmp_path, monkeypat
 
 def test_visibility_and_private_are_both_honoured_and_must_agree():
     from hubserve.errors import InvalidInput
-    from serve_app.repo_bodies import create_body, settings_body
+    from serve_app.hub.repo_bodies import create_body, settings_body
 
     # huggingface_hub 1.x and later
     assert create_body({"name": "m", "organization": "acme", "visibility": "private", "type": "model"}) == (
@@ -144,7 +152,7 @@ def test_visibility_and_private_are_both_honoured_and_must_agree():
 @pytest.mark.parametrize("field", ["resourceGroupId", "sdk", "hardware", "secrets", "region", "unknownField"])
 def test_a_field_the_server_does_not_serve_is_refused_by_name(field):
     from hubserve.errors import InvalidInput
-    from serve_app.repo_bodies import create_body, delete_body, settings_body
+    from serve_app.hub.repo_bodies import create_body, delete_body, settings_body
 
     for parse, body in ((create_body, {"name": "m"}), (delete_body, {"name": "m"}), (settings_body, {})):
         with pytest.raises(InvalidInput, match=field):
@@ -179,7 +187,7 @@ def test_a_path_with_a_control_character_is_never_routed():
 # -- the routes huggingface_hub 2.x calls besides the model API ---------------------------------
 
 def test_xet_token_paths_are_told_from_model_ids():
-    from serve_app.hub_extras import NO_AGENTS, NO_XET, split_xet_route
+    from serve_app.hub.extras import NO_AGENTS, NO_XET, split_xet_route
 
     assert split_xet_route("acme/m/xet-write-token/main") == ("acme/m", "write", "main")
     assert split_xet_route("gpt2/xet-read-token/" + SHA) == ("gpt2", "read", SHA)

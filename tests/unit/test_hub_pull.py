@@ -1,4 +1,4 @@
-"""Pulls from an upstream Hub (hubserve.hub) without a network: the upstream's answers mapped to
+"""Pulls from an upstream Hub (hubserve.repos.hub) without a network: the upstream's answers mapped to
 ours, the back-off, the pull cache the store reads, progress and eviction."""
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ import orjson
 import pytest
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from hubserve.config import AppConfig, HubConfig
+from hubserve.config.app import AppConfig
+from hubserve.config.sections import HubConfig
 from hubserve.errors import ModelNotFound
-from hubserve.hub import Puller, UpstreamUnavailable, upstream
-from hubserve.store import PULLED_INFO, ModelStore, repo_folder_name
+from hubserve.repos.folders import PULLED_INFO, repo_folder_name
+from hubserve.repos.hub import Puller
+from hubserve.repos.store import ModelStore
+from hubserve.repos.upstream import UpstreamUnavailable, upstream
 
 SHA = "a" * 40
 #: The HTTP library huggingface_hub raises its errors from (httpx2 in 2.x).
@@ -177,10 +180,10 @@ def test_pulled_models_are_evicted_least_recently_used(tmp_path):
 
 def test_a_pull_reports_progress_until_its_model_is_in_the_pull_cache(tmp_path, monkeypatch):
     """/status answers Downloading until the store can resolve the model: no moment between."""
-    import hubserve.hub
+    import hubserve.repos.hub
 
     puller, _, _ = puller_with(tmp_path, None)
-    remote = hubserve.hub.Remote("acme/bert", SHA, False, "fill-mask", "transformers", (("model.safetensors", 10),))
+    remote = hubserve.repos.upstream.Remote("acme/bert", SHA, False, "fill-mask", "transformers", (("model.safetensors", 10),))
 
     def fetch(remote, progress_bars):
         work = puller._incoming(remote.model_id)
@@ -195,9 +198,9 @@ def test_a_pull_reports_progress_until_its_model_is_in_the_pull_cache(tmp_path, 
         seen.append(puller.progress("acme/bert"))
         real_install(work, repo)
 
-    real_install = hubserve.hub.install
+    real_install = hubserve.repos.hub.install
     monkeypatch.setattr(puller, "_fetch", fetch)
-    monkeypatch.setattr(hubserve.hub, "install", install)
+    monkeypatch.setattr(hubserve.repos.hub, "install", install)
     puller.pull("acme/bert", remote)
     assert seen and seen[0] is not None and seen[0].total == 10
     assert puller.progress("acme/bert") is None and puller.pulled_sha("acme/bert") == SHA

@@ -13,10 +13,11 @@ import orjson
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from hubserve.config import HubConfig
+from hubserve.config.sections import HubConfig
 from hubserve.errors import ModelNotFound
-from hubserve.hub import Puller, UpstreamUnavailable
-from hubserve.store import ModelStore
+from hubserve.repos.hub import Puller
+from hubserve.repos.store import ModelStore
+from hubserve.repos.upstream import UpstreamUnavailable
 
 SHA = "b" * 40
 FILES = {"config.json": b'{"model_type": "bert", "architectures": ["BertForMaskedLM"]}',

@@ -9,8 +9,9 @@ import pytest
 
 from deployments.payloads import decode_binary_body, decode_body
 from hubserve import inputs
-from hubserve.auth import ANONYMOUS, Principal
-from hubserve.config import HubConfig, LimitsConfig, RateLimit
+from hubserve.tokens.principal import ANONYMOUS, Principal
+from hubserve.config.sections import HubConfig
+from hubserve.config.limits import LimitsConfig, RateLimit
 from hubserve.errors import InvalidInput, ModelNotFound, RateLimited
 from hubserve.inputs import check_inputs, check_json_size
 from serve_app.json_bodies import json_object, off_loop, wait_option

@@ -8,7 +8,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.tasks import task_names
-from hubserve.config import check_serve_config
+from hubserve.config.app import check_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "tests" / "data" / "ray.io_rayservices.yaml"

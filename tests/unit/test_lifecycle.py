@@ -8,7 +8,7 @@ import pytest
 from deployments.gate import ModelGate
 from deployments.load_tracker import BASE_LOAD_S, PRIOR_BYTES_PER_S, ModelKey, ModelTracker
 from hubserve.errors import ModelLoadError, ModelLoading
-from hubserve.store import ModelRef
+from hubserve.repos.refs import ModelRef
 
 
 def ref(model_id="o/m", size=200_000_000):
@@ -233,7 +233,7 @@ class FakeModels:
 
 
 def gate_for(models):
-    from hubserve.config import AppConfig
+    from hubserve.config.app import AppConfig
 
     return ModelGate(models, AppConfig.model_validate({"cold_start": {"wait_by_default": False}}))
 

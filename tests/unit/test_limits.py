@@ -4,7 +4,8 @@ import pytest
 
 from deployments.tasks import get_task, task_names
 from deployments.tasks.base import Payload
-from hubserve.config import AppConfig, LimitsConfig
+from hubserve.config.app import AppConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput
 from tests.unit.fakes import FakeBackend, FakeModel
 

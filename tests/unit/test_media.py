@@ -12,7 +12,7 @@ from PIL import Image
 
 from deployments.tasks import get_task
 from deployments.tasks._media import open_image
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput
 from hubserve.media import describe, negotiate, sniff
 from deployments.payloads import decode_binary_body

@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput, ModelNotFound
-from hubserve.model_files import inspect_folder, refusals, without_pickles
-from hubserve.store import ModelStore, validate_model_id
-from hubserve.uploads import check_model_folder
+from hubserve.repos.model_files import inspect_folder, refusals, without_pickles
+from hubserve.repos.refs import validate_model_id
+from hubserve.repos.store import ModelStore
+from hubserve.repos.uploads import check_model_folder
 
 LIMITS = LimitsConfig()
 
@@ -212,7 +213,7 @@ def test_nested_path_fields_must_stay_inside_the_folder(tmp_path, name, data, ke
 
 
 def test_a_path_field_leading_through_a_link_is_refused(tmp_path):
-    from hubserve.model_json import Folder
+    from hubserve.repos.model_json import Folder
 
     (tmp_path / "other").mkdir()
     folder = model(tmp_path / "m")
@@ -278,8 +279,9 @@ def test_hub_kernels_are_refused_at_any_depth(tmp_path, config, reason):
     ({"max_model_json_bytes": 4096}, " " * 4096, "limits.max_model_json_bytes"),
 ], ids=["padded past 5 MB", "past the limit"])
 def test_a_pulled_model_is_checked_under_the_configs_limits(tmp_path, monkeypatch, limits, padding, reason):
-    from hubserve.config import AppConfig
-    from hubserve.hub import Remote, puller_for
+    from hubserve.config.app import AppConfig
+    from hubserve.repos.hub import puller_for
+    from hubserve.repos.upstream import Remote
 
     config = AppConfig.from_args({"data_dir": str(tmp_path / "data"), "limits": limits})
     puller = puller_for(config)

@@ -11,9 +11,9 @@ from deployments.backends import LoadSpec, create_backend, fidelity, onnx_build,
 from deployments.backends.onnx_export import ensure_export, entry_dir, read_manifest, served_variant
 from deployments.model_server import ModelServer
 from deployments.tasks._heads import SEQUENCE_CLASSIFICATION as HEAD
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 from hubserve.errors import ExportUnsupported
-from hubserve.store import ModelStore
+from hubserve.repos.store import ModelStore
 
 
 def test_the_tolerances_catch_what_they_are_for():

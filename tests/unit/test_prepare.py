@@ -5,8 +5,8 @@ import asyncio
 from deployments.backends.onnx_export import entry_dir, is_complete
 from deployments.prepare import prepare
 from deployments.tasks import get_task
-from hubserve.config import AppConfig
-from hubserve.store import open_store
+from hubserve.config.app import AppConfig
+from hubserve.repos.store import open_store
 
 
 def test_prepare_exports_each_pinned_model_where_its_replica_loads_it(tiny_store, tmp_path, capsys):

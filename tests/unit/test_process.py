@@ -1,4 +1,4 @@
-"""The stop of `hubserve serve` (hubserve.process), in a process of its own (a server's stop acts
+"""The stop of `hubserve serve` (hubserve.cli.process), in a process of its own (a server's stop acts
 on its own process tree): it finds by the process tree what carries no tag (a process started
 with an environment of its own), and ends it whatever signals it ignores."""
 
@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from hubserve.process import alive
+from hubserve.cli.process import alive
 
 STOPS = """
 import json, subprocess, time
-from hubserve.process import become_subreaper, descendants, stop_all
+from hubserve.cli.process import become_subreaper, descendants, stop_all
 become_subreaper()
 # A child that ignores SIGTERM and leaves a grandchild in a session of its own, none tagged.
 subprocess.Popen(["sh", "-c", "trap '' TERM; setsid sh -c 'trap \\"\\" TERM; sleep 1000' & sleep 1000"],

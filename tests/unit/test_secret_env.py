@@ -6,9 +6,11 @@ import stat
 
 import pytest
 
-from hubserve import secret_env
-from hubserve.auth import ADMIN_HASH_ENV, admin_token_hash, token_hash
-from hubserve.config import AppConfig
+from hubserve.config import secrets_dir
+from hubserve.config.app import AppConfig
+from hubserve.tokens import secret_env
+from hubserve.tokens.access import ADMIN_HASH_ENV, admin_token_hash
+from hubserve.tokens.principal import token_hash
 
 ADMIN = "hf_" + "S" * 40
 ENV = {
@@ -24,7 +26,7 @@ def test_the_local_head_gets_no_secret_and_the_ingress_gets_what_it_needs(tmp_pa
     try:
         assert clean == {"PATH": "/usr/bin", "HOME": "/root", "TOKENIZERS_PARALLELISM": "false",
                          "RAY_AUTH_MODE": "token"}
-        values = secret_env.read_secrets_dir(folder)
+        values = secrets_dir.read_secrets_dir(folder)
         assert values == {ADMIN_HASH_ENV: token_hash(ADMIN), "HF_TOKEN": "hf_upstream",
                           "HUBSERVE_AUTH_DB": "postgresql://u:pw@db/hs", "HUBSERVE_REDIS_URL": "redis://:pw@redis:6379/0"}
         assert ADMIN not in "".join(values.values()), "the ingress gets the admin token's hash, not the token"
@@ -41,7 +43,7 @@ def test_the_upstream_token_is_read_under_the_configs_name():
     clean, folder = secret_env.for_local_server(env, "ACME_HUB")
     try:
         assert clean == {"PATH": "/bin"}
-        assert secret_env.read_secrets_dir(folder) == {"ACME_HUB": "hf_acme"}
+        assert secrets_dir.read_secrets_dir(folder) == {"ACME_HUB": "hf_acme"}
     finally:
         for p in folder.iterdir():
             p.unlink()
@@ -79,10 +81,10 @@ def test_a_secrets_folder_reads_like_a_kubernetes_secret_volume(tmp_path):
     (tmp_path / "..data" / "HF_TOKEN").write_text("hf_x\n")
     os.symlink("..data/HF_TOKEN", tmp_path / "HF_TOKEN")
     (tmp_path / "not a name").write_text("x")
-    assert secret_env.read_secrets_dir(tmp_path) == {"HF_TOKEN": "hf_x"}
-    (tmp_path / "HUGE").write_bytes(b"x" * (secret_env.MAX_SECRET_BYTES + 1))
+    assert secrets_dir.read_secrets_dir(tmp_path) == {"HF_TOKEN": "hf_x"}
+    (tmp_path / "HUGE").write_bytes(b"x" * (secrets_dir.MAX_SECRET_BYTES + 1))
     with pytest.raises(ValueError, match="larger"):
-        secret_env.read_secrets_dir(tmp_path)
+        secrets_dir.read_secrets_dir(tmp_path)
 
 
 def test_a_replica_config_holds_no_url_of_the_shared_state(tmp_path):

@@ -7,9 +7,11 @@ import time
 import pytest
 
 from deployments.tasks import check_can_run, get_task, infer_task
-from hubserve.config import ModelEntry
+from hubserve.config.deployments import ModelEntry
 from hubserve.errors import InvalidInput, ModelNotFound
-from hubserve.store import ModelStore, read_front_matter, validate_model_id
+from hubserve.repos.folders import read_front_matter
+from hubserve.repos.refs import validate_model_id
+from hubserve.repos.store import ModelStore
 
 
 @pytest.mark.parametrize("bad", ["", "../etc", "a/../b", "/abs", "a\\b", "a\x00b", "a/b/c", "a//b", "a/", "-x/y",

@@ -12,7 +12,7 @@ from deployments.loading import LoadedModel
 from deployments.tasks import get_task, infer_task
 from deployments.tasks._heads import BASE, CAUSAL_LM, MASKED_LM
 from hubserve.errors import InvalidInput, ModelLoadError, ModelUnsupported
-from hubserve.store import ModelStore
+from hubserve.repos.store import ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_float16_is_a_gpu_option(store, tiny_models, tmp_path):
 
 def test_pickle_only_weights_are_refused_at_load(tmp_path):
     from deployments.loading import check_model_files
-    from hubserve.config import LimitsConfig
+    from hubserve.config.limits import LimitsConfig
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")

@@ -9,10 +9,10 @@ import zipfile
 
 import pytest
 
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput, PayloadTooLarge
-from hubserve import uploads
-from hubserve.uploads import check_model_folder, install, model_root, remove, unpack
+from hubserve.repos import uploads
+from hubserve.repos.uploads import check_model_folder, install, model_root, remove, unpack
 
 
 def write_tar(path, entries):

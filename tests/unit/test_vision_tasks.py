@@ -9,7 +9,7 @@ from PIL import Image
 
 from deployments.tasks import get_task
 from deployments.tasks.base import Payload
-from hubserve.config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import InvalidInput, ServiceUnavailable
 from tests.replica import answer, load
 from tests.tiny_models import IMAGE_LABELS, TINY_MODELS, VQA_ANSWERS

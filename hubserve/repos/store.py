@@ -7,7 +7,7 @@ A model id resolves, in this order, to:
 2. ``<store>/<org>/<name>/`` (or ``<store>/<name>/`` for legacy ids like ``gpt2``);
 3. a Hugging Face cache folder, read-only:
    ``<cache>/models--<org>--<name>/snapshots/<refs/main>/``;
-4. the same layout in the folder of models pulled from an upstream Hub (``hubserve.hub``),
+4. the same layout in the folder of models pulled from an upstream Hub (``hubserve.repos.hub``),
    whose ``hubserve.json`` beside ``snapshots/`` keeps the upstream ``pipeline_tag``.
 
 Any folder holding a ``config.json`` (transformers) or a ``model_index.json``
@@ -19,223 +19,21 @@ request path does not walk the file system every time, while a folder copied in
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
 import logging
 import os
-import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Optional
-
-import yaml
+from typing import Iterable, Mapping, Optional
 
 from hubserve.errors import InvalidInput, ModelNotFound
 
+from .folders import (CONFIG_FILES, DIFFUSERS, PKG_SCHEME, TIMM, TIMM_ARCHITECTURE, cached_snapshot, config_file,
+                      hf_cache_dir, pulled_info, read_front_matter, repo_folder_name, resolve_pkg_path, scan_folder)
+from .refs import ModelRef, validate_model_id
+
 logger = logging.getLogger(__name__)
-
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-_SHA = re.compile(r"[0-9a-f]{40}")
-PKG_SCHEME = "pkg://"
-#: The file that makes a folder a model: transformers' config, or a diffusers pipeline's index.
-CONFIG_FILES = ("config.json", "model_index.json")
-#: The ``model_type`` of a diffusers pipeline (architectures: its pipeline class).
-DIFFUSERS = "diffusers"
-#: What a timm checkpoint (``config.json`` with ``architecture``) is to transformers.
-TIMM, TIMM_ARCHITECTURE = "timm_wrapper", "TimmWrapperForImageClassification"
-
-
-def config_file(folder: Path) -> Optional[Path]:
-    """The model's config file in ``folder`` (``CONFIG_FILES``), or None when it has none.
-
-    Every name is looked at, so that a model costs the same file system work as no model."""
-    found = [folder / name for name in CONFIG_FILES if (folder / name).is_file()]
-    return found[0] if found else None
-
-
-class Revision(NamedTuple):
-    """One revision of a model: what a replica loads and holds. Its text form ``<id>@<sha>``
-    is the multiplexed model id Serve routes on (``str(revision)``, ``Revision.parse``)."""
-
-    model_id: str
-    sha: str
-
-    def __str__(self) -> str:
-        return f"{self.model_id}@{self.sha}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Revision":
-        model_id, _, sha = text.rpartition("@")
-        return cls(model_id, sha)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """One resolved model revision.
-
-    Attributes:
-        model_id: the id clients use.
-        path: the folder holding the ``save_pretrained`` files.
-        sha: a 40-hex revision id (the snapshot sha for an HF cache folder,
-            otherwise a digest of file names, sizes and modification times).
-        source: ``config``, ``store``, ``hf-cache`` or ``hub`` (pulled from an upstream Hub).
-        architectures: ``config.json`` architectures.
-        model_type: ``config.json`` model_type.
-        pipeline_tag: the model card's ``pipeline_tag``, if any.
-        sentence_transformers: whether the folder is a sentence-transformers model.
-        size_bytes: the total size of the weight files.
-    """
-
-    model_id: str
-    path: Path
-    sha: str
-    source: str
-    architectures: tuple[str, ...] = ()
-    model_type: str = ""
-    pipeline_tag: Optional[str] = None
-    sentence_transformers: bool = False
-    size_bytes: int = 0
-    config_task: Optional[str] = field(default=None, compare=False)
-
-    @property
-    def cache_repo(self) -> Optional[Path]:
-        """The HF cache repo folder of a cached snapshot (its files link into the repo's ``blobs/``)."""
-        return self.path.parent.parent if self.source in ("hf-cache", "hub") else None
-
-    @property
-    def revision(self) -> Revision:
-        return Revision(self.model_id, self.sha)
-
-    @property
-    def revision_id(self) -> str:
-        """``<id>@<sha>``: the multiplexed model id of this revision."""
-        return str(self.revision)
-
-
-def validate_model_id(model_id: str) -> str:
-    """Checks that a model id is ``name`` or ``org/name`` and safe as a path.
-
-    Ids are matched whole (``fullmatch``: no trailing newline), and, as on the Hub,
-    ``--`` is refused: it is how the HF cache spells ``/`` (``models--org--name``), so
-    ``org--name`` would otherwise name the same folder as ``org/name``.
-
-    Raises:
-        InvalidInput: for traversal (``..``), ``--``, absolute paths, backslashes, NUL,
-            empty segments, or characters the Hub does not allow.
-    """
-    problem = None
-    if not model_id:
-        problem = "it is empty"
-    elif "\x00" in model_id or "\\" in model_id:
-        problem = "it contains a NUL byte or a backslash"
-    elif model_id.startswith("/") or model_id.endswith("/"):
-        problem = "it starts or ends with '/'"
-    elif ".." in model_id or "--" in model_id:
-        problem = "it contains '..' or '--'"
-    else:
-        parts = model_id.split("/")
-        if len(parts) > 2:
-            problem = "it has more than one '/' (expected 'name' or 'org/name')"
-        elif not all(_SEGMENT.fullmatch(p) for p in parts):
-            problem = "only letters, digits, '-', '_' and '.' are allowed (max 96 per part)"
-    if problem:
-        raise InvalidInput(f"Invalid model id {model_id!r}: {problem}")
-    return model_id
-
-
-def read_front_matter(readme: Path) -> dict:
-    """The YAML front matter of a model card, or ``{}``."""
-    try:
-        text = readme.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    try:
-        data = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def resolve_pkg_path(spec: str) -> Path:
-    """Turns ``pkg://module`` into ``module.get_model_path()``."""
-    module = importlib.import_module(spec[len(PKG_SCHEME):])
-    return Path(module.get_model_path())
-
-
-WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".onnx", ".pt", ".pth", ".h5", ".msgpack", ".ckpt"})
-
-
-def scan_folder(path: Path) -> tuple[str, int]:
-    """One walk of a model folder.
-
-    Returns:
-        A 40-hex digest of file names, sizes and modification times (the revision
-        id of a plain folder), and the total bytes of its weight files.
-    """
-    h = hashlib.sha1()
-    weights = 0
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = Path(root, name)
-            try:
-                st = full.stat()
-            except OSError:
-                continue
-            h.update(f"{full.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            if full.suffix in WEIGHT_SUFFIXES:
-                weights += st.st_size
-    return h.hexdigest(), weights
-
-
-def repo_folder_name(model_id: str) -> str:
-    """The HF cache's folder of a model repo: ``models--<org>--<name>``."""
-    return "models--" + model_id.replace("/", "--")
-
-
-def cached_snapshot(repo: Path) -> Optional[tuple[Path, str]]:
-    """The snapshot ``refs/main`` names in an HF cache repo folder, and its sha, if it holds a model."""
-    ref = repo / "refs" / "main"
-    if not ref.is_file():
-        return None
-    sha = ref.read_text().strip()
-    snapshot = repo / "snapshots" / sha
-    if _SHA.fullmatch(sha) and config_file(snapshot) is not None:
-        return snapshot, sha
-    return None
-
-
-#: What ``hubserve.hub`` keeps of a pulled repo, beside its ``snapshots/``.
-PULLED_INFO = "hubserve.json"
-
-
-def pulled_info(repo: Path) -> dict:
-    """The upstream facts of a pulled repo (``pipeline_tag``, ``private``...), or ``{}``."""
-    try:
-        data = json.loads((repo / PULLED_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def hf_cache_dir(setting: Optional[str], env: Mapping[str, str]) -> Optional[Path]:
-    """The HF hub cache to read: an explicit folder, ``auto`` (env or default) or none."""
-    if not setting:
-        return None
-    if setting != "auto":
-        return Path(setting).expanduser()
-    if env.get("HF_HUB_CACHE"):
-        return Path(env["HF_HUB_CACHE"]).expanduser()
-    home = Path(env.get("HF_HOME") or Path("~/.cache/huggingface").expanduser())
-    return home / "hub"
 
 
 class ModelStore:

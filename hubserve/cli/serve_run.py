@@ -3,8 +3,8 @@
 ``hubserve serve`` runs this module as a short-lived child, so that no Ray driver stays up
 next to the server (a driver is about 150 MB of memory, doing nothing):
 
-    python -m hubserve.serve_run deploy CONFIG STATE_FILE [--dashboard]
-    python -m hubserve.serve_run shutdown ADDRESS [APPLICATION...]
+    python -m hubserve.cli.serve_run deploy CONFIG STATE_FILE [--dashboard]
+    python -m hubserve.cli.serve_run shutdown ADDRESS [APPLICATION...]
 
 ``deploy`` starts a Ray head node of its own (unless ``RAY_ADDRESS`` names a cluster, which
 it then joins as is; it never joins a Ray that happens to run on the machine), without what a
@@ -13,7 +13,7 @@ autoscaler's monitor, the log monitor (it streams worker output to drivers, and 
 none) and the Ray Client server. It deploys the config's applications like ``serve run``,
 writes ``{"address", "pids" (by process kind), "logs", "applications"}`` to STATE_FILE, and exits 0
 once every application is RUNNING, or 1 with Serve's message when one fails. The node outlives
-it: its processes are stopped by ``shutdown`` and then by PID (see ``hubserve.server``). On a
+it: its processes are stopped by ``shutdown`` and then by PID (see ``hubserve.cli.server``). On a
 cluster it joined, ``shutdown`` deletes only the config's applications: the cluster, its Serve
 (and its proxy settings: HAProxy is the cluster's choice there) and its other applications stay.
 """
@@ -92,7 +92,7 @@ def shutdown(address: str, applications: Sequence[str] = ()) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubserve.serve_run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hubserve.cli.serve_run", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("deploy")
     run.add_argument("config")

@@ -17,121 +17,36 @@ is ``ModelNotFound`` (remembered ``missing_ttl_s``); an upstream that cannot be 
 
 from __future__ import annotations
 
-import fcntl
 import importlib
 import logging
-import os
 import re
 import shutil
 import threading
 import time
-import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import orjson
 
-from .config import AppConfig, HubConfig, LimitsConfig
-from .errors import InvalidInput, ModelNotFound, ModelTooLarge, ServiceUnavailable
+from hubserve.config.app import AppConfig
+from hubserve.config.limits import LimitsConfig
+from hubserve.config.sections import HubConfig
+from hubserve.errors import InvalidInput, ModelNotFound, ModelTooLarge
+
+from .folders import PULLED_INFO
 from .model_files import inspect_folder, refusals
-from .store import PULLED_INFO, cached_snapshot, pulled_info, repo_folder_name, validate_model_id
+from .pull_cache import PullCache
+from .refs import validate_model_id
 from .uploads import install
+from .upstream import Remote, UpstreamUnavailable, matches, offline, upstream, upstream_only
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-#: The download speed assumed before one was measured (bytes per second).
-PRIOR_BYTES_PER_S = 20e6
 _SHA = re.compile(r"[0-9a-f]{40}")
 #: How often a running download's progress is logged.
 LOG_EVERY_S = 5.0
 
 
-class UpstreamUnavailable(ServiceUnavailable):
-    """The upstream Hub cannot be reached or failed (503)."""
-
-
-def upstream(hub: HubConfig, env: Optional[Mapping[str, str]] = None) -> tuple[str, Optional[str]]:
-    """The upstream endpoint and token: the config, else ``HF_ENDPOINT``/``HF_TOKEN``, as every Hub tool."""
-    env = os.environ if env is None else env
-    endpoint = (hub.endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-    token = None
-    if hub.token_file:
-        token = Path(hub.token_file).expanduser().read_text(encoding="utf-8").strip() or None
-    if token is None:
-        token = env.get(hub.token_env or "HF_TOKEN") or None
-    return endpoint, token
-
-
-def offline() -> bool:
-    """``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) in the server's environment."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _upstream_only() -> None:
-    """Sends huggingface_hub's requests to the upstream alone: 2.x builds its user agent from a
-    registry of AI agents that it fetches from ``HF_ENDPOINT`` (huggingface.co by default, not
-    the endpoint of the call) unless telemetry is off. A server talks to ``hub.endpoint`` only."""
-    from huggingface_hub import constants
-
-    constants.HF_HUB_DISABLE_TELEMETRY = True
-
-
-@dataclass(frozen=True)
-class Remote:
-    """What the upstream says of one repo revision."""
-
-    model_id: str
-    sha: str
-    private: bool
-    pipeline_tag: Optional[str]
-    library_name: Optional[str]
-    files: tuple[tuple[str, int], ...]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(size for _, size in self.files)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A running download: bytes on disk so far, of the total, since ``started`` (wall clock)."""
-
-    done: int
-    total: int
-    started: float
-
-    def seconds_left(self) -> float:
-        elapsed = time.time() - self.started
-        speed = self.done / elapsed if elapsed > 1.0 and self.done > 0 else PRIOR_BYTES_PER_S
-        return max(0.0, self.total - self.done) / speed
-
-    def as_dict(self) -> dict:
-        return {"bytes_downloaded": self.done, "bytes_total": self.total}
-
-
-def _matches(path: str, patterns: list[str]) -> bool:
-    from huggingface_hub.utils import filter_repo_objects
-
-    return bool(list(filter_repo_objects([path], allow_patterns=patterns)))
-
-
-def _tree_bytes(folder: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(Path(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
-class Puller:
+class Puller(PullCache):
     """Pulls models from the upstream Hub into the pull cache.
 
     Args:
@@ -145,18 +60,13 @@ class Puller:
     def __init__(self, hub: HubConfig, trusted_pickle: Callable[[str], bool] = lambda _: False,
                  env: Optional[Mapping[str, str]] = None, clock: Callable[[], float] = time.monotonic,
                  limits: LimitsConfig = LimitsConfig()) -> None:
-        self.hub = hub
+        super().__init__(hub, clock)
         self.limits = limits
-        self.cache = Path(hub.cache_dir)
-        self.incoming = self.cache / ".incoming"
-        self.locks = self.cache / ".locks"
         self.endpoint, self.token = upstream(hub, env)
         self.trusted_pickle = trusted_pickle
-        self.clock = clock
         self._missing: dict[str, float] = {}
         self._down_until = 0.0
         self._down_reason = ""
-        self._used: dict[str, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -165,7 +75,7 @@ class Puller:
     def _api(self):
         from huggingface_hub import HfApi
 
-        _upstream_only()
+        upstream_only()
         return HfApi(endpoint=self.endpoint, token=self.token or False)
 
     def patterns(self, model_id: str) -> list[str]:
@@ -204,7 +114,7 @@ class Puller:
             raise self._down(f"the upstream Hub answered a malformed revision {info.sha!r}")
         patterns = self.patterns(model_id)
         files = tuple((s.rfilename, int(s.size or 0)) for s in (info.siblings or ())
-                      if _matches(s.rfilename, patterns))
+                      if matches(s.rfilename, patterns))
         # NOTE(hubserve): an upstream may say `visibility` (as 2.x clients send it) rather than `private`.
         private = info.private if info.private is not None else getattr(info, "visibility", None) == "private"
         return Remote(model_id=model_id, sha=info.sha, private=bool(private), pipeline_tag=info.pipeline_tag,
@@ -242,50 +152,6 @@ class Puller:
         wait = max(1, int(self._down_until - self.clock() + 0.999))
         return UpstreamUnavailable(f"The upstream Hub {self.endpoint} cannot be reached ({self._down_reason}); "
                                    f"retry in {wait}s", headers={"Retry-After": str(wait)})
-
-    # -- the pull cache ----------------------------------------------------------------
-
-    def repo(self, model_id: str) -> Path:
-        return self.cache / repo_folder_name(model_id)
-
-    def _incoming(self, model_id: str) -> Path:
-        return self.incoming / repo_folder_name(model_id)
-
-    def _record(self, model_id: str) -> Path:
-        return self.incoming / f"{repo_folder_name(model_id)}.progress"
-
-    def pulled_sha(self, model_id: str) -> Optional[str]:
-        found = cached_snapshot(self.repo(model_id))
-        return found[1] if found else None
-
-    @contextmanager
-    def _lock(self, model_id: str, blocking: bool = True) -> Iterator[bool]:
-        self.locks.mkdir(parents=True, exist_ok=True)
-        with open(self.locks / f"{repo_folder_name(model_id)}.lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def progress(self, model_id: str) -> Optional[Progress]:
-        """The download of ``model_id`` running now, in any process, or None."""
-        record = self._record(model_id)
-        try:
-            data = orjson.loads(record.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        with self._lock(model_id, blocking=False) as free:
-            if free:
-                return None  # a record left by a download that died
-        blobs = self._incoming(model_id) / "blobs"
-        done = _tree_bytes(blobs) if blobs.is_dir() else 0
-        return Progress(done=min(done, int(data["total"])), total=int(data["total"]), started=float(data["started"]))
-
     def pull(self, model_id: str, remote: Optional[Remote] = None, revision: Optional[str] = None,
              progress_bars: bool = False) -> list[tuple[str, str]]:
         """Downloads ``model_id`` (``remote``, or what the upstream holds now) unless the pull cache
@@ -339,7 +205,7 @@ class Puller:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
         model_id = remote.model_id
-        _upstream_only()
+        upstream_only()
         try:
             if not progress_bars:
                 from huggingface_hub.utils import disable_progress_bars
@@ -376,75 +242,6 @@ class Puller:
             progress = self.progress(model_id)
             if progress is not None:
                 logger.info("pulling %s: %.1f of %.1f MB", model_id, progress.done / 1e6, progress.total / 1e6)
-
-    def drop(self, model_id: str) -> bool:
-        """Removes a pulled model (the upstream deleted it, or eviction); False if none was pulled."""
-        target = self.repo(model_id)
-        if not target.exists():
-            return False
-        with self._lock(model_id):
-            self.incoming.mkdir(parents=True, exist_ok=True)
-            doomed = self.incoming / f"{uuid.uuid4().hex}.old"
-            try:
-                os.rename(target, doomed)
-            except OSError:
-                return False
-        shutil.rmtree(doomed, ignore_errors=True)
-        self._used.pop(model_id, None)
-        logger.info("removed the pulled model %s", model_id)
-        return True
-
-    def touch(self, model_id: str, force: bool = False) -> None:
-        """Marks a pulled model used now (its least-recently-used rank), at most once a minute."""
-        now = self.clock()
-        if not force and now - self._used.get(model_id, -1e9) < 60.0:
-            return
-        self._used[model_id] = now
-        try:
-            os.utime(self.repo(model_id) / PULLED_INFO)
-        except OSError:
-            pass
-
-    def local(self) -> list[dict]:
-        """The pulled models: id, sha, bytes on disk, last use (wall clock), upstream facts."""
-        out = []
-        if not self.cache.is_dir():
-            return out
-        for repo in sorted(self.cache.glob("models--*")):
-            found = cached_snapshot(repo)
-            if found is None:
-                continue
-            info = pulled_info(repo)
-            try:
-                used = (repo / PULLED_INFO).stat().st_mtime
-            except OSError:
-                used = 0.0
-            out.append({"model_id": repo.name[len("models--"):].replace("--", "/"), "sha": found[1],
-                        "bytes": _tree_bytes(repo / "blobs"), "last_used": used,
-                        "pipeline_tag": info.get("pipeline_tag"), "private": bool(info.get("private")),
-                        "endpoint": info.get("endpoint")})
-        return out
-
-    def evict(self, keep: Optional[str] = None) -> list[tuple[str, str]]:
-        """Removes the least recently used pulled models while they exceed ``max_disk_bytes``."""
-        limit = self.hub.max_disk_bytes
-        if limit is None:
-            return []
-        pulled = sorted(self.local(), key=lambda m: m["last_used"])
-        total = sum(m["bytes"] for m in pulled)
-        evicted = []
-        for model in pulled:
-            if total <= limit:
-                break
-            if model["model_id"] == keep:
-                continue
-            if self.drop(model["model_id"]):
-                total -= model["bytes"]
-                evicted.append((model["model_id"], model["sha"]))
-                logger.info("evicted the pulled model %s (%d bytes) to stay under hub.max_disk_bytes",
-                            model["model_id"], model["bytes"])
-        return evicted
-
 
 def puller_for(config: AppConfig) -> Puller:
     """The ``Puller`` of an application config (pickle weights fetched for trusted models only)."""

@@ -5,10 +5,10 @@ A server's files (the rendered Serve config, its Ray node's ``ray.json``) live i
 two ports each have their own, and a second server on the port of one that runs from the same
 folder is refused before it starts anything (Ray would start a node, then fail to bind the port).
 
-``run`` starts the node in a short-lived child (``hubserve.serve_run deploy``), watches it, and
+``run`` starts the node in a short-lived child (``hubserve.cli.serve_run deploy``), watches it, and
 whatever ends it (SIGINT, SIGTERM, a Ray process that exited, an exception) stops everything
 the server started, each step bounded: Serve gets ``limits.stop_grace_s`` to shut down (skipped
-when the node's GCS is gone), then every process is stopped by PID (``hubserve.process``).
+when the node's GCS is gone), then every process is stopped by PID (``hubserve.cli.process``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from typing import IO, Optional
 
 import yaml
 
-from hubserve.config import IngressDeployment, LimitsConfig, load_yaml
+from hubserve.cli.process import SERVE_ID_ENV, Stop, alive, become_subreaper, reap, run_child, say, stop_all
+from hubserve.config.base import load_yaml
+from hubserve.config.deployments import IngressDeployment
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import Conflict
-from hubserve.process import SERVE_ID_ENV, Stop, alive, become_subreaper, reap, run_child, say, stop_all
 
 #: Serve's default port, where a config names none.
 DEFAULT_PORT = 8000

@@ -22,9 +22,9 @@ from starlette.requests import Request
 
 from hubserve.errors import InvalidInput, RevisionNotFound
 
-from .hub_api import check_revision
+from ..security import resolve_visible
+from .api import check_revision
 from .management import ModelAdmin
-from .security import resolve_visible
 
 #: ``{id}/xet-{kind}-token/{rev}`` after ``/api/models/``: an id is one or two segments, and the
 #: client always sends the revision of a model repo ("None" for a pull request's).

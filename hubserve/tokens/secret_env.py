@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Mapping, MutableMapping, Optional
 
-from .auth import ADMIN_ENV, ADMIN_FILE_ENV, ADMIN_HASH_ENV, admin_token_hash
-from .config import AUTH_DB_ENV, REDIS_ENV
+from hubserve.config.base import AUTH_DB_ENV, REDIS_ENV
+from hubserve.config.secrets_dir import read_secrets_dir, write_secrets_dir
+
+from .access import ADMIN_ENV, ADMIN_FILE_ENV, ADMIN_HASH_ENV, admin_token_hash
 
 #: Variables that hold the server's secrets, whatever the config says.
 SECRET_NAMES = frozenset({ADMIN_ENV, ADMIN_FILE_ENV, AUTH_DB_ENV, REDIS_ENV, "HF_TOKEN",
@@ -35,8 +36,6 @@ SECRET_PATTERN = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?|API_KEY
 
 #: What the ingress needs, by variable: the admin token's hash, the token-store and Redis URLs.
 INGRESS_NAMES = (ADMIN_HASH_ENV, AUTH_DB_ENV, REDIS_ENV)
-_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
-MAX_SECRET_BYTES = 64 * 1024
 
 
 def is_secret(name: str, extra: frozenset[str] = frozenset()) -> bool:
@@ -84,34 +83,6 @@ def ingress_secrets(env: Mapping[str, str], upstream_token_env: Optional[str]) -
     token = env.get(token_name) or (env.get("HUGGING_FACE_HUB_TOKEN") if token_name == "HF_TOKEN" else None)
     if token:
         found[token_name] = token
-    return found
-
-
-def write_secrets_dir(values: Mapping[str, str], parent: Optional[Path] = None) -> Path:
-    """A new private folder (0700) holding one file (0600) per variable."""
-    folder = Path(tempfile.mkdtemp(prefix="hs-secrets-", dir=parent))
-    folder.chmod(0o700)
-    for name, value in values.items():
-        if not _NAME.match(name):
-            raise ValueError(f"{name!r} is not an environment variable name")
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(value)
-    return folder
-
-
-def read_secrets_dir(folder: str | os.PathLike) -> dict:
-    """The variables of a secrets folder: each regular file named like a variable, its text
-    stripped (a Kubernetes Secret volume's ``..data`` links and dot files are skipped)."""
-    if not Path(folder).is_dir():
-        raise ValueError(f"secrets_dir {folder} is not a folder")
-    found = {}
-    for entry in sorted(Path(folder).iterdir()):
-        if not _NAME.match(entry.name) or not entry.is_file():
-            continue
-        if entry.stat().st_size > MAX_SECRET_BYTES:
-            raise ValueError(f"{entry} is larger than {MAX_SECRET_BYTES} bytes")
-        found[entry.name] = entry.read_text(encoding="utf-8").strip()
     return found
 
 

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from hubserve.cli import serve_env
-from hubserve.config import IngressDeployment, LimitsConfig
-from hubserve.haproxy import client_timeouts_env, free_port
-from hubserve.process import SERVE_ID_ENV, Stop, alive, become_subreaper, processes_with_env, stop_all
+from hubserve.cli.serve import serve_env
+from hubserve.config.deployments import IngressDeployment
+from hubserve.config.limits import LimitsConfig
+from hubserve.cli.haproxy import client_timeouts_env, free_port
+from hubserve.cli.process import SERVE_ID_ENV, Stop, alive, become_subreaper, processes_with_env, stop_all
 
 #: How long a node has to say "Ray runtime started".
 START_TIMEOUT_S = 90.0

@@ -183,9 +183,9 @@ def _dies_with(parent: int):
 
 
 def run_child(argv: list[str], env: dict, stop: Optional[Stop], timeout_s: Optional[float] = None) -> Optional[int]:
-    """Runs a ``python -m hubserve.serve_run`` child, killed if this process dies; its exit
+    """Runs a ``python -m hubserve.cli.serve_run`` child, killed if this process dies; its exit
     code, or None when ``stop`` was asked (or ``timeout_s`` passed) first, after killing it."""
-    proc = subprocess.Popen([sys.executable, "-m", "hubserve.serve_run", *argv], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hubserve.cli.serve_run", *argv], env=env,
                             start_new_session=True, preexec_fn=_dies_with(os.getpid()))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:

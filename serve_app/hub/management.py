@@ -25,18 +25,28 @@ from starlette.responses import Response
 
 from deployments.facade import ModelGate
 from deployments.tasks import infer_task, task_or_none
-from hubserve.auth import Principal, namespace_of
-from hubserve.config import AppConfig
+from hubserve.config.app import AppConfig
 from hubserve.errors import ApiError, Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, Unauthorized
 from hubserve.inputs import flag
-from hubserve.repo_paths import check_path_bounds
-from hubserve.store import ModelRef, ModelStore, scan_folder, validate_model_id
-from hubserve.uploads import check_model_folder, install, model_lock, model_root, remove, staging_dir, unpack
+from hubserve.repos.folders import scan_folder
+from hubserve.repos.refs import ModelRef, validate_model_id
+from hubserve.repos.repo_paths import check_path_bounds
+from hubserve.repos.store import ModelStore
+from hubserve.tokens.principal import Principal, namespace_of
+from hubserve.repos.uploads import (
+    check_model_folder,
+    install,
+    model_lock,
+    model_root,
+    remove,
+    staging_dir,
+    unpack,
+)
 
-from .hub_api import Digests, check_revision, file_response, matches, model_info, paths_info, summary, tree
-from .json_bodies import json_object
-from .parsing import read_body
-from .security import Guard, resolve_visible
+from ..json_bodies import json_object
+from ..parsing import read_body
+from ..security import Guard, resolve_visible
+from .api import Digests, check_revision, file_response, matches, model_info, paths_info, summary, tree
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The JSON bodies of the Hub's repo routes (create, delete, settings), as ``huggingface_hub``
-sends them, from 0.x (``private``) to 1.x and later (``visibility``).
+"""The JSON bodies of the Hub's repo routes (create, delete, settings, and the model card that
+validate-yaml checks), as ``huggingface_hub`` sends them, from 0.x (``private``) to 1.x and later (``visibility``).
 
 Every field is either honoured or refused with a 400 that names it: a field is never dropped
 silently, since a dropped ``visibility`` makes a repo meant to be private public. A field a
@@ -9,6 +9,8 @@ client sends as ``null`` is one it did not set.
 from __future__ import annotations
 
 from typing import Optional
+
+import yaml
 
 from hubserve.errors import InvalidInput
 
@@ -81,3 +83,21 @@ def settings_body(body: dict) -> Optional[bool]:
     if body.get("xetEnabled") not in (None, False):
         raise InvalidInput("`xetEnabled`: this server stores files without Xet (xetEnabled: false)")
     return _private(body)
+
+
+def card_problem(content: str) -> Optional[str]:
+    """What is wrong with a model card's YAML front matter, or None."""
+    if not content.startswith("---"):
+        return None
+    end = content.find("\n---", 3)
+    if end < 0:
+        return "the front matter has no closing ---"
+    try:
+        data = yaml.safe_load(content[3:end])
+    except yaml.YAMLError as exc:
+        return f"the front matter is not YAML ({exc})"
+    if data is not None and not isinstance(data, dict):
+        return "the front matter is not a mapping"
+    if isinstance(data, dict) and not isinstance(data.get("pipeline_tag", ""), str):
+        return "pipeline_tag is not a string"
+    return None

@@ -4,7 +4,7 @@
 
 Every write needs a token with the write role in the repo's namespace, checked from the
 namespace alone before anything about the repo is looked at (``ModelAdmin.check_write``).
-A commit is validated and installed as an archive upload is (``hubserve.commits``), under
+A commit is validated and installed as an archive upload is (``hubserve.repos.commits``), under
 the same per-model lock: the repo's folder changes whole, or not at all.
 """
 
@@ -19,25 +19,33 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deployments.tasks import infer_task
-from hubserve.auth import Principal
-from hubserve.commits import MAX_LINE_BYTES, CommitBuilder, Lines, apply_commit, git_blob_sha1, refused, upload_mode
-from hubserve.config import LimitsConfig
+from hubserve.tokens.principal import Principal
+from hubserve.repos.commits import (
+    MAX_LINE_BYTES,
+    CommitBuilder,
+    Lines,
+    apply_commit,
+    git_blob_sha1,
+    refused,
+    upload_mode,
+)
+from hubserve.config.limits import LimitsConfig
 from hubserve.errors import ApiError, Conflict, InvalidInput, PreconditionFailed, RevisionNotFound, Unauthorized
-from hubserve.lfs import LfsObjects, check_oid
-from hubserve.repo_paths import ignored, repo_path
-from hubserve.store import ModelRef, scan_folder, validate_model_id
-from hubserve.uploads import check_model_folder, install, model_lock, staging_dir
+from hubserve.repos.folders import scan_folder
+from hubserve.repos.lfs import LfsObjects, check_oid
+from hubserve.repos.refs import ModelRef, validate_model_id
+from hubserve.repos.repo_paths import ignored, repo_path
+from hubserve.repos.uploads import check_model_folder, install, model_lock, staging_dir
 
-from .json_bodies import json_object
+from ..json_bodies import json_object
+from ..parsing import read_body
+from ..responses import json_response
 from .management import ModelAdmin
-from .parsing import read_body
-from .repo_bodies import create_body, delete_body, settings_body
-from .responses import json_response
+from .repo_bodies import card_problem, create_body, delete_body, settings_body
 
 logger = logging.getLogger(__name__)
 
@@ -50,24 +58,6 @@ def base_url(request: Request) -> str:
 
 async def _json_body(request: Request, limits: LimitsConfig) -> dict:
     return await json_object(await read_body(request, limits.max_form_bytes), limits)
-
-
-def card_problem(content: str) -> Optional[str]:
-    """What is wrong with a model card's YAML front matter, or None."""
-    if not content.startswith("---"):
-        return None
-    end = content.find("\n---", 3)
-    if end < 0:
-        return "the front matter has no closing ---"
-    try:
-        data = yaml.safe_load(content[3:end])
-    except yaml.YAMLError as exc:
-        return f"the front matter is not YAML ({exc})"
-    if data is not None and not isinstance(data, dict):
-        return "the front matter is not a mapping"
-    if isinstance(data, dict) and not isinstance(data.get("pipeline_tag", ""), str):
-        return "pipeline_tag is not a string"
-    return None
 
 
 class HubWrites:
@@ -225,8 +215,8 @@ class HubWrites:
         base = base_url(request)
         for answer in answers:
             if (ticket := tickets.get(answer["oid"])) and "error" not in answer:
-                answer.update(authenticated=True,
-                              actions={"upload": {"href": f"{base}/api/lfs/objects/{ticket}", "expires_in": 3600}})
+                upload = {"href": f"{base}/api/lfs/objects/{ticket}", "expires_in": int(self.limits.lfs_ticket_ttl_s)}
+                answer.update(authenticated=True, actions={"upload": upload})
         payload = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
         return json_response(payload, headers={"content-type": LFS_JSON})
 

@@ -23,10 +23,11 @@ from fastapi.responses import FileResponse
 
 from deployments.tasks import task_or_none
 from hubserve.errors import EntryNotFound, ModelNotFound, RevisionNotFound
-from hubserve.store import ModelRef
+from hubserve.repos.commits import LFS_THRESHOLD
+from hubserve.repos.refs import ModelRef
 
-#: Files at least this large are reported as LFS files, as the Hub does.
-LFS_THRESHOLD = 10 * 1024**2
+#: The size of a Git LFS pointer file (the Hub's ``pointerSize``).
+LFS_POINTER_BYTES = 134
 
 
 def hub_error(exc: Exception) -> Exception:
@@ -111,7 +112,7 @@ def model_info(ref: ModelRef, private: bool, digests: Optional[Digests] = None) 
             size = full.stat().st_size
             entry.update(size=size, blobId=digests.of(full))
             if size >= LFS_THRESHOLD:
-                entry["lfs"] = {"sha256": entry["blobId"], "size": size, "pointerSize": 134}
+                entry["lfs"] = {"sha256": entry["blobId"], "size": size, "pointerSize": LFS_POINTER_BYTES}
         siblings.append(entry)
     modified = max((full.stat().st_mtime for _, full in files), default=0.0)
     return {
@@ -148,7 +149,7 @@ def _entry(rel: str, full: Path, digests: Digests) -> dict:
     size = full.stat().st_size
     entry = {"type": "file", "oid": digests.of(full), "size": size, "path": rel}
     if size >= LFS_THRESHOLD:
-        entry["lfs"] = {"oid": entry["oid"], "size": size, "pointerSize": 134}
+        entry["lfs"] = {"oid": entry["oid"], "size": size, "pointerSize": LFS_POINTER_BYTES}
     return entry
 
 

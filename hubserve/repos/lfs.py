@@ -1,4 +1,4 @@
-"""Git LFS objects uploaded ahead of the commit that takes them (``hubserve.commits``).
+"""Git LFS objects uploaded ahead of the commit that takes them (``hubserve.repos.commits``).
 
 The LFS batch API issues one upload URL per object the store does not hold. The URL carries no
 token: its single-use ticket, recorded on the store's file system (so any ingress replica may
@@ -23,8 +23,8 @@ from typing import Iterable
 
 import orjson
 
-from .config import LimitsConfig
-from .errors import EntryNotFound, InvalidInput, PayloadTooLarge
+from hubserve.config.limits import LimitsConfig
+from hubserve.errors import EntryNotFound, InvalidInput, PayloadTooLarge
 from .uploads import staging_dir
 
 _OID = re.compile(r"[0-9a-f]{64}")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from .config import LimitsConfig
-from .errors import InvalidInput
+from hubserve.config.limits import LimitsConfig
+from hubserve.errors import InvalidInput
 
 #: How much of a refused path an error message quotes.
 _QUOTED = 80

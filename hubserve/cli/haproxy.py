@@ -18,7 +18,7 @@ import random
 import socket
 from pathlib import Path
 
-from hubserve.config import IngressDeployment
+from hubserve.config.deployments import IngressDeployment
 
 #: Ray's worker ports (``min_worker_port``/``max_worker_port`` defaults) end below this.
 _RAY_WORKER_PORTS_END = 20000

@@ -24,16 +24,20 @@ from typing import Optional
 
 import orjson
 
-from .config import LimitsConfig
-from .errors import EntryNotFound, InvalidInput, PayloadTooLarge
+from hubserve.config.limits import LimitsConfig
+from hubserve.errors import EntryNotFound, InvalidInput, PayloadTooLarge
+
 from .lfs import LfsObjects, check_oid
 from .model_files import CODE_FOLDERS, CODE_SUFFIXES, PICKLE_SUFFIXES
 from .repo_paths import ignored, repo_path
 
-#: Files at least this large, or with a NUL byte in their first bytes, go through LFS.
-REGULAR_MAX_BYTES = 10 * 1024**2
-#: The longest NDJSON line of a commit (a regular file, base64, plus its JSON).
-MAX_LINE_BYTES = REGULAR_MAX_BYTES * 4 // 3 + 64 * 1024
+#: The Hub's size from which a file is an LFS object: preupload answers ``lfs`` (as for a file with
+#: a NUL byte in its first bytes), and listings and downloads give its LFS facts. A constant of the
+#: Hub's protocol that clients rely on, not a setting.
+LFS_THRESHOLD = 10 * 1024**2
+#: The longest NDJSON line of a commit (a regular file, base64, plus its JSON): derived, since a
+#: regular file is below ``LFS_THRESHOLD``.
+MAX_LINE_BYTES = LFS_THRESHOLD * 4 // 3 + 64 * 1024
 
 
 def refused(path: str, trust_pickle: bool) -> Optional[str]:
@@ -50,7 +54,7 @@ def refused(path: str, trust_pickle: bool) -> Optional[str]:
 
 def upload_mode(sample: bytes, size: int) -> str:
     """``regular`` (inline in the commit) or ``lfs``, as the Hub decides it."""
-    return "lfs" if size >= REGULAR_MAX_BYTES or b"\x00" in sample else "regular"
+    return "lfs" if size >= LFS_THRESHOLD or b"\x00" in sample else "regular"
 
 
 def git_blob_sha1(path: Path) -> str:

@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
-from .config import LimitsConfig
-from .errors import InvalidInput, PayloadTooLarge
+from hubserve.config.limits import LimitsConfig
+from hubserve.errors import InvalidInput, PayloadTooLarge
 from .model_files import inspect_folder, refusals
 from .repo_paths import member_path
-from .store import config_file
+from .folders import config_file
 
 STAGING = ".uploads"
 _LIBC = ctypes.CDLL(None, use_errno=True)

@@ -8,7 +8,7 @@ error for a folder copied into the store). Refused:
 - links and special files (an HF cache snapshot may link into its own repo's ``blobs/``);
 - JSON files, every one whatever its size: one too large or not parseable, remote code
   (``auto_map``, ``custom_pipelines``), a path field that leaves the folder, an unsafe
-  diffusers ``model_index.json`` (see ``hubserve.model_json``);
+  diffusers ``model_index.json`` (see ``hubserve.repos.model_json``);
 - pickle weights (``*.bin``, ``*.pt``...: unpickling runs code) unless the config trusts
   the model. A folder with safetensors beside them loads the safetensors only
   (``without_pickles``); one with pickle weights only is refused.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .config import LimitsConfig
+from hubserve.config.limits import LimitsConfig
 from .model_json import Folder, json_problem
 
 #: Weight formats that unpickle (and so can run code) when loaded.
