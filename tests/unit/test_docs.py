@@ -84,6 +84,22 @@ def test_every_relative_link_and_anchor_resolves(page):
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
 
 
+#: A file (with its extension) or folder (with its slash) of the project named in a code span:
+#: `deployments/facade.py`, `serve_app/hub/` (not the model id `hubserve/efficientnet-lite0`).
+SOURCE_PATH = re.compile(r"`((?:hubserve|serve_app|deployments|bench|configs|k8s|tests|docs)/[\w./-]*(?:\.\w+|/))`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_project_path_a_page_names_exists(page):
+    named = set(SOURCE_PATH.findall(page.read_text(encoding="utf-8")))
+    assert {path for path in named if not (ROOT / path).exists()} == set()
+
+
+def test_the_path_checker_sees_paths_in_code_spans():
+    text = "see `deployments/facade.py` and `serve_app/hub/`, not `openai/whisper` or `hubserve/efficientnet-lite0`"
+    assert SOURCE_PATH.findall(text) == ["deployments/facade.py", "serve_app/hub/"]
+
+
 def test_readme_stays_short():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines < 200, f"README.md has {lines} lines: move details into docs/ (it must stay under 200)"
