@@ -75,8 +75,6 @@ def open_image(data: bytes, limits: Any = None) -> Any:
         raise InvalidInput(f"The {image.format or 'image'} is damaged and cannot be decoded: {exc}") from None
 
 
-#: How long ffmpeg may take over one input (it decodes at hundreds of times real time).
-FFMPEG_TIMEOUT_S = 60
 #: The demuxers ffmpeg may pick for a body: audio containers only. Playlists (HLS, concat...)
 #: name other files or URLs, which ffmpeg would then read: the server's own files, or a fetch.
 AUDIO_DEMUXERS = "wav,w64,flac,mp3,ogg,matroska,mov,aac,aiff,caf,amr,au"
@@ -101,7 +99,8 @@ def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndar
         BackendFailure: when ffmpeg is not installed (``make setup`` installs it).
     """
     ffmpeg = _ffmpeg("decode")
-    bound = (limits or DEFAULT_LIMITS).max_audio_seconds
+    limits = limits or DEFAULT_LIMITS
+    bound, timeout = limits.max_audio_seconds, limits.ffmpeg_timeout_s
     # NOTE(hubserve): a file, not a pipe: some containers (mp4/m4a) keep their index at the end.
     with tempfile.NamedTemporaryFile(prefix="hubserve-audio-") as source:
         source.write(data)
@@ -110,10 +109,10 @@ def decode_audio(data: bytes, sampling_rate: int, limits: Any = None) -> np.ndar
                    "-protocol_whitelist", "file", "-format_whitelist", AUDIO_DEMUXERS, "-i", source.name, "-map", "0:a:0", "-t", f"{bound + 1.0 / sampling_rate:.6f}",
                    "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le", "-"]
         try:
-            done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False,
+            done = subprocess.run(command, capture_output=True, timeout=timeout, check=False,
                                   env=scrubbed())
         except subprocess.TimeoutExpired:
-            raise InvalidInput(f"Decoding the audio took more than {FFMPEG_TIMEOUT_S}s") from None
+            raise InvalidInput(f"Decoding the audio took more than {timeout:g}s (limits.ffmpeg_timeout_s)") from None
     if done.returncode != 0:
         raise InvalidInput(f"Could not decode the input as audio: the body is {describe(data)}")
     samples = np.frombuffer(done.stdout, dtype=np.float32)
@@ -134,7 +133,7 @@ AUDIO_FORMATS = {
 }
 
 
-def encode_audio(samples: np.ndarray, sampling_rate: int, media_type: str) -> bytes:
+def encode_audio(samples: np.ndarray, sampling_rate: int, media_type: str, limits: Any = None) -> bytes:
     """The mono float ``samples`` at ``sampling_rate`` as a file of ``media_type`` (one of
     ``AUDIO_FORMATS``), encoded by ffmpeg from a pipe to a pipe.
 
@@ -146,11 +145,13 @@ def encode_audio(samples: np.ndarray, sampling_rate: int, media_type: str) -> by
     pcm = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0).tobytes()
     command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1", "-protocol_whitelist", "pipe",
                "-f", "f32le", "-ar", str(int(sampling_rate)), "-ac", "1", "-i", "pipe:0", *codec, "-f", muxer, "pipe:1"]
+    timeout = (limits or DEFAULT_LIMITS).ffmpeg_timeout_s
     try:
-        done = subprocess.run(command, input=pcm, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False,
+        done = subprocess.run(command, input=pcm, capture_output=True, timeout=timeout, check=False,
                               env=scrubbed())
     except subprocess.TimeoutExpired:
-        raise BackendFailure(f"Encoding the audio as {media_type} took longer than {FFMPEG_TIMEOUT_S}s") from None
+        raise BackendFailure(f"Encoding the audio as {media_type} took longer than {timeout:g}s "
+                             "(limits.ffmpeg_timeout_s)") from None
     if done.returncode != 0 or not done.stdout:
         raise BackendFailure(f"Encoding the audio as {media_type} failed: "
                              f"{done.stderr.decode(errors='replace').strip()[-300:]}")

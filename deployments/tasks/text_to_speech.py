@@ -64,4 +64,5 @@ class TextToSpeech(Task):
             kwargs["generate_kwargs"] = generate_kwargs
         out = model.backend.forward(request.inputs, seed=params.seed or 0, **kwargs)
         samples = np.asarray(out["audio"], dtype=np.float32).reshape(-1)
-        return encode_audio(samples, int(out["sampling_rate"]), request.media_type or self.media_types[0])
+        return encode_audio(samples, int(out["sampling_rate"]), request.media_type or self.media_types[0],
+                            request.limits)

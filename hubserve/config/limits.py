@@ -42,6 +42,8 @@ class LimitsConfig(StrictModel):
         40_000_000, ge=1, description="pixels (width x height) of one input image, checked before it is decoded")
     max_audio_seconds: float = Field(
         600.0, gt=0, description="seconds of one input audio; decoding stops just past it")
+    ffmpeg_timeout_s: float = Field(
+        60.0, gt=0, description="seconds ffmpeg may take to decode one input audio or encode one audio answer")
     max_template_seconds: float = Field(
         2.0, gt=0, description="seconds one rendering of a model's chat template may take (its process is then "
                                "stopped and the request refused)")
