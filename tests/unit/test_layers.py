@@ -83,3 +83,14 @@ def test_importing_every_module_loads_no_forbidden_package(package, forbidden):
     loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert package in loaded.stdout.split()
     assert set(loaded.stdout.split()) & forbidden == set()
+
+
+def test_ray_private_api_is_reached_only_through_the_adapter():
+    """Every import of Ray's private modules sits in hubserve/ray_adapter.py (version-checked)."""
+    reaching = set()
+    for package in ("hubserve", "serve_app", "deployments"):
+        for path in (ROOT / package).rglob("*.py"):
+            names = imported_modules(path, "ray")
+            if any("._private" in name or name.startswith("ray._") for name in names):
+                reaching.add(str(path.relative_to(ROOT)))
+    assert reaching == {"hubserve/ray_adapter.py"}
