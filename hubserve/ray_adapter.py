@@ -8,8 +8,9 @@
   replicas (which holds which model, their queue lengths) in private attributes
   (``AffinityRouterBase`` names them; ``holders`` gives the ingress that view).
 - ``serve run`` and the local cluster start a head node without Ray's monitor processes, make the
-  cluster's auth token, and clear a stopped cluster's GCS state from Redis (``start_head``,
-  ``new_auth_token``, ``clear_gcs_storage``).
+  cluster's auth token, restart a node in the folder of one that died, and clear a stopped
+  cluster's GCS state from Redis (``start_head``, ``new_auth_token``, ``forget_node_address``,
+  ``clear_gcs_storage``).
 
 ``check_ray_version`` runs where these are first used (a model server, the router, the command
 line), so that another Ray release fails there, loudly, instead of misbehaving later.
@@ -150,6 +151,14 @@ def new_auth_token() -> str:
     from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
 
     return generate_new_authentication_token()
+
+
+def forget_node_address(temp_dir: str) -> None:
+    """Drops the address a node's folder recorded, so that a node restarted there does not take
+    it for another node's (``ray start --head`` refuses an address a local raylet names)."""
+    from ray._common.utils import reset_ray_address
+
+    reset_ray_address(temp_dir)
 
 
 def clear_gcs_storage(host: str, port: int, password: str, username: Optional[str], namespace: str) -> None:

@@ -117,9 +117,9 @@ def _restart(node: Node, tag: str) -> None:
     # NOTE(hubserve): `ray start --head` refuses an address that a raylet on this machine names,
     # and the worker nodes' raylets name the head's: it is another host on a real cluster. The
     # check applies only to the address the node's folder recorded, so that record goes.
-    from ray._common.utils import reset_ray_address
+    from hubserve.ray_adapter import forget_node_address
 
-    reset_ray_address(node.argv[node.argv.index("--temp-dir") + 1])
+    forget_node_address(node.argv[node.argv.index("--temp-dir") + 1])
     with open(node.log, "ab") as out:
         out.write(f"\n--- hubserve: restarting the node ({node.starts + 1}) ---\n".encode())
     node.proc = _spawn(node.argv, node.env, node.log)
