@@ -8,7 +8,7 @@ out as a git worktree under ``.hubserve/bench-previous/`` and set up there with 
 its own ``make setup`` too, as ``make serve`` does. Then each server
 is started in turn with ``configs/default.yaml`` exactly as ``make serve`` starts it, on an
 empty store of its own, alternating previous and current ``--repeats`` times under the same
-load, and measured:
+load (in ABBA order), and measured:
 
 - ``/models/{MiniLM}`` at c=1 (``--requests`` requests, p50) and c=32 (``--duration`` s, rps),
   one sentence per request, ``options.use_cache: false``;
@@ -115,7 +115,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="hubserve-versus-"))
     try:
         for i in range(args.repeats):
-            for name, tree in trees.items():
+            # NOTE(hubserve): ABBA order, so that neither side always runs second (after the other's shutdown).
+            for name, tree in (list(trees.items()) if i % 2 == 0 else list(trees.items())[::-1]):
                 print(f"run {i + 1}/{args.repeats}: {name}", flush=True)
                 proc, base, log = start(tree, work, name)
                 try:

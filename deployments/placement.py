@@ -36,9 +36,6 @@ class TaskModels:
     def deployed(self, task: str) -> bool:
         return task in self.handles or task in self.local
 
-    def tasks(self) -> list[str]:
-        return sorted({*self.handles, *self.local})
-
     def handle(self, task: str, ref: ModelRef):
         """The model server handle of ``task``, routed to replicas holding ``ref``."""
         if task not in self.handles:
