@@ -39,6 +39,11 @@ def test_an_hour_of_audio_is_refused_from_limits():
     assert decode_audio(tone(1.5), 16000, LimitsConfig(max_audio_seconds=2)).size == 24000
 
 
+def test_decoding_past_the_ffmpeg_time_bound_is_a_400_naming_it():
+    with pytest.raises(InvalidInput, match="limits.ffmpeg_timeout_s"):
+        decode_audio(tone(1.0), 16000, LimitsConfig(ffmpeg_timeout_s=1e-6))
+
+
 @pytest.mark.parametrize("body, named", [
     (png(), "image/png"),
     (b"hello, this is text", "text"),
