@@ -1,5 +1,4 @@
-"""Where each task's models run: this process's own model servers (the ingress's inline tasks),
-else the task's deployment behind a Serve ``DeploymentHandle``."""
+"""``TaskModels``: where the gate sends each task's loads and requests."""
 
 from __future__ import annotations
 

@@ -35,7 +35,6 @@ class Pooling:
     default_prompt_name: Optional[str] = None
 
 
-
 def load_pooling(folder: Path) -> Pooling:
     """The pooling of the model in ``folder``.
 

@@ -20,7 +20,6 @@ from ._pipeline import DEFAULT_TOP_K, PIPELINE_MAX_NEW_TOKENS
 from .base import BinaryRequest
 
 
-
 class Parameters(Params):
     top_k: Optional[TopK] = None
 

@@ -79,7 +79,6 @@ def _models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # -- client commands: they talk to a running server ------------------------------------
 
 def _client(args: argparse.Namespace):
@@ -133,7 +132,6 @@ def _models_list(args: argparse.Namespace) -> int:
 def _models_delete(args: argparse.Namespace) -> int:
     with _client(args) as client:
         return _answer(client.delete(f"/api/models/{args.model_id}"))
-
 
 
 def add_parser(sub) -> None:

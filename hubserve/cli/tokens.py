@@ -38,8 +38,6 @@ def _token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def add_parser(sub) -> None:
     """Adds ``token create|list|revoke`` to the command line.
 

@@ -61,7 +61,6 @@ class Remote:
         return sum(size for _, size in self.files)
 
 
-
 def matches(path: str, patterns: list[str]) -> bool:
     from huggingface_hub.utils import filter_repo_objects
 

@@ -26,7 +26,6 @@ MIN_ADMIN_TOKEN_CHARS = 32
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 
 
-
 def admin_token_hash(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """The hash of the bootstrap admin token from the environment (its hash, the token, or its
     file), if any.

@@ -39,7 +39,6 @@ _SCHEMA = (
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-
 class AuthStore:
     """The tables of tokens, organisation members and model visibility.
 

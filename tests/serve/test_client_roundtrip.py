@@ -91,8 +91,6 @@ def test_zero_shot_classification(client_for):
     assert out[0].score >= out[-1].score
 
 
-
-
 def test_text_generation_stream(client_for):
     client = client_for("text-generation")
     whole = client.text_generation("The quick brown", max_new_tokens=5, return_full_text=False)

@@ -246,7 +246,6 @@ def test_request_caps():
         check_inputs({"source_sentence": "x", "sentences": ["y" * 11]}, limits)
 
 
-
 def test_failed_authentication_is_rate_limited_like_anonymous_calls(tmp_path, monkeypatch):
     from starlette.requests import Request
 
